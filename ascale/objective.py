@@ -18,7 +18,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["Objective", "answer_logit_diff", "masked_log_probs", "masked_kl"]
+__all__ = ["Objective", "answer_logit_diff", "masked_kl", "masked_log_probs"]
 
 # A finite stand-in for -inf: exp() of it is 0, and differences of it stay finite, so masked
 # entries add exactly 0 to the KL and no NaN reaches the gradients.

@@ -38,13 +38,15 @@ def _tokenizer(folder: Path) -> None:
     )
     tok.train_from_iterator(corpus, trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
     fast.save_pretrained(folder)
 
 
-def _config(kind: str):  # noqa: ANN202 - a transformers config
+def _config(kind: str):
     from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
 
     common = {"vocab_size": 400, "bos_token_id": 0, "eos_token_id": 0}
@@ -52,12 +54,22 @@ def _config(kind: str):  # noqa: ANN202 - a transformers config
         return GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=64, **common)
     if kind == "llama":
         return LlamaConfig(
-            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, hidden_size=32,
-            intermediate_size=64, max_position_embeddings=64, tie_word_embeddings=False, **common,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            hidden_size=32,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            tie_word_embeddings=False,
+            **common,
         )
     return GPTNeoXConfig(
-        num_hidden_layers=2, num_attention_heads=4, hidden_size=32, intermediate_size=64,
-        max_position_embeddings=64, **common,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        hidden_size=32,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        **common,
     )
 
 
@@ -80,17 +92,17 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session", params=["gpt2", "llama"])
-def tiny(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):  # noqa: ANN201
+def tiny(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
     """A tiny random model (GPT-2 and Llama shapes), loaded through `load_model`."""
     return load_model(tiny_dirs[request.param])
 
 
 @pytest.fixture(scope="session")
-def tiny_gpt2(tiny_dirs: dict[str, Path]):  # noqa: ANN201
+def tiny_gpt2(tiny_dirs: dict[str, Path]):
     return load_model(tiny_dirs["gpt2"])
 
 
 @pytest.fixture(scope="session")
-def smol():  # noqa: ANN201
+def smol():
     """The embedded SmolLM2-135M-Instruct (real behaviour)."""
     return load_model()

@@ -1,0 +1,423 @@
+"""Rank components by learned scale: where does an intervention act?
+
+Every attribution method in `ascale` (learned scalars, steering-vector norms, activation patching,
+attribution patching) gives one number per *component*: a site, a layer, a head (for the
+``heads`` site) and a token position. `AttributionResult` holds those numbers as one table, ranked
+by magnitude, so rankings can be filtered, compared (`ascale.agreement`) and drawn
+(`ascale.plot`).
+
+For learned scalars each component also gets an *effect class*, read at ``beta = +1``:
+
+| class | ``alpha`` | the activation vector is |
+|---|---|---|
+| ``identity`` | ``|alpha| < threshold`` | left alone |
+| ``amplify`` | ``alpha > 0`` | strengthened |
+| ``suppress`` | ``-1 < alpha < 0`` | weakened |
+| ``ablate`` | ``alpha ≈ -1`` | removed |
+| ``reverse`` | ``alpha < -1`` | flipped in sign |
+
+At ``beta = -1`` the factor is ``1 - alpha``, so amplify and suppress trade places there.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ascale import models
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError, UnknownSiteError, closest
+from ascale.fit import Metrics, evaluate
+from ascale.interventions import Intervention
+
+__all__ = [
+    "EFFECTS",
+    "AttributionResult",
+    "CumulativeEffectResult",
+    "cumulative_effect",
+    "rank_components",
+]
+
+EFFECTS: tuple[str, ...] = ("identity", "amplify", "suppress", "ablate", "reverse")
+COLUMNS: tuple[str, ...] = (
+    "rank",
+    "component",
+    "site",
+    "layer",
+    "head",
+    "pos",
+    "token",
+    "value",
+    "magnitude",
+    "effect",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class AttributionResult:
+    """One score per component (site, layer, [head], position), ranked by magnitude.
+
+    Attributes:
+        method: what produced the scores (``"scalars"``, ``"vectors"``,
+            ``"activation_patching"``, ``"attribution_patching"``).
+        value_name: what ``value`` is, for axis titles (``"alpha"``, ``"‖v‖"``, ...).
+        components: one row per component, best first; see `to_frame`.
+        signed: whether values carry a sign (norms do not).
+        identity: the value at which a component does nothing (0 for ``alpha``).
+        info: how the scores were made (direction, corruption, baselines, ...).
+
+    Example:
+        >>> ranking = rank_components(scalars)  # doctest: +SKIP
+        >>> ranking.top(3)[["component", "token", "value", "effect"]]  # doctest: +SKIP
+    """
+
+    method: str
+    value_name: str
+    components: pd.DataFrame = field(repr=False)
+    signed: bool = True
+    identity: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_rows(
+        cls, method: str, value_name: str, rows: pd.DataFrame, **kwargs: Any
+    ) -> AttributionResult:
+        """Rank `rows` (columns site, layer, head, pos, token, value[, magnitude, effect])."""
+        frame = rows.copy()
+        if "magnitude" not in frame:
+            frame["magnitude"] = frame["value"].abs()
+        if "effect" not in frame:
+            frame["effect"] = pd.Categorical([None] * len(frame), categories=EFFECTS)
+        frame["head"] = frame["head"].astype("Int64")
+        frame["pos"] = frame["pos"].astype("Int64")
+        frame["component"] = [
+            _component_name(s, la, h, p)
+            for s, la, h, p in zip(
+                frame["site"], frame["layer"], frame["head"], frame["pos"], strict=True
+            )
+        ]
+        frame = frame.sort_values(
+            ["magnitude", "site", "layer", "head", "pos"],
+            ascending=[False, True, True, True, True],
+            kind="stable",
+        )
+        frame["rank"] = np.arange(1, len(frame) + 1)
+        return cls(method, value_name, frame[list(COLUMNS)].reset_index(drop=True), **kwargs)
+
+    def to_frame(self) -> pd.DataFrame:
+        """The components as a DataFrame, best first.
+
+        Columns: ``rank`` (1 is the largest magnitude), ``component`` (e.g. ``"heads L9H6 @14"``),
+        ``site``, ``layer``, ``head`` and ``pos`` (nullable ints: no head off the ``heads`` site,
+        no position for ``positions="shared"``), ``token`` (at that position in the first prompt),
+        ``value``, ``magnitude`` (``|value|``, or the vector norm) and ``effect`` (scalars only).
+        """
+        return self.components.copy()
+
+    def top(self, k: int = 10) -> pd.DataFrame:
+        """The `k` components of largest magnitude."""
+        return self.components.head(k).copy()
+
+    def select(self, sites: str | Iterable[str]) -> AttributionResult:
+        """Only the components of some sites, ranked among themselves.
+
+        Example:
+            >>> ranking.select("mlp_out").top(5)  # doctest: +SKIP
+        """
+        wanted = [sites] if isinstance(sites, str) else list(sites)
+        unknown = [s for s in wanted if s not in self.sites]
+        if unknown:
+            raise UnknownSiteError(
+                f"{unknown[0]!r} is not in this ranking; sites here: {list(self.sites)}; "
+                f"closest: {closest(unknown[0], self.sites)}"
+            )
+        kept = self.components[self.components["site"].isin(wanted)]
+        kept = kept.drop(columns=["rank", "component"])
+        return AttributionResult.from_rows(
+            self.method,
+            self.value_name,
+            kept,
+            signed=self.signed,
+            identity=self.identity,
+            info=self.info,
+        )
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The sites present, in order of first appearance on the grid."""
+        return tuple(pd.unique(self.components.sort_values(["layer"])["site"]))
+
+    @property
+    def tokens(self) -> dict[int, str]:
+        """Position -> token string (of the first prompt)."""
+        rows = self.components.dropna(subset=["pos"]).drop_duplicates("pos")
+        return {int(p): str(t) for p, t in zip(rows["pos"], rows["token"], strict=True)}
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    def __repr__(self) -> str:
+        top = ", ".join(
+            f"{c} {v:+.3g}" for c, v in zip(self.components["component"][:3], self.components["value"][:3], strict=True)
+        )
+        return (
+            f"AttributionResult(method={self.method!r}, value={self.value_name!r}, "
+            f"components={len(self)}, sites={list(self.sites)}, top=[{top}])"
+        )
+
+
+def rank_components(
+    intervention: Intervention,
+    *,
+    model: Any = None,
+    data: ContrastSet | None = None,
+    sites: str | Iterable[str] | None = None,
+    threshold: float = 1e-2,
+    ablate_tol: float = 0.1,
+) -> AttributionResult:
+    """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm.
+
+    Args:
+        intervention: a fitted `ActivationScalars` or `SteeringVectors`.
+        model: with `data`, names each position by its token in the first prompt.
+        data: the prompts the intervention acts on (any split; only its tokens are read).
+        sites: keep only these sites (default: all of the intervention's).
+        threshold: scalars with ``|alpha|`` below this are class ``identity``.
+        ablate_tol: scalars within this of ``-1`` are class ``ablate``.
+
+    Returns:
+        An `AttributionResult`, one row per parameter (scalars) or vector (vectors).
+
+    Raises:
+        AscaleError: the intervention is not fitted, or of a method that has no fixed
+            per-component value.
+
+    Example:
+        >>> ranking = rank_components(scalars, model=model, data=train)  # doctest: +SKIP
+        >>> ranking.top(10)  # doctest: +SKIP
+    """
+    if not intervention.is_bound:
+        raise AscaleError(f"{type(intervention).__name__} has no parameters yet: fit it first")
+    if intervention.method == "dynamic":
+        result = _rank_dynamic(intervention, model, data, threshold, ablate_tol)
+        return result if sites is None else result.select(sites)
+    if intervention.method not in ("scalars", "vectors"):
+        raise AscaleError(
+            f"rank_components does not know how to score method {intervention.method!r}"
+        )
+    slots = _slot_positions(intervention)
+    labels = token_labels(model, data) if model is not None and data is not None else None
+    rows = []
+    for site in intervention.sites:
+        param = intervention.params[site.name].detach().cpu()
+        for k, layer in enumerate(site.layers):
+            for s, pos in enumerate(slots):
+                heads = range(param.shape[2]) if site.per_head else [None]
+                for head in heads:
+                    unit = param[k, s] if head is None else param[k, s, head]
+                    value = float(unit.norm()) if intervention.method == "vectors" else float(unit)
+                    token = "(all)" if pos is None else _token(labels, pos)
+                    rows.append((site.name, layer, head, pos, token, value))
+    frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token", "value"])
+    if intervention.method == "scalars":
+        frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
+        result = AttributionResult.from_rows("scalars", "alpha", frame)
+    else:
+        result = AttributionResult.from_rows("vectors", "‖v‖", frame, signed=False)
+    return result if sites is None else result.select(sites)
+
+
+def _rank_dynamic(
+    intervention: Intervention,
+    model: Any,
+    data: ContrastSet | None,
+    threshold: float,
+    ablate_tol: float,
+) -> AttributionResult:
+    """Dynamic scalars: each probe's mean ``alpha = w . h + b`` over every real token of `data`,
+    with ``h`` read on the clean run; ranked by mean ``|alpha|``."""
+    if model is None or data is None:
+        raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
+    names = [s.hook_name(layer) for s in intervention.sites for layer in s.layers]
+    sums: dict[str, Tensor] = {}
+    device = next(iter(model.parameters())).device
+    with torch.inference_mode():
+        for start in range(0, len(data), 32):
+            batch = data.subset(range(start, min(start + 32, len(data))))
+            mask = batch.attention_mask.to(device)
+            _, acts = models.capture(model, batch.tokens.to(device), names, mask)
+            for site in intervention.sites:
+                w, b = intervention.probe(site.name)  # type: ignore[attr-defined]
+                for k, layer in enumerate(site.layers):
+                    alpha = (acts[site.hook_name(layer)] * w[k]).sum(-1) + b[k]
+                    real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
+                    signed = (alpha * real).sum((0, 1)).cpu()
+                    size = (alpha.abs() * real).sum((0, 1)).cpu()
+                    key = site.hook_name(layer)
+                    sums[key] = sums.get(key, torch.zeros(2, *signed.shape)) + torch.stack([signed, size])
+    n_tokens = float(data.lengths.sum())
+    rows = []
+    for site in intervention.sites:
+        for layer in site.layers:
+            mean = sums[site.hook_name(layer)] / n_tokens
+            heads = range(mean.shape[1]) if site.per_head else [None]
+            for head in heads:
+                value, size = (mean[:, head] if head is not None else mean).tolist()
+                rows.append((site.name, layer, head, None, "(all)", value, size))
+    columns = ["site", "layer", "head", "pos", "token", "value", "magnitude"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
+    return AttributionResult.from_rows(
+        "dynamic", "mean alpha", frame, info={"n_prompts": len(data), "ranked_by": "mean |alpha|"}
+    )
+
+
+def effect_classes(
+    alpha: pd.Series, threshold: float = 1e-2, ablate_tol: float = 0.1
+) -> pd.Categorical:
+    """The effect class of each scalar (see the module docstring)."""
+    conditions = [
+        alpha.abs() < threshold,
+        (alpha + 1).abs() <= ablate_tol,
+        alpha > 0,
+        alpha > -1,
+    ]
+    labels = np.select(conditions, ["identity", "ablate", "amplify", "suppress"], "reverse")
+    return pd.Categorical(labels, categories=EFFECTS)
+
+
+def token_labels(model: Any, data: ContrastSet) -> tuple[str, ...]:
+    """The first prompt's token at each position (prompts must share one length)."""
+    n_pos = data.n_pos
+    return tuple(models.str_tokens(model, data.tokens[0, :n_pos]))
+
+
+def _token(labels: Sequence[str] | None, pos: int) -> str:
+    return labels[pos] if labels is not None and pos < len(labels) else ""
+
+
+def _slot_positions(intervention: Intervention) -> list[int | None]:
+    """The token position of each parameter slot (``None``: one slot shared by all)."""
+    if intervention.positions == "shared":
+        return [None]
+    if intervention.positions == "all":
+        return list(range(intervention.n_pos or 0))
+    return list(intervention.positions)
+
+
+def _component_name(site: str, layer: int, head: Any, pos: Any) -> str:
+    name = f"{site} L{layer}" + ("" if pd.isna(head) else f"H{head}")
+    return name + ("" if pd.isna(pos) else f" @{pos}")
+
+
+# ---- the cumulative-effect view ----
+
+
+@dataclass(frozen=True, eq=False)
+class CumulativeEffectResult:
+    """How much of the flip survives when only the top-k components are kept.
+
+    Attributes:
+        method: the intervention's method.
+        ks: the numbers of components kept.
+        metrics: `Metrics` re-evaluated with only the top ``k`` parameters (or vectors) applied,
+            one per entry of `ks`.
+        full: `Metrics` with every parameter applied.
+    """
+
+    method: str
+    ks: tuple[int, ...]
+    metrics: tuple[Metrics, ...] = field(repr=False)
+    full: Metrics = field(repr=False)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per ``k``: flip rates and logit differences, and the share of the full
+        intervention's flip rate (``flip_kept_*``) and logit shift (``shift_kept_*``) kept."""
+        frame = pd.DataFrame([m.to_dict() for m in self.metrics], index=pd.Index(self.ks, name="k"))
+        full = self.full
+        for direction in ("forward", "backward"):
+            rate = full.__getattribute__(f"flip_rate_{direction}")
+            shift = full.__getattribute__(f"logit_diff_{direction}") - full.logit_diff_clean
+            frame[f"flip_kept_{direction}"] = frame[f"flip_rate_{direction}"] / rate if rate else np.nan
+            frame[f"shift_kept_{direction}"] = (
+                (frame[f"logit_diff_{direction}"] - full.logit_diff_clean) / shift if shift else np.nan
+            )
+        return frame
+
+    def kept(self, k: int) -> float:
+        """Mean share of the full flip rate (both directions) kept with the top `k`."""
+        row = self.to_frame().loc[k]
+        return float((row["flip_kept_forward"] + row["flip_kept_backward"]) / 2)
+
+
+def cumulative_effect(
+    model: Any,
+    intervention: Intervention,
+    data: ContrastSet,
+    *,
+    ks: Sequence[int] = (1, 2, 5, 10, 20, 50),
+    ranking: AttributionResult | None = None,
+) -> CumulativeEffectResult:
+    """Re-evaluate `intervention` with only its top-k components applied, for each k.
+
+    Nothing is estimated: for each ``k`` a copy of the intervention keeps the ``k`` parameters
+    (scalars) or vectors of largest magnitude, sets every other one to the identity, and is
+    measured with `ascale.evaluate` on `data`.
+
+    Args:
+        model: the model the intervention was fitted on.
+        intervention: a fitted `ActivationScalars` or `SteeringVectors`.
+        data: prompts to evaluate on (a test split, typically).
+        ks: how many components to keep; values above the number of components are clipped.
+        ranking: the order to keep components in (default: `rank_components(intervention)`;
+            pass e.g. a patching result on the same grid to test another method's ranking).
+
+    Example:
+        >>> cum = cumulative_effect(model, scalars, test, ks=(1, 5, 10))  # doctest: +SKIP
+        >>> cum.to_frame()[["flip_rate_forward", "flip_kept_forward"]]  # doctest: +SKIP
+    """
+    ranking = ranking or rank_components(intervention)
+    full = evaluate(model, intervention, data)
+    ks = tuple(sorted({min(int(k), len(ranking)) for k in ks if k > 0}))
+    masks = _masks(intervention, ranking)
+    results = []
+    for k in ks:
+        kept = copy.deepcopy(intervention)
+        with torch.no_grad():
+            for name, param in kept.params.items():
+                keep = masks[name] <= k
+                param.mul_(keep.reshape(*keep.shape, *[1] * (param.ndim - keep.ndim)))
+        results.append(evaluate(model, kept, data))
+    return CumulativeEffectResult(intervention.method, ks, tuple(results), full)
+
+
+def _masks(intervention: Intervention, ranking: AttributionResult) -> dict[str, Tensor]:
+    """Per site, the rank of each component, shaped like its parameters (without a vector axis).
+
+    Components missing from `ranking` get an infinite rank (never kept).
+    """
+    slots = _slot_positions(intervention)
+    ranks = {}
+    for site in intervention.sites:
+        shape = (len(site.layers), len(slots)) + ((intervention.dims["n_heads"],) if site.per_head else ())
+        ranks[site.name] = torch.full(shape, float("inf"))
+    frame = ranking.components
+    for site_name, layer, head, pos, rank in zip(
+        frame["site"], frame["layer"], frame["head"], frame["pos"], frame["rank"], strict=True
+    ):
+        site = next((s for s in intervention.sites if s.name == site_name), None)
+        if site is None or layer not in site.layers:
+            continue
+        slot = 0 if pd.isna(pos) else slots.index(int(pos)) if int(pos) in slots else None
+        if slot is None:
+            continue
+        index = (site.layers.index(int(layer)), slot) + (() if pd.isna(head) else (int(head),))
+        ranks[site_name][index] = float(rank)
+    return {name: r.to(next(iter(intervention.parameters())).device) for name, r in ranks.items()}

@@ -1,0 +1,322 @@
+"""Plotly figures from result objects; the only module that imports plotly.
+
+Every function takes results (`AttributionResult`, `AgreementResult`,
+`CumulativeEffectResult`) and returns a `plotly.graph_objects.Figure`; nothing is shown. Signed
+values (``alpha``, patching effects) use a diverging colour scale centred on the identity (0 for
+``alpha``: blue shrinks or reverses a vector, red strengthens it); unsigned ones (vector norms) a
+sequential scale from 0. Hovering a cell shows its exact value.
+
+Example:
+    >>> fig = plot_heatmap(rank_components(scalars, model=model, data=train), "mlp_out")  # doctest: +SKIP
+    >>> fig.write_html("mlp_out.html")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ascale.agreement import AgreementResult, agreement
+from ascale.attribution import EFFECTS, AttributionResult, CumulativeEffectResult
+from ascale.errors import UnknownSiteError, closest
+
+__all__ = [
+    "figure_html",
+    "plot_agreement",
+    "plot_cumulative_effect",
+    "plot_heatmap",
+    "plot_rank_scatter",
+    "plot_top_components",
+]
+
+DIVERGING = "RdBu_r"
+SEQUENTIAL = "Viridis"
+EFFECT_COLOURS = {
+    "identity": "#bbbbbb",
+    "amplify": "#d6604d",
+    "suppress": "#92c5de",
+    "ablate": "#4393c3",
+    "reverse": "#053061",
+}
+_HEIGHT_PER_LAYER = 18
+
+
+def plot_heatmap(result: AttributionResult, site: str | None = None) -> go.Figure:
+    """Scaling map of one site: layer × position, or layer × head (one panel per position).
+
+    Position columns are labelled with their index and the token of the first prompt.
+
+    Args:
+        result: a ranking (`rank_components`, `activation_patching`, ...).
+        site: which site to draw (default: the first one in `result`).
+
+    Example:
+        >>> fig = plot_heatmap(ranking, "heads")  # doctest: +SKIP
+        >>> fig.data[0].z.shape  # layers × heads  # doctest: +SKIP
+    """
+    site = _site(result, site)
+    frame = result.components[result.components["site"] == site]
+    per_head = bool(frame["head"].notna().any())
+    title = f"{result.method}: {result.value_name} at {site}"
+    if per_head:
+        fig = _head_panels(result, frame)
+    else:
+        fig = go.Figure(_heatmap(result, frame, columns="pos"))
+        fig.update_xaxes(title_text="position: token (first prompt)", tickangle=-45)
+    fig.update_yaxes(autorange="reversed")
+    fig.layout.yaxis.title.text = "layer"
+    n_layers = frame["layer"].nunique()
+    fig.update_layout(
+        title=title,
+        coloraxis=_colour_axis(result, frame["value"]),
+        height=max(320, 140 + _HEIGHT_PER_LAYER * n_layers),
+        margin={"l": 60, "r": 20, "t": 60, "b": 100},
+    )
+    return fig
+
+
+def _head_panels(result: AttributionResult, frame: pd.DataFrame) -> go.Figure:
+    positions = [p for p in pd.unique(frame["pos"].sort_values())]
+    titles = [_pos_label(p, result.tokens.get(int(p), "")) if pd.notna(p) else "all positions" for p in positions]
+    fig = make_subplots(
+        rows=1, cols=len(positions), shared_yaxes=True, subplot_titles=titles,
+        horizontal_spacing=min(0.04, 0.3 / max(1, len(positions))),
+    )
+    for i, pos in enumerate(positions, start=1):
+        at = frame[frame["pos"].isna()] if pd.isna(pos) else frame[frame["pos"] == pos]
+        fig.add_trace(_heatmap(result, at, columns="head"), row=1, col=i)
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=i)
+    return fig
+
+
+def _heatmap(result: AttributionResult, frame: pd.DataFrame, columns: str) -> go.Heatmap:
+    """A layer × `columns` heatmap trace, with exact values and tokens in the hover text."""
+    frame = frame.assign(
+        column=[
+            _pos_label(p, t) if columns == "pos" else int(h)
+            for p, t, h in zip(frame["pos"], frame["token"], frame["head"], strict=True)
+        ]
+    )
+    order = frame.sort_values("pos" if columns == "pos" else "head")["column"].unique()
+    grid = frame.pivot(index="layer", columns="column", values="value").reindex(columns=order)
+    hover = frame.pivot(index="layer", columns="column", values="component").reindex(columns=order)
+    tokens = frame.pivot(index="layer", columns="column", values="token").reindex(columns=order)
+    custom = np.dstack([hover.to_numpy(dtype=object), tokens.to_numpy(dtype=object)])
+    return go.Heatmap(
+        z=grid.to_numpy(dtype=float),
+        x=[str(c) for c in grid.columns],
+        y=grid.index.to_numpy(),
+        customdata=custom,
+        coloraxis="coloraxis",
+        hovertemplate=(
+            "%{customdata[0]}<br>token: %{customdata[1]}<br>"
+            f"{result.value_name} = %{{z:.6g}}<extra></extra>"
+        ),
+    )
+
+
+def _colour_axis(result: AttributionResult, values: pd.Series) -> dict[str, object]:
+    title = {"text": result.value_name}
+    if not result.signed:
+        return {"colorscale": SEQUENTIAL, "cmin": 0.0, "colorbar": {"title": title}}
+    reach = float((values - result.identity).abs().max()) or 1.0
+    return {
+        "colorscale": DIVERGING,
+        "cmid": result.identity,
+        "cmin": result.identity - reach,
+        "cmax": result.identity + reach,
+        "colorbar": {"title": title},
+    }
+
+
+def plot_top_components(result: AttributionResult, k: int = 20) -> go.Figure:
+    """Horizontal bars of the `k` largest components, coloured by effect class (or sign).
+
+    Example:
+        >>> plot_top_components(ranking, k=10).data[0].y[0]  # the top component  # doctest: +SKIP
+    """
+    top = result.top(k)
+    labels = [f"{c}  {t!r}" for c, t in zip(top["component"], top["token"], strict=True)]
+    has_effect = bool(top["effect"].notna().any())
+    if has_effect:
+        colours = [EFFECT_COLOURS.get(str(e), "#888888") for e in top["effect"]]
+    else:
+        colours = ["#d6604d" if v >= result.identity else "#4393c3" for v in top["value"]]
+    fig = go.Figure(
+        go.Bar(
+            x=top["value"],
+            y=labels,
+            orientation="h",
+            marker_color=colours,
+            customdata=np.stack([top["rank"], top["effect"].astype(str)], axis=1),
+            hovertemplate=(
+                "rank %{customdata[0]}: %{y}<br>"
+                f"{result.value_name} = %{{x:.6g}}"
+                + ("<br>effect: %{customdata[1]}" if has_effect else "")
+                + "<extra></extra>"
+            ),
+        )
+    )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"{result.method}: top {len(top)} components by |{result.value_name}|",
+        xaxis_title=result.value_name,
+        height=max(300, 120 + 22 * len(top)),
+        margin={"l": 260, "r": 20, "t": 60, "b": 50},
+    )
+    if has_effect:
+        present = [e for e in EFFECTS if (top["effect"] == e).any()]
+        fig.update_layout(
+            annotations=[
+                {
+                    "text": "  ".join(
+                        f"<span style='color:{EFFECT_COLOURS[e]}'>■</span> {e}" for e in present
+                    ),
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 1,
+                    "y": 1.06,
+                    "showarrow": False,
+                    "xanchor": "right",
+                }
+            ]
+        )
+    return fig
+
+
+def plot_rank_scatter(a: AttributionResult, b: AttributionResult) -> go.Figure:
+    """Rank of each shared component under `a` (x) against its rank under `b` (y), log axes.
+
+    Ranks are recomputed over the components both share (1 = largest magnitude); the title
+    gives Spearman's correlation.
+
+    Example:
+        >>> plot_rank_scatter(scalar_ranking, patching)  # doctest: +SKIP
+    """
+    table = a.components[["component", "token", "magnitude"]].merge(
+        b.components[["component", "magnitude"]], on="component", suffixes=("_a", "_b")
+    )
+    x = table["magnitude_a"].rank(ascending=False, method="min")
+    y = table["magnitude_b"].rank(ascending=False, method="min")
+    rho = agreement({a.method + " (x)": a, b.method + " (y)": b}).to_frame()["spearman"][0]
+    fig = go.Figure(
+        go.Scattergl(
+            x=x,
+            y=y,
+            mode="markers",
+            marker={"size": 6, "opacity": 0.6},
+            customdata=np.stack([table["component"], table["token"]], axis=1),
+            hovertemplate="%{customdata[0]} %{customdata[1]}<br>rank %{x} vs %{y}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(type="log", title_text=f"rank by {a.method}")
+    fig.update_yaxes(type="log", title_text=f"rank by {b.method}")
+    fig.update_layout(
+        title=f"{a.method} vs {b.method}: Spearman ρ = {rho:.3f}", height=420, width=520
+    )
+    return fig
+
+
+def plot_agreement(result: AgreementResult) -> go.Figure:
+    """Two matrices side by side: Spearman's ρ and the top-k overlap of every pair of methods.
+
+    Example:
+        >>> plot_agreement(agreement([ranking, patching])).data[0].z  # doctest: +SKIP
+    """
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=["Spearman ρ (magnitudes)", f"top-{result.k} overlap"],
+        horizontal_spacing=0.22,
+    )
+    names = list(result.methods)
+    panels = [
+        (result.spearman, "RdBu_r", -1.0, 1.0, 0.42),
+        (result.topk_overlap, "Blues", 0.0, 1.0, 1.0),
+    ]
+    for col, (matrix, scale, low, high, bar_x) in enumerate(panels, start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=matrix.loc[names, names].to_numpy(dtype=float),
+                x=names,
+                y=names,
+                zmin=low,
+                zmax=high,
+                colorscale=scale,
+                texttemplate="%{z:.2f}",
+                colorbar={"x": bar_x, "len": 0.9},
+                hovertemplate="%{y} vs %{x}: %{z:.4f}<extra></extra>",
+            ),
+            row=1,
+            col=col,
+        )
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(
+        title=f"agreement over {result.n_components} shared components",
+        height=420,
+        margin={"l": 160, "r": 20, "t": 80, "b": 120},
+    )
+    return fig
+
+
+def plot_cumulative_effect(result: CumulativeEffectResult) -> go.Figure:
+    """Flip rate in each direction with only the top-k components applied, against ``k``.
+
+    Dotted lines mark the full intervention's flip rates.
+
+    Example:
+        >>> plot_cumulative_effect(cumulative_effect(model, scalars, test))  # doctest: +SKIP
+    """
+    frame = result.to_frame()
+    fig = go.Figure()
+    for direction, sign, colour in (("forward", "+1", "#d6604d"), ("backward", "-1", "#4393c3")):
+        fig.add_trace(
+            go.Scatter(
+                x=frame.index,
+                y=frame[f"flip_rate_{direction}"],
+                mode="lines+markers",
+                name=f"flip rate, beta={sign}",
+                line={"color": colour},
+                hovertemplate="top %{x}: %{y:.3f}<extra></extra>",
+            )
+        )
+        full = getattr(result.full, f"flip_rate_{direction}")
+        fig.add_hline(y=full, line={"color": colour, "dash": "dot"})
+    fig.update_xaxes(type="log", title_text="components kept (top k by magnitude)")
+    fig.update_yaxes(title_text="flip rate", range=[-0.02, 1.02])
+    fig.update_layout(
+        title=f"{result.method}: flips kept with only the top-k components (dotted: all)",
+        height=380,
+    )
+    return fig
+
+
+def figure_html(fig: go.Figure, *, include_plotlyjs: bool = False) -> str:
+    """A figure as an HTML fragment; with `include_plotlyjs`, plotly.js is inlined (offline)."""
+    return str(
+        fig.to_html(
+            full_html=False,
+            include_plotlyjs=include_plotlyjs,
+            config={"displaylogo": False, "responsive": True},
+        )
+    )
+
+
+def _site(result: AttributionResult, site: str | None) -> str:
+    if site is None:
+        return result.sites[0]
+    if site not in result.sites:
+        raise UnknownSiteError(
+            f"{site!r} is not in this ranking; sites here: {list(result.sites)}; "
+            f"closest: {closest(site, result.sites)}"
+        )
+    return site
+
+
+def _pos_label(pos: object, token: str) -> str:
+    if pd.isna(pos):  # type: ignore[call-overload]
+        return "all"
+    shown = token.strip() or repr(token)
+    return f"{int(pos)} {shown}"  # type: ignore[call-overload]

@@ -1,0 +1,182 @@
+"""A self-contained HTML report: metrics, scaling maps, top components, agreement.
+
+The report is one file that works offline: plotly.js is inlined once, ahead of the first figure,
+and nothing is fetched from the network. Sections appear for whatever is passed:
+
+1. metrics of each intervention (`ascale.Metrics`, or their ``to_dict()``);
+2. the scaling maps: one heatmap per ranking and site (layer × position, or layer × head);
+3. the top-k components of each ranking, as a bar chart and a table;
+4. the cumulative-effect view (flips kept with only the top-k components);
+5. agreement between rankings: Spearman's ρ and top-k overlap, and rank scatter plots.
+
+Example:
+    >>> write_report("out", [ranking, patched, estimated], agreement=agree)  # doctest: +SKIP
+    PosixPath('out/report.html')
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ascale import plot
+from ascale.agreement import AgreementResult
+from ascale.attribution import AttributionResult, CumulativeEffectResult
+from ascale.fit import Metrics
+
+__all__ = ["write_report"]
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1200px; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+table.data { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1.5rem; }
+table.data th, table.data td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
+table.data th { background: #f4f4f4; }
+p.note { color: #555; font-size: .9rem; }
+"""
+
+
+@dataclass
+class _Page:
+    """Accumulates the body; the first figure carries plotly.js inline."""
+
+    parts: list[str] = field(default_factory=list)
+    has_js: bool = False
+
+    def text(self, tag: str, content: str, cls: str = "") -> None:
+        attr = f' class="{cls}"' if cls else ""
+        self.parts.append(f"<{tag}{attr}>{html.escape(content)}</{tag}>")
+
+    def table(self, frame: pd.DataFrame, index: bool = True) -> None:
+        self.parts.append(frame.to_html(classes="data", border=0, index=index, float_format="{:.4g}".format))
+
+    def figure(self, fig: Any) -> None:
+        self.parts.append(plot.figure_html(fig, include_plotlyjs=not self.has_js))
+        self.has_js = True
+
+
+def write_report(
+    out: str | Path,
+    rankings: Sequence[AttributionResult] | Mapping[str, AttributionResult] = (),
+    *,
+    agreement: AgreementResult | None = None,
+    metrics: Mapping[str, Metrics | Mapping[str, Any]] | None = None,
+    cumulative: Sequence[CumulativeEffectResult] = (),
+    title: str = "ascale report",
+    description: str = "",
+    top_k: int = 20,
+) -> Path:
+    """Write the report; `out` is a folder (gets ``report.html``) or an ``.html`` path.
+
+    Args:
+        out: where to write.
+        rankings: rankings to draw, named by their method (or a mapping of names).
+        agreement: `ascale.agreement` of the rankings, for the agreement section.
+        metrics: per intervention name, its `Metrics` (test split, typically).
+        cumulative: `cumulative_effect` results.
+        title: the page title.
+        description: a paragraph under the title (model, task, data).
+        top_k: rows in each top-components table and bar chart.
+
+    Returns:
+        The path of the HTML file.
+    """
+    path = Path(out)
+    if path.suffix.lower() not in (".html", ".htm"):
+        path = path / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    named = dict(rankings) if isinstance(rankings, Mapping) else {r.method: r for r in rankings}
+    page = _Page()
+    page.text("h1", title)
+    if description:
+        page.text("p", description, "note")
+    if metrics:
+        _metrics(page, metrics)
+    if named:
+        _maps(page, named)
+        _top(page, named, top_k)
+    if cumulative:
+        page.text("h2", "Cumulative effect")
+        page.text("p", "Each point re-evaluates the intervention with only its k largest components "
+                  "applied (all others set to the identity).", "note")
+        for cum in cumulative:
+            page.figure(plot.plot_cumulative_effect(cum))
+            page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
+    if agreement is not None:
+        _agreement(page, agreement)
+    document = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(page.parts)
+        + "\n</body></html>\n"
+    )
+    path.write_text(document, encoding="utf-8")
+    return path
+
+
+_METRIC_ROWS = {
+    "flip_rate_forward": "flip rate, beta=+1",
+    "flip_rate_backward": "flip rate, beta=-1",
+    "logit_diff_forward": "logit diff, beta=+1",
+    "logit_diff_backward": "logit diff, beta=-1",
+    "logit_diff_clean": "logit diff, clean",
+    "faithfulness_kl": "faithfulness KL",
+    "n_params": "parameters",
+    "n_active": "active (>0.01)",
+    "l1": "L1",
+    "n_prompts": "prompts",
+}
+_CUMULATIVE_COLUMNS = [
+    "flip_rate_forward",
+    "flip_rate_backward",
+    "flip_kept_forward",
+    "flip_kept_backward",
+    "logit_diff_forward",
+    "logit_diff_backward",
+]
+
+
+def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
+    page.text("h2", "Metrics")
+    columns = {
+        name: (m.to_dict() if isinstance(m, Metrics) else dict(m)) for name, m in metrics.items()
+    }
+    frame = pd.DataFrame(columns).reindex(list(_METRIC_ROWS)).rename(index=_METRIC_ROWS)
+    page.table(frame.dropna(how="all"))
+
+
+def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
+    page.text("h2", "Scaling maps")
+    page.text("p", "Colour is centred on the identity (0: the component is left alone); hover a "
+              "cell for its exact value. Positions are labelled with the first prompt's tokens.",
+              "note")
+    for name, result in named.items():
+        page.text("h3", f"{name} ({result.value_name})")
+        for site in result.sites:
+            page.figure(plot.plot_heatmap(result, site))
+
+
+def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
+    page.text("h2", f"Top {k} components")
+    for name, result in named.items():
+        page.text("h3", name)
+        page.figure(plot.plot_top_components(result, k))
+        columns = ["rank", "component", "token", "value"]
+        if result.components["effect"].notna().any():
+            columns.append("effect")
+        page.table(result.top(k)[columns], index=False)
+
+
+def _agreement(page: _Page, result: AgreementResult) -> None:
+    page.text("h2", "Agreement between methods")
+    page.figure(plot.plot_agreement(result))
+    page.table(result.to_frame().round(4), index=False)
+    first = result.methods[0]
+    for other in result.methods[1:]:
+        page.figure(plot.plot_rank_scatter(result.rankings[first], result.rankings[other]))
