@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q
-	$(PY) -m mkdocs build --strict --site-dir .site -q
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir .site -q
 
 lint: $(STAMP)
 	.venv/bin/ruff check ascale tests benchmarks

@@ -14,6 +14,13 @@ Example:
 """
 
 from ascale import tasks
+from ascale.agreement import AgreementResult, agreement
+from ascale.attribution import (
+    AttributionResult,
+    CumulativeEffectResult,
+    cumulative_effect,
+    rank_components,
+)
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import (
     AnswerTokenError,
@@ -24,17 +31,29 @@ from ascale.errors import (
     UnknownSiteError,
 )
 from ascale.fit import FitResult, Metrics, evaluate, fit
-from ascale.interventions import ActivationScalars, Intervention, SteeringVectors
+from ascale.generation import generate
+from ascale.interventions import (
+    ActivationScalars,
+    DynamicScalars,
+    Intervention,
+    SteeringVectors,
+)
 from ascale.io import load, save
 from ascale.models import load_model
 from ascale.objective import Objective
+from ascale.patching import activation_patching, attribution_patching
+from ascale.report import write_report
 from ascale.sites import Site
 
 __all__ = [
     "ActivationScalars",
+    "AgreementResult",
     "AnswerTokenError",
     "AscaleError",
+    "AttributionResult",
     "ContrastSet",
+    "CumulativeEffectResult",
+    "DynamicScalars",
     "FitResult",
     "IncompatibleModelError",
     "Intervention",
@@ -45,13 +64,20 @@ __all__ = [
     "Site",
     "SteeringVectors",
     "UnknownSiteError",
+    "activation_patching",
+    "agreement",
+    "attribution_patching",
+    "cumulative_effect",
     "evaluate",
     "fit",
+    "generate",
     "load",
     "load_jsonl",
     "load_model",
+    "rank_components",
     "save",
     "tasks",
+    "write_report",
 ]
 
 __version__ = "0.1.0"

@@ -52,10 +52,7 @@ class AgreementResult:
     def to_frame(self) -> pd.DataFrame:
         """One row per pair: ``a``, ``b``, ``spearman``, ``topk_overlap``."""
         return pd.DataFrame(
-            [
-                (a, b, self.spearman.loc[a, b], self.topk_overlap.loc[a, b])
-                for a, b in self.pairs()
-            ],
+            [(a, b, self.spearman.loc[a, b], self.topk_overlap.loc[a, b]) for a, b in self.pairs()],
             columns=["a", "b", "spearman", "topk_overlap"],
         )
 

@@ -35,7 +35,7 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError, closest
 from ascale.fit import Metrics, evaluate
-from ascale.interventions import Intervention
+from ascale.interventions import DynamicScalars, Intervention
 
 __all__ = [
     "EFFECTS",
@@ -165,7 +165,10 @@ class AttributionResult:
 
     def __repr__(self) -> str:
         top = ", ".join(
-            f"{c} {v:+.3g}" for c, v in zip(self.components["component"][:3], self.components["value"][:3], strict=True)
+            f"{c} {v:+.3g}"
+            for c, v in zip(
+                self.components["component"][:3], self.components["value"][:3], strict=True
+            )
         )
         return (
             f"AttributionResult(method={self.method!r}, value={self.value_name!r}, "
@@ -243,6 +246,7 @@ def _rank_dynamic(
 ) -> AttributionResult:
     """Dynamic scalars: each probe's mean ``alpha = w . h + b`` over every real token of `data`,
     with ``h`` read on the clean run; ranked by mean ``|alpha|``."""
+    assert isinstance(intervention, DynamicScalars)
     if model is None or data is None:
         raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
     names = [s.hook_name(layer) for s in intervention.sites for layer in s.layers]
@@ -254,14 +258,16 @@ def _rank_dynamic(
             mask = batch.attention_mask.to(device)
             _, acts = models.capture(model, batch.tokens.to(device), names, mask)
             for site in intervention.sites:
-                w, b = intervention.probe(site.name)  # type: ignore[attr-defined]
+                w, b = intervention.probe(site.name)
                 for k, layer in enumerate(site.layers):
                     alpha = (acts[site.hook_name(layer)] * w[k]).sum(-1) + b[k]
                     real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
                     signed = (alpha * real).sum((0, 1)).cpu()
                     size = (alpha.abs() * real).sum((0, 1)).cpu()
                     key = site.hook_name(layer)
-                    sums[key] = sums.get(key, torch.zeros(2, *signed.shape)) + torch.stack([signed, size])
+                    sums[key] = sums.get(key, torch.zeros(2, *signed.shape)) + torch.stack(
+                        [signed, size]
+                    )
     n_tokens = float(data.lengths.sum())
     rows = []
     for site in intervention.sites:
@@ -309,7 +315,7 @@ def _slot_positions(intervention: Intervention) -> list[int | None]:
         return [None]
     if intervention.positions == "all":
         return list(range(intervention.n_pos or 0))
-    return list(intervention.positions)
+    return [int(p) for p in intervention.positions]
 
 
 def _component_name(site: str, layer: int, head: Any, pos: Any) -> str:
@@ -345,9 +351,13 @@ class CumulativeEffectResult:
         for direction in ("forward", "backward"):
             rate = full.__getattribute__(f"flip_rate_{direction}")
             shift = full.__getattribute__(f"logit_diff_{direction}") - full.logit_diff_clean
-            frame[f"flip_kept_{direction}"] = frame[f"flip_rate_{direction}"] / rate if rate else np.nan
+            frame[f"flip_kept_{direction}"] = (
+                frame[f"flip_rate_{direction}"] / rate if rate else np.nan
+            )
             frame[f"shift_kept_{direction}"] = (
-                (frame[f"logit_diff_{direction}"] - full.logit_diff_clean) / shift if shift else np.nan
+                (frame[f"logit_diff_{direction}"] - full.logit_diff_clean) / shift
+                if shift
+                else np.nan
             )
         return frame
 
@@ -399,25 +409,25 @@ def cumulative_effect(
 
 
 def _masks(intervention: Intervention, ranking: AttributionResult) -> dict[str, Tensor]:
-    """Per site, the rank of each component, shaped like its parameters (without a vector axis).
+    """Per site, the rank of each component, shaped like its parameters without a vector axis.
 
     Components missing from `ranking` get an infinite rank (never kept).
     """
-    slots = _slot_positions(intervention)
-    ranks = {}
-    for site in intervention.sites:
-        shape = (len(site.layers), len(slots)) + ((intervention.dims["n_heads"],) if site.per_head else ())
-        ranks[site.name] = torch.full(shape, float("inf"))
     frame = ranking.components
-    for site_name, layer, head, pos, rank in zip(
-        frame["site"], frame["layer"], frame["head"], frame["pos"], frame["rank"], strict=True
-    ):
-        site = next((s for s in intervention.sites if s.name == site_name), None)
-        if site is None or layer not in site.layers:
-            continue
-        slot = 0 if pd.isna(pos) else slots.index(int(pos)) if int(pos) in slots else None
-        if slot is None:
-            continue
-        index = (site.layers.index(int(layer)), slot) + (() if pd.isna(head) else (int(head),))
-        ranks[site_name][index] = float(rank)
-    return {name: r.to(next(iter(intervention.parameters())).device) for name, r in ranks.items()}
+    rank_of = dict(zip(frame["component"], frame["rank"].astype(float), strict=True))
+    slots = _slot_positions(intervention)
+    device = next(iter(intervention.parameters())).device
+    masks = {}
+    for site in intervention.sites:
+        heads = range(intervention.dims["n_heads"]) if site.per_head else [None]
+        ranks = torch.tensor(
+            [
+                [
+                    [rank_of.get(_component_name(site.name, la, h, p), np.inf) for h in heads]
+                    for p in slots
+                ]
+                for la in site.layers
+            ]
+        )
+        masks[site.name] = (ranks if site.per_head else ranks[..., 0]).to(device)
+    return masks

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("evaluate", help="measure a saved intervention on a jsonl file")
     )
     _demo_parser(sub.add_parser("demo", help="the main job: scalars vs vectors on CCC"))
+    compare_help = "learned scalars vs activation and attribution patching: report.html"
+    _compare_parser(sub.add_parser("compare", aliases=["report"], help=compare_help))
     return parser
 
 
@@ -85,6 +87,18 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="default: the model it was trained on")
     p.add_argument("--out", type=Path, default=None, help="metrics file (default: DIR/eval.json)")
     p.set_defaults(command="evaluate")
+
+
+def _compare_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p)
+    _train_options(p)
+    # None: per task (CCC attn_out,mlp_out at all positions; IOI heads at the last two)
+    p.set_defaults(sites=None, positions=None, command="compare")
+    p.add_argument("--vectors", action="store_true", help="also fit and rank steering vectors")
+    p.add_argument("--patch-n", type=int, default=16, help="prompts to patch (default 16)")
+    p.add_argument("--k", type=int, default=10, help="k of the top-k overlap (default 10)")
+    p.add_argument("--direction", choices=["noising", "denoising"], default="noising")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
 
 
 def _demo_parser(p: argparse.ArgumentParser) -> None:
@@ -150,16 +164,95 @@ def _demo(args: argparse.Namespace) -> int:
         f"{data.wrong[0]!r}"
     )
     opts = _demo_options(args)
-    table = {}
+    table, ivs = {}, {}
     for method in ("scalars", "vectors"):
-        intervention = _make_intervention(model, method, opts)
+        ivs[method] = intervention = _make_intervention(model, method, opts)
         metrics = _fit_one(model, intervention, train, test, opts, args.out / method)
         table[method] = metrics["test"]
     _print_table(table, title="CCC test split, SmolLM2-135M, sites attn_out+mlp_out, all positions")
     summary = {"wall_time_s": round(time.perf_counter() - start, 1), "test": table}
     _write_json(args.out / "summary.json", summary)
-    print(f"wrote {args.out}/ (scalars/, vectors/, summary.json) in {summary['wall_time_s']} s")
+    _localise(model, ivs, test, "ccc", table, args.out, patch_n=16, k=10)
+    print(
+        f"wrote {args.out}/ (scalars/, vectors/, summary.json, report.html, compare.json) in "
+        f"{round(time.perf_counter() - start, 1)} s"
+    )
     return 0
+
+
+@_command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    import ascale
+
+    task = args.task or "data"
+    args.sites = args.sites or ("heads" if task == "ioi" else "attn_out,mlp_out")
+    args.positions = args.positions or ("-1,-2" if task == "ioi" else "all")
+    model = ascale.load_model(args.model)
+    methods = ["scalars", "vectors"] if args.vectors else ["scalars"]
+    ivs = {m: _make_intervention(model, m, args) for m in methods}
+    train, test = _load_split(args, model)
+    table = {
+        m: _fit_one(model, iv, train, test, args, args.out / m)["test"] for m, iv in ivs.items()
+    }
+    _print_table(table, title=f"{task} test split")
+    _localise(model, ivs, test, task, table, args.out, args.patch_n, args.k, args.direction)
+    print(f"wrote {args.out}/report.html and {args.out}/compare.json")
+    return 0
+
+
+def _localise(
+    model: Any,
+    interventions: dict[str, Any],
+    data: Any,
+    task: str,
+    metrics: dict[str, Any],
+    out: Path,
+    patch_n: int,
+    k: int,
+    direction: str = "noising",
+) -> None:
+    """Rank the interventions' components, patch the same grid, compare, write the report."""
+    import ascale
+
+    clean = data.subset(range(min(patch_n, len(data))))
+    corrupt = {"ccc": ascale.tasks.ccc_corrupt, "ioi": ascale.tasks.ioi_corrupt}.get(task)
+    corrupted = corrupt(clean, model) if corrupt else None  # a jsonl file: mean-ablation
+    grid = interventions["scalars"]
+    rankings = {
+        m: ascale.rank_components(iv, model=model, data=clean) for m, iv in interventions.items()
+    }
+    opts = {"like": grid, "direction": direction}
+    rankings["activation_patching"] = ascale.activation_patching(model, clean, corrupted, **opts)
+    rankings["attribution_patching"] = ascale.attribution_patching(model, clean, corrupted, **opts)
+    agree = ascale.agreement(rankings, k=k)
+    cumulative = [ascale.cumulative_effect(model, iv, data) for iv in interventions.values()]
+    description = (
+        f"{model.cfg.model_name}, task {task}: {len(data)} test prompts of {data.n_pos} tokens "
+        f"(e.g. {data.prompts[0]!r} -> {data.correct[0]!r} vs {data.wrong[0]!r}); patching on "
+        f"{len(clean)} of them, "
+        + (f"{direction} with corrupted prompts." if corrupted else "mean-ablation.")
+    )
+    ascale.write_report(
+        out,
+        rankings,
+        agreement=agree,
+        metrics=metrics,
+        cumulative=cumulative,
+        title=f"ascale: where do the scalars act? ({task})",
+        description=description,
+    )
+    top = {
+        m: [f"{c} {t!r}" for c, t in r.top(k)[["component", "token"]].itertuples(index=False)]
+        for m, r in rankings.items()
+    }
+    kept = {
+        c.method: c.to_frame()[["flip_kept_forward", "flip_kept_backward"]]
+        .round(4)
+        .to_dict("index")
+        for c in cumulative
+    }
+    _write_json(out / "compare.json", {**agree.to_dict(), "top_k": top, "flip_kept": kept})
+    print(agree.to_frame().round(3).to_string(index=False))
 
 
 def _demo_options(args: argparse.Namespace) -> argparse.Namespace:

@@ -130,7 +130,8 @@ def fit(
                 history.setdefault(key, []).append(float(value.detach()))
             bar.update(1)
             bar.set_postfix(
-                loss=f"{float(terms['loss']):.3f}", flipped=f"{satisfied.float().mean():.2f}"
+                loss=f"{float(terms['loss'].detach()):.3f}",
+                flipped=f"{satisfied.float().mean():.2f}",
             )
             if early_stop and bool(satisfied.all()):
                 stopped = True

@@ -128,8 +128,9 @@ class Intervention(nn.Module, ABC):
     def hooks(self, beta: Beta = 1.0) -> list[tuple[str, Any]]:
         """``(hook_name, hook_fn)`` pairs for TransformerLens' ``hooks()``.
 
-        Position-tied hooks accept prompts of the training length and, during KV-cached
-        generation, the one-token steps after it (left unchanged: nothing was trained there).
+        Position-tied hooks accept prompts of the training length and, during generation, the
+        tokens added after it (one-token KV-cached steps, or the sequence grown by one token a
+        step without the cache): those positions are left unchanged, nothing was trained there.
         """
         self._require_bound()
         tracker: dict[str, int] = {}
@@ -163,7 +164,14 @@ class Intervention(nn.Module, ABC):
                 tracker[name] = n
                 return self._edit(act, self._full(param), _beta_like(beta, act))
             if tracker.get(name, 0) >= (self.n_pos or 0) and n == 1:
-                return act  # a generated token beyond the trained prompt positions
+                return act  # a generated token beyond the trained prompt positions (KV cache)
+            if n > (self.n_pos or 0) and tracker.get(name) == n - 1:
+                # Generation without the KV cache: the sequence grows by one token a step;
+                # the trained prompt positions are edited again, the generated ones left alone.
+                tracker[name] = n
+                full = self._full(param)
+                grown = torch.cat([full, full.new_zeros((n - full.shape[0], *full.shape[1:]))])
+                return self._edit(act, grown, _beta_like(beta, act))
             raise PromptLengthError(
                 f"{type(self).__name__} is tied to prompts of {self.n_pos} tokens, got {n} at "
                 f"{name}; filter with `data.with_length({self.n_pos})`, or use "

@@ -305,6 +305,13 @@ def str_tokens(model: Any, tokens: Int[Tensor, " pos"]) -> list[str]:
 
 
 def generate(model: Any, prompt: str, **kwargs: Any) -> str:
-    """`model.generate` on one prompt, returning the text (prompt included)."""
+    """`model.generate` on one prompt, returning the text (prompt included).
+
+    Without the KV cache unless asked (``use_past_kv_cache=True``): on transformer-lens 4.3 with
+    transformers 5.x, the Bridge's cached steps see an empty cache (each new token attends only
+    to itself), so cached generation diverges from the model after the first new token.
+    Recomputing the whole sequence each step is exact, and cheap at these model sizes.
+    """
     kwargs.setdefault("verbose", False)
+    kwargs.setdefault("use_past_kv_cache", False)
     return str(model.generate(prompt, **kwargs))

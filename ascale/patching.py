@@ -138,8 +138,12 @@ def activation_patching(
                 group = comps[start : start + per_pass]
                 patched = _patched_deltas(model, batch, group, src_acts)
                 totals[start : start + len(group)] += patched.sum(-1).cpu() - delta.sum().cpu()
-    effect = _normalise(totals / len(data), base_delta / len(data), source_delta / len(data), corrupted)
-    return _result("activation_patching", model, data, comps, effect, corrupted, direction, ablation)
+    effect = _normalise(
+        totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
+    )
+    return _result(
+        "activation_patching", model, data, comps, effect, corrupted, direction, ablation
+    )
 
 
 def attribution_patching(
@@ -181,8 +185,12 @@ def attribution_patching(
             n: ((src_acts[n] - base_acts[n]) * grads[n]).sum(-1).sum(0).cpu() for n in names
         }
         totals += torch.stack([_pick(summed[c.site.hook_name(c.layer)], c) for c in comps])
-    effect = _normalise(totals / len(data), base_delta / len(data), source_delta / len(data), corrupted)
-    return _result("attribution_patching", model, data, comps, effect, corrupted, direction, ablation)
+    effect = _normalise(
+        totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
+    )
+    return _result(
+        "attribution_patching", model, data, comps, effect, corrupted, direction, ablation
+    )
 
 
 # ---- the grid and the inputs ----
@@ -291,7 +299,9 @@ def _gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor
     with torch.enable_grad(), models.attach(model, hooks):
         delta = _deltas(models.run(model, _tokens(batch, model)), batch)
         grads = torch.autograd.grad(delta.sum(), [zeros[n] for n in names], allow_unused=True)
-    out = {n: torch.zeros_like(acts[n]) if g is None else g for n, g in zip(names, grads, strict=True)}
+    out = {
+        n: torch.zeros_like(acts[n]) if g is None else g for n, g in zip(names, grads, strict=True)
+    }
     return delta.detach(), acts, out
 
 

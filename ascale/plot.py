@@ -79,9 +79,15 @@ def plot_heatmap(result: AttributionResult, site: str | None = None) -> go.Figur
 
 def _head_panels(result: AttributionResult, frame: pd.DataFrame) -> go.Figure:
     positions = [p for p in pd.unique(frame["pos"].sort_values())]
-    titles = [_pos_label(p, result.tokens.get(int(p), "")) if pd.notna(p) else "all positions" for p in positions]
+    titles = [
+        _pos_label(p, result.tokens.get(int(p), "")) if pd.notna(p) else "all positions"
+        for p in positions
+    ]
     fig = make_subplots(
-        rows=1, cols=len(positions), shared_yaxes=True, subplot_titles=titles,
+        rows=1,
+        cols=len(positions),
+        shared_yaxes=True,
+        subplot_titles=titles,
         horizontal_spacing=min(0.04, 0.3 / max(1, len(positions))),
     )
     for i, pos in enumerate(positions, start=1):

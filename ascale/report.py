@@ -24,7 +24,6 @@ from typing import Any
 
 import pandas as pd
 
-from ascale import plot
 from ascale.agreement import AgreementResult
 from ascale.attribution import AttributionResult, CumulativeEffectResult
 from ascale.fit import Metrics
@@ -54,10 +53,14 @@ class _Page:
         self.parts.append(f"<{tag}{attr}>{html.escape(content)}</{tag}>")
 
     def table(self, frame: pd.DataFrame, index: bool = True) -> None:
-        self.parts.append(frame.to_html(classes="data", border=0, index=index, float_format="{:.4g}".format))
+        self.parts.append(
+            frame.to_html(classes="data", border=0, index=index, float_format="{:.4g}".format)
+        )
 
     def figure(self, fig: Any) -> None:
-        self.parts.append(plot.figure_html(fig, include_plotlyjs=not self.has_js))
+        from ascale.plot import figure_html
+
+        self.parts.append(figure_html(fig, include_plotlyjs=not self.has_js))
         self.has_js = True
 
 
@@ -91,6 +94,8 @@ def write_report(
     if path.suffix.lower() not in (".html", ".htm"):
         path = path / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
+    from ascale import plot  # plotly is imported only when a report is written
+
     named = dict(rankings) if isinstance(rankings, Mapping) else {r.method: r for r in rankings}
     page = _Page()
     page.text("h1", title)
@@ -103,8 +108,12 @@ def write_report(
         _top(page, named, top_k)
     if cumulative:
         page.text("h2", "Cumulative effect")
-        page.text("p", "Each point re-evaluates the intervention with only its k largest components "
-                  "applied (all others set to the identity).", "note")
+        page.text(
+            "p",
+            "Each point re-evaluates the intervention with only its k largest components "
+            "applied (all others set to the identity).",
+            "note",
+        )
         for cum in cumulative:
             page.figure(plot.plot_cumulative_effect(cum))
             page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
@@ -152,10 +161,15 @@ def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) ->
 
 
 def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
+    from ascale import plot
+
     page.text("h2", "Scaling maps")
-    page.text("p", "Colour is centred on the identity (0: the component is left alone); hover a "
-              "cell for its exact value. Positions are labelled with the first prompt's tokens.",
-              "note")
+    page.text(
+        "p",
+        "Colour is centred on the identity (0: the component is left alone); hover a "
+        "cell for its exact value. Positions are labelled with the first prompt's tokens.",
+        "note",
+    )
     for name, result in named.items():
         page.text("h3", f"{name} ({result.value_name})")
         for site in result.sites:
@@ -163,6 +177,8 @@ def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
 
 
 def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
+    from ascale import plot
+
     page.text("h2", f"Top {k} components")
     for name, result in named.items():
         page.text("h3", name)
@@ -174,6 +190,8 @@ def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
 
 
 def _agreement(page: _Page, result: AgreementResult) -> None:
+    from ascale import plot
+
     page.text("h2", "Agreement between methods")
     page.figure(plot.plot_agreement(result))
     page.table(result.to_frame().round(4), index=False)

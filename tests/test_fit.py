@@ -1,0 +1,102 @@
+"""fit/evaluate: mechanics on tiny models, real steering on the embedded SmolLM2."""
+
+import pytest
+import torch
+
+import ascale
+from ascale import models
+from ascale.data import ContrastSet
+from ascale.errors import PromptLengthError
+from ascale.interventions import ActivationScalars, SteeringVectors
+
+NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
+ROWS = [
+    {
+        "prompt": f"When {a} and {b} went to the store, {b} gave a drink to",
+        "correct": f" {a}",
+        "wrong": f" {b}",
+    }
+    for a, b in NAMES * 2
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tiny_gpt2):
+    data = ContrastSet.from_rows(ROWS, tiny_gpt2)
+    return data.with_length(int(data.lengths[0]))
+
+
+def test_identity_intervention_measures_as_the_clean_model(tiny_gpt2, tiny_rows):
+    iv = ActivationScalars(tiny_gpt2, sites="attn_out,mlp_out", n_pos=tiny_rows.n_pos)
+    m = ascale.evaluate(tiny_gpt2, iv, tiny_rows)
+    assert m.faithfulness_kl == 0.0 and m.l1 == 0.0 and m.n_active == 0
+    assert m.logit_diff_forward == m.logit_diff_backward == m.logit_diff_clean
+    assert m.n_prompts == len(tiny_rows) and m.n_params == 2 * 2 * tiny_rows.n_pos
+
+
+def test_clean_distribution_is_computed_once(tiny_gpt2, tiny_rows, monkeypatch):
+    calls = []
+    real_run = models.run
+    monkeypatch.setattr(
+        models, "run", lambda *a, **k: calls.append(a[1].shape) or real_run(*a, **k)
+    )
+    iv = ActivationScalars(tiny_gpt2, sites="mlp_out", positions="shared")
+    ascale.fit(tiny_gpt2, iv, tiny_rows, steps=4, batch_size=4, early_stop=False, progress=False)
+    n_clean = -(-len(tiny_rows) // 4)
+    assert len(calls) == n_clean + 4  # one clean pass per batch of prompts, then one per step
+    assert calls[n_clean][0] == 8  # both signs of beta in one pass: 2 x batch_size
+
+
+def test_fit_is_deterministic_and_leaves_the_model_alone(tiny_gpt2, tiny_rows):
+    before = {k: v.clone() for k, v in tiny_gpt2.state_dict().items()}
+    runs = []
+    for _ in range(2):
+        iv = ActivationScalars(tiny_gpt2, sites="heads,mlp_out")
+        result = ascale.fit(
+            tiny_gpt2,
+            iv,
+            tiny_rows,
+            steps=5,
+            batch_size=4,
+            seed=3,
+            early_stop=False,
+            progress=False,
+        )
+        runs.append(torch.cat([p.detach().flatten() for p in iv.parameters()]))
+    assert torch.equal(runs[0], runs[1]) and runs[0].abs().sum() > 0
+    assert result.steps_run == 5 and not result.stopped_early
+    assert list(result.to_frame().columns) == ["loss", "effectiveness", "faithfulness", "l1"]
+    after = tiny_gpt2.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None and not p.requires_grad for p in tiny_gpt2.parameters())
+
+
+def test_position_tied_fit_refuses_mixed_lengths(tiny_gpt2):
+    data = ContrastSet.from_rows(
+        [*ROWS, {"prompt": "Mary", "correct": " Bob", "wrong": " Eve"}], tiny_gpt2
+    )
+    with pytest.raises(PromptLengthError, match="differ in token length"):
+        ascale.fit(tiny_gpt2, ActivationScalars(tiny_gpt2, sites="attn_out"), data, steps=1)
+
+
+def test_scalars_use_under_a_hundredth_of_the_vectors_parameters(smol):
+    scalars = ActivationScalars(smol, sites="attn_out,mlp_out", n_pos=12)
+    vectors = SteeringVectors(smol, sites="attn_out,mlp_out", n_pos=12)
+    assert scalars.n_params == 30 * 2 * 12
+    assert scalars.n_params * 100 <= vectors.n_params
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("task", ["ccc", "ioi"])
+def test_scalars_flip_held_out_prompts_both_ways(smol, task):
+    data = getattr(ascale.tasks, task)(smol, n=80, seed=0)
+    train, test = data.split(test_size=0.3, seed=0)
+    scalars = ActivationScalars(smol, sites="attn_out,mlp_out", positions="all")
+    result = ascale.fit(smol, scalars, train, steps=60, lr=0.1, seed=0, progress=False)
+    metrics = ascale.evaluate(smol, scalars, test)
+    print(task, result.steps_run, metrics)
+    assert metrics.flip_rate_forward >= 0.8
+    assert metrics.flip_rate_backward >= 0.8
+    assert metrics.logit_diff_forward > 0 > metrics.logit_diff_backward
+    assert metrics.faithfulness_kl < 1.0
+    assert metrics.n_params == 30 * 2 * data.n_pos
