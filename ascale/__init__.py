@@ -15,12 +15,8 @@ Example:
 
 from ascale import tasks
 from ascale.agreement import AgreementResult, agreement
-from ascale.attribution import (
-    AttributionResult,
-    CumulativeEffectResult,
-    cumulative_effect,
-    rank_components,
-)
+from ascale.attribution import AttributionResult, rank_components
+from ascale.cumulative import CumulativeEffectResult, cumulative_effect
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import (
     AnswerTokenError,

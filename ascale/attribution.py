@@ -21,7 +21,6 @@ At ``beta = -1`` the factor is ``1 - alpha``, so amplify and suppress trade plac
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,16 +33,10 @@ from torch import Tensor
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError, closest
-from ascale.fit import Metrics, evaluate
 from ascale.interventions import DynamicScalars, Intervention
+from ascale.sites import SITE_HOOKS
 
-__all__ = [
-    "EFFECTS",
-    "AttributionResult",
-    "CumulativeEffectResult",
-    "cumulative_effect",
-    "rank_components",
-]
+__all__ = ["EFFECTS", "AttributionResult", "effect_classes", "rank_components", "token_labels"]
 
 EFFECTS: tuple[str, ...] = ("identity", "amplify", "suppress", "ablate", "reverse")
 COLUMNS: tuple[str, ...] = (
@@ -98,7 +91,7 @@ class AttributionResult:
         frame["head"] = frame["head"].astype("Int64")
         frame["pos"] = frame["pos"].astype("Int64")
         frame["component"] = [
-            _component_name(s, la, h, p)
+            component_name(s, la, h, p)
             for s, la, h, p in zip(
                 frame["site"], frame["layer"], frame["head"], frame["pos"], strict=True
             )
@@ -151,8 +144,11 @@ class AttributionResult:
 
     @property
     def sites(self) -> tuple[str, ...]:
-        """The sites present, in order of first appearance on the grid."""
-        return tuple(pd.unique(self.components.sort_values(["layer"])["site"]))
+        """The sites present, in the order of `ascale.sites.SITE_HOOKS`."""
+        present = set(self.components["site"])
+        return tuple(s for s in SITE_HOOKS if s in present) + tuple(
+            sorted(present - set(SITE_HOOKS))
+        )
 
     @property
     def tokens(self) -> dict[int, str]:
@@ -215,7 +211,7 @@ def rank_components(
         raise AscaleError(
             f"rank_components does not know how to score method {intervention.method!r}"
         )
-    slots = _slot_positions(intervention)
+    slots = slot_positions(intervention)
     labels = token_labels(model, data) if model is not None and data is not None else None
     rows = []
     for site in intervention.sites:
@@ -309,7 +305,7 @@ def _token(labels: Sequence[str] | None, pos: int) -> str:
     return labels[pos] if labels is not None and pos < len(labels) else ""
 
 
-def _slot_positions(intervention: Intervention) -> list[int | None]:
+def slot_positions(intervention: Intervention) -> list[int | None]:
     """The token position of each parameter slot (``None``: one slot shared by all)."""
     if intervention.positions == "shared":
         return [None]
@@ -318,116 +314,6 @@ def _slot_positions(intervention: Intervention) -> list[int | None]:
     return [int(p) for p in intervention.positions]
 
 
-def _component_name(site: str, layer: int, head: Any, pos: Any) -> str:
+def component_name(site: str, layer: int, head: Any, pos: Any) -> str:
     name = f"{site} L{layer}" + ("" if pd.isna(head) else f"H{head}")
     return name + ("" if pd.isna(pos) else f" @{pos}")
-
-
-# ---- the cumulative-effect view ----
-
-
-@dataclass(frozen=True, eq=False)
-class CumulativeEffectResult:
-    """How much of the flip survives when only the top-k components are kept.
-
-    Attributes:
-        method: the intervention's method.
-        ks: the numbers of components kept.
-        metrics: `Metrics` re-evaluated with only the top ``k`` parameters (or vectors) applied,
-            one per entry of `ks`.
-        full: `Metrics` with every parameter applied.
-    """
-
-    method: str
-    ks: tuple[int, ...]
-    metrics: tuple[Metrics, ...] = field(repr=False)
-    full: Metrics = field(repr=False)
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per ``k``: flip rates and logit differences, and the share of the full
-        intervention's flip rate (``flip_kept_*``) and logit shift (``shift_kept_*``) kept."""
-        frame = pd.DataFrame([m.to_dict() for m in self.metrics], index=pd.Index(self.ks, name="k"))
-        full = self.full
-        for direction in ("forward", "backward"):
-            rate = full.__getattribute__(f"flip_rate_{direction}")
-            shift = full.__getattribute__(f"logit_diff_{direction}") - full.logit_diff_clean
-            frame[f"flip_kept_{direction}"] = (
-                frame[f"flip_rate_{direction}"] / rate if rate else np.nan
-            )
-            frame[f"shift_kept_{direction}"] = (
-                (frame[f"logit_diff_{direction}"] - full.logit_diff_clean) / shift
-                if shift
-                else np.nan
-            )
-        return frame
-
-    def kept(self, k: int) -> float:
-        """Mean share of the full flip rate (both directions) kept with the top `k`."""
-        row = self.to_frame().loc[k]
-        return float((row["flip_kept_forward"] + row["flip_kept_backward"]) / 2)
-
-
-def cumulative_effect(
-    model: Any,
-    intervention: Intervention,
-    data: ContrastSet,
-    *,
-    ks: Sequence[int] = (1, 2, 5, 10, 20, 50),
-    ranking: AttributionResult | None = None,
-) -> CumulativeEffectResult:
-    """Re-evaluate `intervention` with only its top-k components applied, for each k.
-
-    Nothing is estimated: for each ``k`` a copy of the intervention keeps the ``k`` parameters
-    (scalars) or vectors of largest magnitude, sets every other one to the identity, and is
-    measured with `ascale.evaluate` on `data`.
-
-    Args:
-        model: the model the intervention was fitted on.
-        intervention: a fitted `ActivationScalars` or `SteeringVectors`.
-        data: prompts to evaluate on (a test split, typically).
-        ks: how many components to keep; values above the number of components are clipped.
-        ranking: the order to keep components in (default: `rank_components(intervention)`;
-            pass e.g. a patching result on the same grid to test another method's ranking).
-
-    Example:
-        >>> cum = cumulative_effect(model, scalars, test, ks=(1, 5, 10))  # doctest: +SKIP
-        >>> cum.to_frame()[["flip_rate_forward", "flip_kept_forward"]]  # doctest: +SKIP
-    """
-    ranking = ranking or rank_components(intervention)
-    full = evaluate(model, intervention, data)
-    ks = tuple(sorted({min(int(k), len(ranking)) for k in ks if k > 0}))
-    masks = _masks(intervention, ranking)
-    results = []
-    for k in ks:
-        kept = copy.deepcopy(intervention)
-        with torch.no_grad():
-            for name, param in kept.params.items():
-                keep = masks[name] <= k
-                param.mul_(keep.reshape(*keep.shape, *[1] * (param.ndim - keep.ndim)))
-        results.append(evaluate(model, kept, data))
-    return CumulativeEffectResult(intervention.method, ks, tuple(results), full)
-
-
-def _masks(intervention: Intervention, ranking: AttributionResult) -> dict[str, Tensor]:
-    """Per site, the rank of each component, shaped like its parameters without a vector axis.
-
-    Components missing from `ranking` get an infinite rank (never kept).
-    """
-    frame = ranking.components
-    rank_of = dict(zip(frame["component"], frame["rank"].astype(float), strict=True))
-    slots = _slot_positions(intervention)
-    device = next(iter(intervention.parameters())).device
-    masks = {}
-    for site in intervention.sites:
-        heads = range(intervention.dims["n_heads"]) if site.per_head else [None]
-        ranks = torch.tensor(
-            [
-                [
-                    [rank_of.get(_component_name(site.name, la, h, p), np.inf) for h in heads]
-                    for p in slots
-                ]
-                for la in site.layers
-            ]
-        )
-        masks[site.name] = (ranks if site.per_head else ranks[..., 0]).to(device)
-    return masks

@@ -1,4 +1,4 @@
-"""The ``ascale`` command: ``fit``, ``evaluate`` and ``demo`` (``ascale COMMAND --help``)."""
+"""The ``ascale`` command: ``fit``, ``evaluate``, ``generate``, ... (``ascale COMMAND --help``)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("evaluate", help="measure a saved intervention on a jsonl file")
     )
     _demo_parser(sub.add_parser("demo", help="the main job: scalars vs vectors on CCC"))
+    _generate_parser(sub.add_parser("generate", help="generate text with a saved intervention"))
     compare_help = "learned scalars vs activation and attribution patching: report.html"
     _compare_parser(sub.add_parser("compare", aliases=["report"], help=compare_help))
     return parser
@@ -64,18 +65,23 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sites", default="attn_out,mlp_out", help="comma-separated sites or hooks")
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
     p.add_argument("--positions", default="all", help="'all', 'shared' or e.g. '-1,-2'")
-    p.add_argument("--steps", type=int, default=300, help="maximum optimiser steps")
-    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--steps", type=int, default=100, help="maximum optimiser steps")
+    p.add_argument("--lr", type=float, default=0.1, help="Adam learning rate (cosine decay)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--margin", type=float, default=2.0)
     p.add_argument("--lambda-faith", type=float, default=1.0)
-    p.add_argument("--lambda-min", type=float, default=1e-3)
+    p.add_argument("--lambda-min", type=float, default=1e-2)
     p.add_argument("--no-early-stop", action="store_true", help="always run every step")
 
 
 def _fit_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p)
-    p.add_argument("--method", choices=["scalars", "vectors"], default="scalars")
+    p.add_argument("--method", choices=["scalars", "vectors", "dynamic"], default="scalars")
+    p.add_argument(
+        "--detach-input",
+        action="store_true",
+        help="dynamic: stop gradients through the activation inside the probe",
+    )
     _train_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.set_defaults(command="fit")
@@ -92,7 +98,7 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
 def _compare_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p)
     _train_options(p)
-    # None: per task (CCC attn_out,mlp_out at all positions; IOI heads at the last two)
+    # None: per task (CCC attn_out,mlp_out at all positions; IOI heads at the last position)
     p.set_defaults(sites=None, positions=None, command="compare")
     p.add_argument("--vectors", action="store_true", help="also fit and rank steering vectors")
     p.add_argument("--patch-n", type=int, default=16, help="prompts to patch (default 16)")
@@ -101,9 +107,18 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
 
 
+def _generate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intervention", type=Path, required=True, help="folder written by `fit`")
+    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--beta", type=float, default=1.0, help="the steering dial (default 1.0)")
+    p.add_argument("--max-new-tokens", type=int, default=20, help="default 20")
+    p.add_argument("--model", default=None, help="default: the model it was trained on")
+    p.set_defaults(command="generate")
+
+
 def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("ascale-out/demo"))
-    p.add_argument("--steps", type=int, default=300, help="maximum optimiser steps per method")
+    p.add_argument("--steps", type=int, default=100, help="maximum optimiser steps per method")
     p.add_argument("--n", type=int, default=200, help="CCC prompts")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(command="demo")
@@ -130,6 +145,21 @@ def _fit(args: argparse.Namespace) -> int:
     metrics = _fit_one(model, intervention, train, test, args, args.out)
     _print_table({args.method: metrics["test"]}, title=f"{args.method}, test split")
     print(f"wrote {args.out}/intervention.safetensors, intervention.json, metrics.json")
+    return 0
+
+
+@_command("generate")
+def _generate(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale.io import read_metadata
+
+    saved = read_metadata(args.intervention)
+    model = ascale.load_model(args.model or _loadable(saved["model"]["model_name"]))
+    intervention = ascale.load(args.intervention, model)
+    text = ascale.generate(
+        model, intervention, args.prompt, beta=args.beta, max_new_tokens=args.max_new_tokens
+    )
+    print(text)
     return 0
 
 
@@ -172,7 +202,7 @@ def _demo(args: argparse.Namespace) -> int:
     _print_table(table, title="CCC test split, SmolLM2-135M, sites attn_out+mlp_out, all positions")
     summary = {"wall_time_s": round(time.perf_counter() - start, 1), "test": table}
     _write_json(args.out / "summary.json", summary)
-    _localise(model, ivs, test, "ccc", table, args.out, patch_n=16, k=10)
+    _localise(model, ivs, test, "ccc", table, args.out, patch_n=8, k=10)  # patching: ~2-4 min
     print(
         f"wrote {args.out}/ (scalars/, vectors/, summary.json, report.html, compare.json) in "
         f"{round(time.perf_counter() - start, 1)} s"
@@ -186,7 +216,7 @@ def _compare(args: argparse.Namespace) -> int:
 
     task = args.task or "data"
     args.sites = args.sites or ("heads" if task == "ioi" else "attn_out,mlp_out")
-    args.positions = args.positions or ("-1,-2" if task == "ioi" else "all")
+    args.positions = args.positions or ("-1" if task == "ioi" else "all")
     model = ascale.load_model(args.model)
     methods = ["scalars", "vectors"] if args.vectors else ["scalars"]
     ivs = {m: _make_intervention(model, m, args) for m in methods}
@@ -256,23 +286,9 @@ def _localise(
 
 
 def _demo_options(args: argparse.Namespace) -> argparse.Namespace:
-    return argparse.Namespace(
-        sites="attn_out,mlp_out",
-        layers=None,
-        positions="all",
-        steps=args.steps,
-        lr=0.05,
-        batch_size=32,
-        margin=2.0,
-        lambda_faith=1.0,
-        lambda_min=1e-3,
-        no_early_stop=False,
-        seed=args.seed,
-        task="ccc",
-        data=None,
-        test_size=0.3,
-        model=None,
-    )
+    """The `fit` command's defaults (one source of truth), with the demo's steps and seed."""
+    argv = ["fit", "--task", "ccc", "--out", str(args.out), "--steps", str(args.steps)]
+    return build_parser().parse_args([*argv, "--seed", str(args.seed)])
 
 
 # ---- helpers ----
@@ -295,6 +311,11 @@ def _make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any
     positions: Any = args.positions
     if positions not in ("all", "shared"):
         positions = [int(x) for x in str(positions).split(",")]
+    if method == "dynamic":  # not tied to positions: any prompt length
+        from ascale.interventions import DynamicScalars
+
+        detach = bool(getattr(args, "detach_input", False))
+        return DynamicScalars(model, sites=args.sites, layers=layers, detach_input=detach)
     return METHODS[method](model, sites=args.sites, layers=layers, positions=positions)
 
 

@@ -82,8 +82,8 @@ def fit(
     intervention: Intervention,
     data: ContrastSet,
     *,
-    steps: int = 300,
-    lr: float = 0.05,
+    steps: int = 100,
+    lr: float = 0.1,
     batch_size: int = 32,
     objective: Objective | None = None,
     seed: int = 0,
@@ -109,6 +109,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     clean = _clean_log_probs(model, data, batch_size)
     optimizer = torch.optim.Adam(intervention.parameters(), lr=lr)
+    # cosine decay to zero over `steps`: late steps settle the L1-driven scalars near zero
+    # instead of letting Adam keep them oscillating at about +-lr
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     satisfied = torch.zeros(len(data), dtype=torch.bool)
     history: dict[str, list[float]] = {}
     start, step, stopped = time.perf_counter(), 0, False
@@ -125,7 +128,8 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
-            satisfied[index] = terms.pop("satisfied")
+            schedule.step()
+            satisfied[index] = terms.pop("satisfied").cpu()
             for key, value in terms.items():
                 history.setdefault(key, []).append(float(value.detach()))
             bar.update(1)
@@ -160,10 +164,11 @@ def _step(
     model: Any, intervention: Intervention, batch: ContrastSet, clean: Tensor, objective: Objective
 ) -> dict[str, Tensor]:
     n = len(batch)
-    beta = torch.cat([torch.ones(n), -torch.ones(n)])
+    device = _device(model)
+    beta = torch.cat([torch.ones(n), -torch.ones(n)]).to(device)
     doubled = _stack_twice(batch)
     logits = _answer_logits(model, intervention, doubled, beta)
-    correct, wrong = doubled.correct_ids, doubled.wrong_ids
+    correct, wrong = doubled.correct_ids.to(device), doubled.wrong_ids.to(device)
     delta = answer_logit_diff(logits, correct, wrong)
     kl = masked_kl(clean.repeat(2, 1), logits, correct, wrong)
     terms = objective(delta[:n], delta[n:], kl[:n], kl[n:], intervention.l1())
@@ -191,10 +196,11 @@ def evaluate(
         data.n_pos  # noqa: B018 - raises PromptLengthError with the length counts
     deltas: dict[float, list[Tensor]] = {0.0: [], 1.0: [], -1.0: []}
     kls: list[Tensor] = []
+    device = _device(model)
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             batch = data.subset(range(start, min(start + batch_size, len(data))))
-            ids = (batch.correct_ids, batch.wrong_ids)
+            ids = (batch.correct_ids.to(device), batch.wrong_ids.to(device))
             clean_logits = _answer_logits(model, None, batch, 0.0)
             clean = masked_log_probs(clean_logits, *ids)
             deltas[0.0].append(answer_logit_diff(clean_logits, *ids))
@@ -224,9 +230,18 @@ def _answer_logits(
     context = (
         contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
     )
+    # Without right padding (always, for position-tied data) the answer is read at the last
+    # column, and only that column is unembedded: see `models.run(last_only=True)`.
+    last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
     with context:
-        logits = models.run(model, batch.tokens, batch.attention_mask)
-    return logits[torch.arange(len(batch)), batch.lengths - 1]
+        logits = models.run(model, batch.tokens, batch.attention_mask, last_only=last_only)
+    # on the model's device: the loss is computed there too (on a GPU, no copies per step)
+    return logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
+
+
+def _device(model: Any) -> torch.device:
+    """Where the model computes (the answer ids and the clean distribution go there)."""
+    return torch.device(getattr(model.cfg, "device", None) or "cpu")
 
 
 def _clean_log_probs(model: Any, data: ContrastSet, batch_size: int) -> Tensor:
@@ -236,7 +251,8 @@ def _clean_log_probs(model: Any, data: ContrastSet, batch_size: int) -> Tensor:
         for start in range(0, len(data), batch_size):
             batch = data.subset(range(start, min(start + batch_size, len(data))))
             logits = _answer_logits(model, None, batch, 0.0)
-            out.append(masked_log_probs(logits, batch.correct_ids, batch.wrong_ids))
+            ids = (batch.correct_ids.to(logits.device), batch.wrong_ids.to(logits.device))
+            out.append(masked_log_probs(logits, *ids))
     return torch.cat(out)
 
 

@@ -16,6 +16,7 @@ import contextlib
 import functools
 import hashlib
 import importlib.util
+import inspect
 import logging
 import os
 import warnings
@@ -167,7 +168,7 @@ def _dequantised(gguf: Path) -> Path:
         )
     # The weights are plain fp32 now: drop the GGUF quantiser so TransformerLens sees an ordinary
     # model, and record the architecture that transformers' GGUF loader leaves unset.
-    hf.hf_quantizer = None
+    hf.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     hf.config.architectures = [type(hf).__name__]
@@ -247,13 +248,38 @@ def run(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
     attention_mask: Int[Tensor, "batch pos"] | None = None,
-) -> Float[Tensor, "batch pos d_vocab"]:
-    """Logits of a forward pass (the mask only when there is padding)."""
+    *,
+    last_only: bool = False,
+) -> Float[Tensor, "batch out_pos d_vocab"]:
+    """Logits of a forward pass (the mask only when there is padding), on the model's device.
+
+    ``out_pos`` is ``pos``, or 1 with `last_only`: the logits of the last position alone (each
+    prompt's next-token logits when there is no right padding). A TransformerBridge then
+    unembeds only that position (Hugging Face's ``logits_to_keep``): on SmolLM2 the
+    full-vocabulary logits at every position cost a sixth of a training step and most of its
+    activation memory, and nothing reads them. Other models compute all and return the last.
+    """
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None
-    if attention_mask is None:
-        return model(tokens)
-    return model(tokens, attention_mask=attention_mask)
+    device = getattr(model.cfg, "device", None)
+    if device is not None:
+        tokens = tokens.to(device)
+    kwargs: dict[str, Any] = {}
+    if last_only and _keeps_logits(type(getattr(model, "original_model", None))):
+        # an index tensor, not ``1``: Hugging Face slices ``hidden[:, -1:]`` for an int, and a
+        # linear layer on that non-contiguous view runs as a broadcast bmm, 15x slower on CPU
+        kwargs["logits_to_keep"] = torch.tensor([tokens.shape[1] - 1], device=tokens.device)
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask.to(tokens.device)
+    logits = model(tokens, **kwargs)
+    return logits[:, -1:] if last_only else logits
+
+
+@functools.cache
+def _keeps_logits(hf_class: type) -> bool:
+    """Whether a Hugging Face model class can compute the logits of the last position alone."""
+    forward = getattr(hf_class, "forward", None)
+    return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
 
 
 def capture(
@@ -261,8 +287,10 @@ def capture(
     tokens: Int[Tensor, "batch pos"],
     names: Sequence[str],
     attention_mask: Int[Tensor, "batch pos"] | None = None,
-) -> tuple[Float[Tensor, "batch pos d_vocab"], dict[str, Tensor]]:
-    """Logits and the (detached) activations at hook points `names`, from one forward pass.
+    *,
+    last_only: bool = False,
+) -> tuple[Float[Tensor, "batch out_pos d_vocab"], dict[str, Tensor]]:
+    """Logits (as `run` gives them) and the detached activations at hook points `names`.
 
     Like TransformerLens' ``run_with_cache(names_filter=...)``, through `attach`, so any hooks
     already attached (an intervention) act first and their edits are what gets captured.
@@ -275,7 +303,7 @@ def capture(
 
     hooks = [(n, functools.partial(keep, name=n)) for n in names]
     with attach(model, hooks):
-        logits = run(model, tokens, attention_mask)
+        logits = run(model, tokens, attention_mask, last_only=last_only)
     return logits, acts
 
 

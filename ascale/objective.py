@@ -37,7 +37,7 @@ class Objective:
 
     margin: float = 2.0
     lambda_faith: float = 1.0
-    lambda_min: float = 1e-3
+    lambda_min: float = 1e-2
 
     def __call__(
         self,

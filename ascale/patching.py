@@ -123,7 +123,7 @@ def activation_patching(
     base, source = _inputs(data, corrupted, direction, ablation)
     comps = grid.components()
     totals = torch.zeros(len(comps))
-    base_delta, source_delta = torch.zeros(()), torch.zeros(())
+    base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
     chunk = max(1, min(len(data), max_batch))
     mean = _mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
@@ -132,12 +132,15 @@ def activation_patching(
             batch = base.subset(rows)
             delta, base_acts = _capture(model, batch, names)
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
-            base_delta, source_delta = base_delta + delta.sum(), source_delta + src_delta.sum()
+            base_delta, source_delta = (
+                base_delta + float(delta.sum()),
+                source_delta + float(src_delta.sum()),
+            )
             per_pass = max(1, max_batch // len(rows))
             for start in range(0, len(comps), per_pass):
                 group = comps[start : start + per_pass]
                 patched = _patched_deltas(model, batch, group, src_acts)
-                totals[start : start + len(group)] += patched.sum(-1).cpu() - delta.sum().cpu()
+                totals[start : start + len(group)] += patched.sum(-1).cpu() - float(delta.sum())
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
     )
@@ -172,7 +175,7 @@ def attribution_patching(
     base, source = _inputs(data, corrupted, direction, ablation)
     comps = grid.components()
     totals = torch.zeros(len(comps))
-    base_delta, source_delta = torch.zeros(()), torch.zeros(())
+    base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
     mean = _mean_acts(model, data, names, batch_size) if _needs_mean(corrupted, ablation) else None
     for rows in _chunks(range(len(data)), batch_size):
@@ -180,7 +183,10 @@ def attribution_patching(
         delta, base_acts, grads = _gradients(model, batch, names)
         with torch.inference_mode():
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
-        base_delta, source_delta = base_delta + delta.sum(), source_delta + src_delta.sum()
+        base_delta, source_delta = (
+            base_delta + float(delta.sum()),
+            source_delta + float(src_delta.sum()),
+        )
         summed = {  # [pos, (head)]: gradient × activation difference, summed over prompts
             n: ((src_acts[n] - base_acts[n]) * grads[n]).sum(-1).sum(0).cpu() for n in names
         }
@@ -258,26 +264,22 @@ def _chunks(rows: range, size: int) -> list[list[int]]:
 # ---- forward passes ----
 
 
-def _device(model: Any) -> torch.device:
-    return next(iter(model.parameters())).device
-
-
 def _deltas(
-    logits: Float[Tensor, "batch pos d_vocab"], batch: ContrastSet, repeat: int = 1
+    logits: Float[Tensor, "batch 1 d_vocab"], batch: ContrastSet, repeat: int = 1
 ) -> Float[Tensor, " batch"]:
-    last = (batch.lengths - 1).repeat(repeat).to(logits.device)
-    picked = logits[torch.arange(logits.shape[0], device=logits.device), last]
+    """Δ from the last position's logits (`models.run(..., last_only=True)`; the grid needs one
+    prompt length, so there is no padding), for `batch` repeated `repeat` times."""
     ids = (batch.correct_ids.repeat(repeat), batch.wrong_ids.repeat(repeat))
-    return answer_logit_diff(picked, *(i.to(logits.device) for i in ids))
+    return answer_logit_diff(logits[:, -1], *(i.to(logits.device) for i in ids))
 
 
 def _tokens(batch: ContrastSet, model: Any) -> Int[Tensor, "batch pos"]:
-    return batch.tokens.to(_device(model))
+    return batch.tokens.to(next(iter(model.parameters())).device)
 
 
 def _capture(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor, Acts]:
     """Δ per prompt and the activations at `names`, from one forward pass."""
-    logits, acts = models.capture(model, _tokens(batch, model), names)
+    logits, acts = models.capture(model, _tokens(batch, model), names, last_only=True)
     return _deltas(logits, batch), acts
 
 
@@ -297,7 +299,7 @@ def _gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor
 
     hooks = [(n, functools.partial(tap, name=n)) for n in names]
     with torch.enable_grad(), models.attach(model, hooks):
-        delta = _deltas(models.run(model, _tokens(batch, model)), batch)
+        delta = _deltas(models.run(model, _tokens(batch, model), last_only=True), batch)
         grads = torch.autograd.grad(delta.sum(), [zeros[n] for n in names], allow_unused=True)
     out = {
         n: torch.zeros_like(acts[n]) if g is None else g for n, g in zip(names, grads, strict=True)
@@ -357,7 +359,7 @@ def _patched_deltas(
         for name, mask in masks.items()
     ]
     with models.attach(model, hooks):
-        logits = models.run(model, _tokens(batch, model).repeat(copies, 1))
+        logits = models.run(model, _tokens(batch, model).repeat(copies, 1), last_only=True)
     return _deltas(logits, batch, copies).reshape(copies, len(batch))
 
 
@@ -378,17 +380,14 @@ def _pick(summed: Tensor, comp: Component) -> Tensor:
 # ---- results ----
 
 
-def _normalise(
-    change: Tensor, base: Tensor, source: Tensor, corrupted: ContrastSet | None
-) -> Tensor:
+def _normalise(change: Tensor, base: float, source: float, corrupted: ContrastSet | None) -> Tensor:
     if corrupted is None:
         return change  # ablation: raw change in logits
-    gap = source - base
-    if float(gap.abs()) < 1e-6:
+    if abs(source - base) < 1e-6:
         raise AscaleError(
             "clean and corrupted prompts give the same mean logit difference: nothing to patch"
         )
-    return change / gap
+    return change / (source - base)
 
 
 def _result(

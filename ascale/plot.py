@@ -19,7 +19,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ascale.agreement import AgreementResult, agreement
-from ascale.attribution import EFFECTS, AttributionResult, CumulativeEffectResult
+from ascale.attribution import EFFECTS, AttributionResult
+from ascale.cumulative import CumulativeEffectResult
 from ascale.errors import UnknownSiteError, closest
 
 __all__ = [
@@ -41,6 +42,8 @@ EFFECT_COLOURS = {
     "reverse": "#053061",
 }
 _HEIGHT_PER_LAYER = 18
+_PANELS_PER_ROW = 5
+_ROW_GAP = 60  # pixels between rows of panels, room for the titles
 
 
 def plot_heatmap(result: AttributionResult, site: str | None = None) -> go.Figure:
@@ -58,43 +61,57 @@ def plot_heatmap(result: AttributionResult, site: str | None = None) -> go.Figur
     """
     site = _site(result, site)
     frame = result.components[result.components["site"] == site]
-    per_head = bool(frame["head"].notna().any())
-    title = f"{result.method}: {result.value_name} at {site}"
-    if per_head:
-        fig = _head_panels(result, frame)
-    else:
-        fig = go.Figure(_heatmap(result, frame, columns="pos"))
-        fig.update_xaxes(title_text="position: token (first prompt)", tickangle=-45)
-    fig.update_yaxes(autorange="reversed")
-    fig.layout.yaxis.title.text = "layer"
     n_layers = frame["layer"].nunique()
+    panel = max(200, 40 + _HEIGHT_PER_LAYER * n_layers)
+    if frame["head"].notna().any():
+        fig, n_rows = _head_panels(result, frame, panel)
+        fig.update_yaxes(title_text="layer", col=1)
+        fig.update_annotations(font_size=12)
+    else:
+        fig, n_rows = go.Figure(_heatmap(result, frame, columns="pos")), 1
+        fig.update_xaxes(title_text="position: token (first prompt)", tickangle=-45)
+        fig.layout.yaxis.title.text = "layer"
+    fig.update_yaxes(autorange="reversed", dtick=1 if n_layers <= 32 else 2)
     fig.update_layout(
-        title=title,
+        title=f"{result.method}: {result.value_name} at {site}",
         coloraxis=_colour_axis(result, frame["value"]),
-        height=max(320, 140 + _HEIGHT_PER_LAYER * n_layers),
-        margin={"l": 60, "r": 20, "t": 60, "b": 100},
+        height=_figure_height(n_rows, panel),
+        margin={"l": 60, "r": 20, "t": 70, "b": 100},
     )
     return fig
 
 
-def _head_panels(result: AttributionResult, frame: pd.DataFrame) -> go.Figure:
-    positions = [p for p in pd.unique(frame["pos"].sort_values())]
+def _figure_height(n_rows: int, panel: int) -> int:
+    return 170 + n_rows * panel + (n_rows - 1) * _ROW_GAP
+
+
+def _head_panels(
+    result: AttributionResult, frame: pd.DataFrame, panel: int
+) -> tuple[go.Figure, int]:
+    """One layer × head panel per position, wrapped into rows of `_PANELS_PER_ROW`."""
+    positions = list(pd.unique(frame["pos"].sort_values()))
     titles = [
         _pos_label(p, result.tokens.get(int(p), "")) if pd.notna(p) else "all positions"
         for p in positions
     ]
+    n_cols = min(len(positions), _PANELS_PER_ROW)
+    n_rows = -(-len(positions) // n_cols)
     fig = make_subplots(
-        rows=1,
-        cols=len(positions),
+        rows=n_rows,
+        cols=n_cols,
         shared_yaxes=True,
         subplot_titles=titles,
-        horizontal_spacing=min(0.04, 0.3 / max(1, len(positions))),
+        horizontal_spacing=0.03,
+        vertical_spacing=_ROW_GAP / _figure_height(n_rows, panel),
     )
-    for i, pos in enumerate(positions, start=1):
+    for i, pos in enumerate(positions):
         at = frame[frame["pos"].isna()] if pd.isna(pos) else frame[frame["pos"] == pos]
-        fig.add_trace(_heatmap(result, at, columns="head"), row=1, col=i)
-        fig.update_xaxes(title_text="head", dtick=1, row=1, col=i)
-    return fig
+        row, col = i // n_cols + 1, i % n_cols + 1
+        fig.add_trace(_heatmap(result, at, columns="head"), row=row, col=col)
+        fig.update_xaxes(dtick=1, row=row, col=col)
+        if row == n_rows:
+            fig.update_xaxes(title_text="head", row=row, col=col)
+    return fig, n_rows
 
 
 def _heatmap(result: AttributionResult, frame: pd.DataFrame, columns: str) -> go.Heatmap:
@@ -124,16 +141,16 @@ def _heatmap(result: AttributionResult, frame: pd.DataFrame, columns: str) -> go
 
 
 def _colour_axis(result: AttributionResult, values: pd.Series) -> dict[str, object]:
-    title = {"text": result.value_name}
+    bar = {"title": {"text": result.value_name}, "tickformat": ".3~g"}
     if not result.signed:
-        return {"colorscale": SEQUENTIAL, "cmin": 0.0, "colorbar": {"title": title}}
+        return {"colorscale": SEQUENTIAL, "cmin": 0.0, "colorbar": bar}
     reach = float((values - result.identity).abs().max()) or 1.0
     return {
         "colorscale": DIVERGING,
         "cmid": result.identity,
         "cmin": result.identity - reach,
         "cmax": result.identity + reach,
-        "colorbar": {"title": title},
+        "colorbar": bar,
     }
 
 

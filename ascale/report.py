@@ -25,7 +25,8 @@ from typing import Any
 import pandas as pd
 
 from ascale.agreement import AgreementResult
-from ascale.attribution import AttributionResult, CumulativeEffectResult
+from ascale.attribution import AttributionResult
+from ascale.cumulative import CumulativeEffectResult
 from ascale.fit import Metrics
 
 __all__ = ["write_report"]
@@ -46,11 +47,17 @@ class _Page:
     """Accumulates the body; the first figure carries plotly.js inline."""
 
     parts: list[str] = field(default_factory=list)
+    sections: list[tuple[str, str]] = field(default_factory=list)
     has_js: bool = False
 
     def text(self, tag: str, content: str, cls: str = "") -> None:
         attr = f' class="{cls}"' if cls else ""
         self.parts.append(f"<{tag}{attr}>{html.escape(content)}</{tag}>")
+
+    def section(self, title: str, anchor: str) -> None:
+        """A level-2 heading that the table of contents links to (``report.html#anchor``)."""
+        self.sections.append((anchor, title))
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
 
     def table(self, frame: pd.DataFrame, index: bool = True) -> None:
         self.parts.append(
@@ -107,7 +114,7 @@ def write_report(
         _maps(page, named)
         _top(page, named, top_k)
     if cumulative:
-        page.text("h2", "Cumulative effect")
+        page.section("Cumulative effect", "cumulative")
         page.text(
             "p",
             "Each point re-evaluates the intervention with only its k largest components "
@@ -119,10 +126,13 @@ def write_report(
             page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
     if agreement is not None:
         _agreement(page, agreement)
+    contents = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in page.sections)
+    n_head = 2 if description else 1  # the title and the description come first
+    header, body = page.parts[:n_head], page.parts[n_head:]
     document = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(page.parts)
+        + "\n".join([*header, f'<p class="note">{contents}</p>', *body])
         + "\n</body></html>\n"
     )
     path.write_text(document, encoding="utf-8")
@@ -152,7 +162,7 @@ _CUMULATIVE_COLUMNS = [
 
 
 def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
-    page.text("h2", "Metrics")
+    page.section("Metrics", "metrics")
     columns = {
         name: (m.to_dict() if isinstance(m, Metrics) else dict(m)) for name, m in metrics.items()
     }
@@ -163,7 +173,7 @@ def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) ->
 def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
     from ascale import plot
 
-    page.text("h2", "Scaling maps")
+    page.section("Scaling maps", "maps")
     page.text(
         "p",
         "Colour is centred on the identity (0: the component is left alone); hover a "
@@ -179,7 +189,7 @@ def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
 def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
     from ascale import plot
 
-    page.text("h2", f"Top {k} components")
+    page.section(f"Top {k} components", "top")
     for name, result in named.items():
         page.text("h3", name)
         page.figure(plot.plot_top_components(result, k))
@@ -192,7 +202,7 @@ def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
 def _agreement(page: _Page, result: AgreementResult) -> None:
     from ascale import plot
 
-    page.text("h2", "Agreement between methods")
+    page.section("Agreement between methods", "agreement")
     page.figure(plot.plot_agreement(result))
     page.table(result.to_frame().round(4), index=False)
     first = result.methods[0]

@@ -83,8 +83,8 @@ def resolve_sites(
     all_layers = tuple(range(n_layers)) if layers is None else _layers(layers, n_layers)
     chosen: dict[str, list[int]] = {}
     for name in names:
-        site, site_layers = _parse(name, all_layers, n_layers, model)
-        bucket = chosen.setdefault(site, [])
+        site_name, site_layers = _parse(name, all_layers, n_layers, model)
+        bucket = chosen.setdefault(site_name, [])
         bucket.extend(layer for layer in site_layers if layer not in bucket)
     resolved = tuple(Site(s, tuple(sorted(ls))) for s, ls in chosen.items())
     valid = set(models.hook_names(model))

@@ -110,3 +110,20 @@ def test_console_script_is_installed():
         [sys.executable, "-m", "ascale.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "fit" in done.stdout and "demo" in done.stdout
+
+
+def test_cli_defaults_match_the_library_defaults():
+    import inspect
+
+    from ascale import Objective, fit
+
+    args = build_parser().parse_args(["fit", "--task", "ccc", "--out", "x"])
+    defaults = inspect.signature(fit).parameters
+    assert args.steps == defaults["steps"].default and args.lr == defaults["lr"].default
+    assert args.batch_size == defaults["batch_size"].default
+    objective = Objective()
+    assert (args.margin, args.lambda_faith, args.lambda_min) == (
+        objective.margin,
+        objective.lambda_faith,
+        objective.lambda_min,
+    )

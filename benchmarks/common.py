@@ -1,0 +1,143 @@
+"""Shared helpers of the benchmark scripts: machine facts, quiet-machine wait, timing, results.
+
+Every script writes one JSON file under ``benchmarks/results/`` holding ``machine`` (CPU model,
+cores, threads, load average, versions) beside its numbers, so a result always says where it came
+from. Timings are medians over repeated rounds; configurations compared with each other run in
+one process, interleaved round by round, so background load hits them alike.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def version(package: str) -> str | None:
+    """An installed distribution's version, or None."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """Where and with what a benchmark ran."""
+    import torch
+
+    info: dict[str, Any] = {
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device,
+        "versions": {
+            p: version(p)
+            for p in ("torch", "transformer-lens", "transformers", "ascale", "nnsight", "pyvene")
+            if version(p) is not None
+        },
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def wait_for_quiet(max_load: float = 1.5, timeout_s: float = 600, poll_s: float = 60) -> float:
+    """Wait until the 1-minute load average drops below `max_load` (or `timeout_s` passes).
+
+    Returns the load average at the end of the wait; the result file records it either way.
+    """
+    deadline = time.monotonic() + timeout_s
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        print(f"load average {load:.2f} >= {max_load}: waiting {poll_s:.0f} s", flush=True)
+        time.sleep(poll_s)
+        load = os.getloadavg()[0]
+    return load
+
+
+def interleaved(
+    runners: dict[str, Callable[[], float]], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Call each runner once a round, alternating the order, and collect what each returns.
+
+    A runner returns one measurement (seconds per step, say). The first `warmup` rounds are run
+    and dropped. Odd rounds go through the runners backwards, so no runner always follows the
+    same one.
+    """
+    names = list(runners)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            value = runners[name]()
+            if r >= warmup:
+                out[name].append(value)
+        if r >= warmup:
+            line = ", ".join(f"{n} {out[n][-1]:.3f}" for n in names)
+            print(f"round {r - warmup + 1}/{rounds}: {line}", flush=True)
+    return out
+
+
+def summary(samples: Sequence[float]) -> dict[str, Any]:
+    """Median, spread and the raw samples."""
+    xs = list(samples)
+    return {
+        "median": statistics.median(xs),
+        "min": min(xs),
+        "max": max(xs),
+        "n": len(xs),
+        "samples": [round(x, 5) for x in xs],
+    }
+
+
+def ratios(samples: dict[str, list[float]], floor: str) -> dict[str, float]:
+    """Median of each configuration divided by the median of `floor`."""
+    base = statistics.median(samples[floor])
+    return {n: statistics.median(v) / base for n, v in samples.items()}
+
+
+def paired_ratios(samples: dict[str, list[float]], floor: str) -> dict[str, float]:
+    """Median over rounds of (configuration / floor) within the same round."""
+    base = samples[floor]
+    return {
+        n: statistics.median(a / b for a, b in zip(v, base, strict=True))
+        for n, v in samples.items()
+    }
+
+
+def write_result(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
+    """Write ``{folder}/{name}.json`` (default ``benchmarks/results``) and return its path."""
+    folder = folder or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+    print(f"wrote {path}", flush=True)
+    return path

@@ -1,0 +1,247 @@
+"""Write ``benchmarks/results/README.md`` from the JSON results (missing ones are marked pending).
+
+Run: ``.venv/bin/python -m benchmarks.summary``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from benchmarks.common import RESULTS
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _machine(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    v = m.get("versions", {})
+    versions = ", ".join(
+        f"{k} {v[k]}" for k in ("torch", "transformer-lens", "transformers") if k in v
+    )
+    device = m.get("gpu") or m["cpu"]
+    return (
+        f"{device}, {m['cores']} cores, {m['torch_threads']} torch threads; {versions}; "
+        f"load average {m['load_average_1_5_15'][0]} at the start; {m['date']}"
+    )
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def step_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## Training step", "", "pending: run `python -m benchmarks.step`", ""]
+    s = r["setup"]
+    lines = [
+        "## Training step (CPU)",
+        "",
+        f"SmolLM2-135M fp32, CCC, {s['batch_prompts']} prompts x {s['n_pos']} tokens "
+        f"({s['rows_per_forward']} rows: both signs of beta), scalars on every head's z and every "
+        f"MLP output ({s['n_params']} parameters), forward + backward + Adam. Medians of "
+        f"{s['rounds']} interleaved rounds of {s['steps_per_round']} steps. {_machine(r)}.",
+        "",
+    ]
+    rows = [
+        [
+            f"`{n}`",
+            f"{v['median']:.3f}",
+            f"{r['ratio_to_floor'][n]:.3f}",
+            f"{r['paired_ratio_to_floor'][n]:.3f}",
+        ]
+        for n, v in r["seconds_per_step"].items()
+    ]
+    lines += _table(["configuration", "s / step", "ratio to floor", "paired ratio"], rows)
+    if "forward_no_hooks_seconds" in r:
+        lines += ["", "Forward pass only, no hooks, no grad, same 64 rows (full logits):", ""]
+        rows = [
+            [f"`{n}`", f"{v['median']:.3f}", f"{r['forward_ratio_to_hf'][n]:.3f}"]
+            for n, v in r["forward_no_hooks_seconds"].items()
+        ]
+        lines += _table(["model", "s / forward", "ratio to Hugging Face"], rows)
+    return [*lines, ""]
+
+
+def memory_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## Peak memory", "", "pending: run `python -m benchmarks.memory`", ""]
+    lines = [
+        "## Peak memory (CPU, resident set, fresh process per configuration)",
+        "",
+        f"Medians of {r['setup']['repeats']} processes, batch {r['setup']['batch_prompts']}. "
+        "`process peak` is ru_maxrss (model loading included); `ready` is the resident set "
+        "once model, data and trainer are built; `step peak` is the highest resident set "
+        f"sampled during the steps. {_machine(r)}.",
+        "",
+    ]
+    rows = []
+    for c, m in r["median_mb"].items():
+        ratio = r["ratio_to_floor"].get(c, {})
+        rows.append(
+            [
+                f"`{c}`",
+                m["peak_rss_mb"],
+                m["ready_rss_mb"],
+                m["step_peak_mb"],
+                m["step_extra_mb"],
+                ratio.get("step_peak_mb", ""),
+                ratio.get("peak_rss_mb", ""),
+            ]
+        )
+    header = [
+        "configuration",
+        "process peak MB",
+        "ready MB",
+        "step peak MB",
+        "step peak - ready MB",
+        "step peak / floor",
+        "process peak / floor",
+    ]
+    return [*lines, *_table(header, rows), ""]
+
+
+def peers_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## Peers", "", "pending: run `python -m benchmarks.peers`", ""]
+    lines = [
+        "## Peer libraries (same step, same process as the floor)",
+        "",
+        f"Status: {', '.join(f'{k}: {v}' for k, v in r['status'].items())}. {_machine(r)}.",
+        "",
+    ]
+    rows = []
+    for n, v in r["seconds_per_step"].items():
+        eq = r["equivalence"].get(n, {})
+        rows.append(
+            [
+                f"`{n}`",
+                f"{v['median']:.3f}",
+                f"{r['ratio_to_floor'][n]:.3f}",
+                f"{eq.get('loss_abs_diff', float('nan')):.1e}",
+                f"{eq.get('grad_max_rel_diff', float('nan')):.1e}",
+            ]
+        )
+    header = ["configuration", "s / step", "ratio to floor", "|loss - floor|", "grad rel. diff"]
+    lines += _table(header, rows)
+    lines += [
+        "",
+        "ascale / peer: " + ", ".join(f"{k} {v:.3f}" for k, v in r["ascale_over_peer"].items()),
+        "",
+    ]
+    return lines
+
+
+def scaling_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## Scaling", "", "pending: run `python -m benchmarks.scaling`", ""]
+    lines = ["## Scaling (CPU)", "", f"{_machine(r)}.", ""]
+    for axis, key in (("batch", "batch_prompts"), ("length", "n_pos"), ("sites", "label")):
+        if axis not in r:
+            continue
+        rows = [
+            [row[key], f"{row['floor_s']:.3f}", f"{row['ascale_s']:.3f}", row["ratio"]]
+            for row in r[axis]
+        ]
+        name = {"batch": "batch (prompts)", "length": "prompt tokens", "sites": "sites"}[axis]
+        lines += [*_table([name, "floor s/step", "ascale s/step", "ratio"], rows), ""]
+    return lines
+
+
+def localisation_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return [
+            "## Localisation cost",
+            "",
+            "pending: run `python -m benchmarks.localisation_cost`",
+            "",
+        ]
+    s = r["setup"]
+    lines = [
+        "## Localisation cost (IOI, SmolLM2)",
+        "",
+        f"{s['prompts']} IOI prompts of {s['n_pos']} tokens (ABC corruption for patching), fit "
+        f"batch {s['fit_batch']} with early stop (at most {s['fit_max_steps']} steps), patching "
+        f"{s['patching_max_batch']} rows per forward pass. {_machine(r)}.",
+        "",
+    ]
+    rows = []
+    for g in r["grids"]:
+        t = g["seconds"]
+        rows.append(
+            [
+                f"`{g['grid']}`",
+                g["components"],
+                f"{t['scalars_fit_to_convergence']:.1f} ({g['fit']['steps_run']} steps)",
+                f"{t['activation_patching']:.1f}",
+                f"{t['attribution_patching']:.1f}",
+            ]
+        )
+    header = [
+        "grid",
+        "components",
+        "scalars: fit + rank, s",
+        "activation patching, s",
+        "attribution patching, s",
+    ]
+    return [*lines, *_table(header, rows), ""]
+
+
+def demo_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## End to end", "", "pending: run `python -m benchmarks.demo`", ""]
+    return [
+        "## End to end: `ascale demo`",
+        "",
+        f"cold (empty `ASCALE_CACHE`: dequantise the GGUF first): {r['cold']['seconds']} s; "
+        f"warm: {r['warm_median_s']} s (median of {len(r['warm'])}). {_machine(r)}.",
+        "",
+    ]
+
+
+def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
+    if r is None:
+        return ["## GPU", "", note or "pending: `benchmarks/gpu_step.py` has not run on a GPU.", ""]
+    lines = ["## GPU", "", f"{_machine(r)}; weights: {r['weights']}.", ""]
+    rows = []
+    for key, b in r["results"].items():
+        for n, ms in b["ms_per_step"].items():
+            mem = b["step_peak_memory_mb_above_resident"].get(n, "")
+            rows.append([key, f"`{n}`", ms, b["ratio_to_floor"][n], mem])
+    header = ["batch", "configuration", "ms / step", "ratio to floor", "step peak MB"]
+    return [*lines, *_table(header, rows), ""]
+
+
+def main() -> None:
+    notes = _load("notes") or {}
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `python -m benchmarks.summary` from the JSON files beside it; each JSON "
+        "names its machine, versions, thread count and load. The floor is a hand-written plain "
+        "Hugging Face `LlamaForCausalLM` with torch hooks doing the same scaling and loss "
+        "(`benchmarks/floor.py`); every ratio is to a floor measured in the same process.",
+        "",
+    ]
+    if notes.get("headline"):
+        lines += ["## Headline", "", *notes["headline"], ""]
+    lines += step_section(_load("step"))
+    lines += memory_section(_load("memory"))
+    lines += peers_section(_load("peers"))
+    lines += scaling_section(_load("scaling"))
+    lines += localisation_section(_load("localisation_cost"))
+    lines += demo_section(_load("demo"))
+    lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
+    if notes.get("changes"):
+        lines += ["## What changed in ascale for speed", "", *notes["changes"], ""]
+    (RESULTS / "README.md").write_text("\n".join(lines))
+    print(f"wrote {RESULTS / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Ranking components by learned scale, and the cumulative-effect view."""
+
+import pandas as pd
+import pytest
+import torch
+
+import ascale
+from ascale.attribution import EFFECTS, rank_components
+from ascale.cumulative import cumulative_effect
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError, UnknownSiteError
+from ascale.interventions import DynamicScalars
+
+ROWS = [
+    {
+        "prompt": "When Mary and John went to the store, John gave a drink to",
+        "correct": " Mary",
+        "wrong": " John",
+    },
+    {
+        "prompt": "When Alice and Bob went to the store, Bob gave a drink to",
+        "correct": " Alice",
+        "wrong": " Bob",
+    },
+    {
+        "prompt": "When Carol and Dave went to the store, Dave gave a drink to",
+        "correct": " Carol",
+        "wrong": " Dave",
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def data(tiny_gpt2):
+    return ContrastSet.from_rows(ROWS, tiny_gpt2)
+
+
+def _scalars(model, data, values):
+    """Scalars on mlp_out at layer 0, positions 0-4, set to `values`."""
+    iv = ascale.ActivationScalars(
+        model, sites="mlp_out", layers=[0], positions=[0, 1, 2, 3, 4], n_pos=data.n_pos
+    )
+    with torch.no_grad():
+        iv.params["mlp_out"][0] = torch.tensor(values)
+    return iv
+
+
+def test_scalars_are_ranked_by_magnitude_with_their_effect_class(tiny_gpt2, data):
+    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
+    ranking = rank_components(iv, model=tiny_gpt2, data=data)
+    frame = ranking.to_frame()
+    assert list(frame.columns) == [
+        "rank",
+        "component",
+        "site",
+        "layer",
+        "head",
+        "pos",
+        "token",
+        "value",
+        "magnitude",
+        "effect",
+    ]
+    assert frame["pos"].tolist() == [1, 2, 0, 4, 3]
+    assert frame["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert frame["effect"].tolist() == ["reverse", "ablate", "amplify", "suppress", "identity"]
+    assert list(frame["effect"].cat.categories) == list(EFFECTS)
+    assert frame["component"][0] == "mlp_out L0 @1"
+    assert frame["token"].tolist()[:2] == [
+        tiny_gpt2.to_str_tokens(ROWS[0]["prompt"])[p] for p in (1, 2)
+    ]
+    assert frame["head"].isna().all()
+    assert ranking.top(2)["value"].tolist() == pytest.approx([-2.0, -1.0])
+    assert ranking.method == "scalars" and ranking.signed and ranking.identity == 0.0
+    assert "mlp_out L0 @1 -2" in repr(ranking)
+
+
+def test_head_scalars_get_one_row_per_layer_position_and_head(tiny_gpt2, data):
+    iv = ascale.ActivationScalars(
+        tiny_gpt2, sites="heads,attn_out", positions=[-1], n_pos=data.n_pos
+    )
+    with torch.no_grad():
+        iv.params["heads"][1, 0, 3] = 0.7
+    ranking = rank_components(iv)
+    assert len(ranking) == 2 * 4 + 2
+    assert ranking.top(1)["component"][0] == f"heads L1H3 @{data.n_pos - 1}"
+    heads = ranking.select("heads")
+    assert (
+        len(heads) == 8
+        and heads.sites == ("heads",)
+        and heads.to_frame()["rank"].tolist() == list(range(1, 9))
+    )
+    assert rank_components(iv, sites=["attn_out"]).sites == ("attn_out",)
+    with pytest.raises(UnknownSiteError, match="closest: 'heads'"):
+        ranking.select("head")
+
+
+def test_vectors_are_ranked_by_norm(tiny_gpt2, data):
+    iv = ascale.SteeringVectors(
+        tiny_gpt2, sites="resid", layers=[0], positions=[0, -1], n_pos=data.n_pos
+    )
+    with torch.no_grad():
+        iv.params["resid"][0, 0] = 0.1
+        iv.params["resid"][0, 1, 0] = -3.0
+    frame = rank_components(iv).to_frame()
+    assert frame["value"].tolist() == pytest.approx([3.0, 0.1 * tiny_gpt2.cfg.d_model**0.5])
+    assert frame["effect"].isna().all() and not rank_components(iv).signed
+
+
+def test_shared_positions_have_no_position(tiny_gpt2):
+    iv = ascale.ActivationScalars(tiny_gpt2, sites="attn_out", positions="shared")
+    frame = rank_components(iv).to_frame()
+    assert frame["pos"].isna().all() and (frame["token"] == "(all)").all()
+    assert frame["component"].tolist() == ["attn_out L0", "attn_out L1"]
+
+
+def test_dynamic_scalars_are_ranked_by_mean_absolute_alpha(tiny_gpt2, data):
+    dyn = DynamicScalars(tiny_gpt2, sites="mlp_out")
+    with torch.no_grad():
+        dyn.params["mlp_out"][1, 0, -1] = -0.3  # w = 0, b = -0.3: alpha is -0.3 everywhere
+    with pytest.raises(AscaleError, match="needs model= and data="):
+        rank_components(dyn)
+    frame = rank_components(dyn, model=tiny_gpt2, data=data).to_frame()
+    assert frame["component"].tolist() == ["mlp_out L1", "mlp_out L0"]
+    assert frame["value"].tolist() == pytest.approx([-0.3, 0.0])
+    assert frame["effect"].tolist() == ["suppress", "identity"]
+    cum = cumulative_effect(tiny_gpt2, dyn, data, ks=(1,))  # the one probe that acts
+    assert cum.metrics[0].logit_diff_forward == pytest.approx(cum.full.logit_diff_forward)
+
+
+def test_unfitted_interventions_are_refused(tiny_gpt2):
+    with pytest.raises(AscaleError, match="fit it first"):
+        rank_components(ascale.ActivationScalars(tiny_gpt2, sites="attn_out"))
+
+
+def test_cumulative_effect_re_evaluates_with_only_the_top_k(tiny_gpt2, data):
+    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
+    before = iv.params["mlp_out"].detach().clone()
+    cum = cumulative_effect(tiny_gpt2, iv, data, ks=(1, 3, 5, 50))
+    assert torch.equal(iv.params["mlp_out"], before)  # the intervention itself is untouched
+    assert cum.ks == (1, 3, 5)
+    frame = cum.to_frame()
+    assert frame["n_active"].tolist() == [1, 3, 4]
+    assert frame.loc[5, "logit_diff_forward"] == pytest.approx(cum.full.logit_diff_forward)
+    assert frame.loc[5, "shift_kept_forward"] == pytest.approx(1.0)
+    only_top = _scalars(tiny_gpt2, data, [0.0, -2.0, 0.0, 0.0, 0.0])
+    expected = ascale.evaluate(tiny_gpt2, only_top, data)
+    assert frame.loc[1, "logit_diff_forward"] == pytest.approx(expected.logit_diff_forward)
+    assert frame.loc[1, "logit_diff_backward"] == pytest.approx(expected.logit_diff_backward)
+
+
+def test_cumulative_effect_can_follow_another_ranking(tiny_gpt2, data):
+    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
+    order = rank_components(
+        _scalars(tiny_gpt2, data, [9.0, 0.0, 0.0, 0.0, 0.0])
+    )  # position 0 first
+    cum = cumulative_effect(tiny_gpt2, iv, data, ks=(1,), ranking=order)
+    only_first = _scalars(tiny_gpt2, data, [0.5, 0.0, 0.0, 0.0, 0.0])
+    expected = ascale.evaluate(tiny_gpt2, only_first, data)
+    assert cum.metrics[0].logit_diff_forward == pytest.approx(expected.logit_diff_forward)
+    assert isinstance(cum.to_frame(), pd.DataFrame)
