@@ -296,7 +296,11 @@ def effect_classes(
 
 
 def token_labels(model: Any, data: ContrastSet) -> tuple[str, ...]:
-    """The first prompt's token at each position (prompts must share one length)."""
+    """The first prompt's token at each position (prompts must share one length).
+
+    A label speaks for every prompt only when they share a layout, not just a length (see
+    ``docs/scaling-maps.md``: CCC prompts of one length can put the country at two positions).
+    """
     n_pos = data.n_pos
     return tuple(models.str_tokens(model, data.tokens[0, :n_pos]))
 
