@@ -254,9 +254,9 @@ def _rank_dynamic(
             mask = batch.attention_mask.to(device)
             _, acts = models.capture(model, batch.tokens.to(device), names, mask)
             for site in intervention.sites:
-                w, b = intervention.probe(site.name)
-                for k, layer in enumerate(site.layers):
-                    alpha = (acts[site.hook_name(layer)] * w[k]).sum(-1) + b[k]
+                for layer in site.layers:
+                    # exactly what the hook multiplies by (normalised input included)
+                    alpha = intervention.alpha(site.name, layer, acts[site.hook_name(layer)])
                     real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
                     signed = (alpha * real).sum((0, 1)).cpu()
                     size = (alpha.abs() * real).sum((0, 1)).cpu()

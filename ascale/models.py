@@ -265,7 +265,8 @@ def run(
     if device is not None:
         tokens = tokens.to(device)
     kwargs: dict[str, Any] = {}
-    if last_only and _keeps_logits(type(getattr(model, "original_model", None))):
+    hf_class: Any = type(getattr(model, "original_model", None))
+    if last_only and _keeps_logits(hf_class):
         # an index tensor, not ``1``: Hugging Face slices ``hidden[:, -1:]`` for an int, and a
         # linear layer on that non-contiguous view runs as a broadcast bmm, 15x slower on CPU
         kwargs["logits_to_keep"] = torch.tensor([tokens.shape[1] - 1], device=tokens.device)

@@ -122,7 +122,8 @@ def main() -> None:
             print(config, runs[config][-1], flush=True)
     keys = ("peak_rss_mb", "ready_rss_mb", "step_peak_mb", "step_extra_mb")
     medians = {
-        c: {k: common.summary([x[k] for x in v])["median"] for k in keys} for c, v in runs.items()
+        c: {k: round(common.summary([x[k] for x in v])["median"], 1) for k in keys}
+        for c, v in runs.items()
     }
     ratios = {
         c: {k: round(m[k] / medians["floor"][k], 3) for k in keys}

@@ -159,3 +159,16 @@ def test_cumulative_effect_can_follow_another_ranking(tiny_gpt2, data):
     expected = ascale.evaluate(tiny_gpt2, only_first, data)
     assert cum.metrics[0].logit_diff_forward == pytest.approx(expected.logit_diff_forward)
     assert isinstance(cum.to_frame(), pd.DataFrame)
+
+
+def test_dynamic_ranking_uses_the_same_alpha_as_the_hook(tiny_gpt2, data):
+    dyn = DynamicScalars(tiny_gpt2, sites="mlp_out", layers=[0])  # normalised input by default
+    with torch.no_grad():
+        dyn.params["mlp_out"][0, 0, 0] = 0.5  # w = 0.5 e_0, b = 0
+    _, cache = tiny_gpt2.run_with_cache(data.tokens, names_filter="blocks.0.hook_mlp_out")
+    h = cache["blocks.0.hook_mlp_out"]
+    alpha = 0.5 * h[..., 0] / h.norm(dim=-1)  # by hand, as the hook computes it
+    real = data.attention_mask.bool()
+    frame = rank_components(dyn, model=tiny_gpt2, data=data).to_frame()
+    assert frame["value"].iloc[0] == pytest.approx(float(alpha[real].mean()), abs=1e-5)
+    assert frame["magnitude"].iloc[0] == pytest.approx(float(alpha[real].abs().mean()), abs=1e-5)

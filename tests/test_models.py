@@ -35,7 +35,10 @@ def test_plain_bridge_matches_hugging_face_and_compat_keeps_differences(tiny_dir
 
 
 def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import
     with pytest.raises(ModelNotAvailableError, match="embedded default"):
         load_model("no-such-org/no-such-model-ascale")
     with pytest.raises(ModelNotAvailableError, match="no GGUF file"):

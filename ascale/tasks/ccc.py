@@ -69,16 +69,36 @@ def _mentions(text: str, name: str) -> bool:
 
 
 def _pick_length(
-    model: Any, prompts: list[str], length: int | str | None
+    model: Any,
+    prompts: list[str],
+    length: int | str | None,
+    anchors: list[str] | None = None,
 ) -> tuple[list[int], int | None]:
-    """Indices of `prompts` to keep for `length` ("modal", an int, or None), and the length."""
+    """Indices of `prompts` to keep for `length` ("modal", an int, or None), and the length.
+
+    With `anchors` (one answer string per prompt, e.g. the in-context false country), only the
+    most common position of the anchor's token is kept as well: prompts of one length can still
+    differ in layout ("Dublin" is one token after a space, three at the start of a sentence),
+    and position-tied parameters must mean the same token in every prompt.
+    """
     if length is None:
         return list(range(len(prompts))), None
     if length != "modal" and (not isinstance(length, int) or isinstance(length, bool)):
         raise AscaleError(f"length must be 'modal', an int, or None; got {length!r}")
-    sizes = [int(models.tokenize(model, [p])[1][0]) for p in prompts]
+    rows = [models.tokenize(model, [p])[0][0] for p in prompts]
+    sizes = [len(r) for r in rows]
     target = Counter(sizes).most_common(1)[0][0] if length == "modal" else int(length)
-    return [i for i, s in enumerate(sizes) if s == target], target
+    keep = [i for i, s in enumerate(sizes) if s == target]
+    if anchors is not None and keep:
+        where = {i: _first_index(rows[i], models.answer_token_ids(model, anchors[i])) for i in keep}
+        modal = Counter(where.values()).most_common(1)[0][0]
+        keep = [i for i in keep if where[i] == modal]
+    return keep, target
+
+
+def _first_index(tokens: Any, ids: list[int]) -> int:
+    hits = (tokens == ids[0]).nonzero().flatten().tolist() if len(ids) == 1 else []
+    return hits[0] if hits else -1
 
 
 def ccc(
@@ -147,7 +167,8 @@ def ccc(
     rng.shuffle(candidates)
     candidates = candidates[: n if length is None else _SAMPLE]
     prompts = [t.format(capital=cap, false_country=false) for t, cap, _, false in candidates]
-    keep, target = _pick_length(model, prompts, length)
+    anchors = [" " + false for _, _, _, false in candidates]
+    keep, target = _pick_length(model, prompts, length, anchors)
     keep = keep[:n]
     if not keep:
         raise AscaleError(
