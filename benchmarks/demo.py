@@ -24,10 +24,12 @@ from typing import Any
 from benchmarks import common
 
 
-def run_demo(cache: Path, out: Path, extra: list[str]) -> dict[str, Any]:
+def run_demo(cache: Path, out: Path, extra: list[str], threads: int | None) -> dict[str, Any]:
     exe = Path(sys.executable).with_name("ascale")
     cmd = [str(exe), "demo", "--out", str(out), *extra]
     env = {**os.environ, "ASCALE_CACHE": str(cache)}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)  # torch's default thread count follows it
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -44,20 +46,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--warm-runs", type=int, default=1)
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the demo")
     parser.add_argument("--name", default="demo")
     parser.add_argument("demo_args", nargs="*", help="extra arguments for `ascale demo`")
     args = parser.parse_args()
     load = common.wait_for_quiet() if args.wait else None
     machine = common.machine_info()
+    if args.threads:
+        machine["torch_threads"] = args.threads
     root = Path(tempfile.mkdtemp(prefix="ascale-demo-bench-"))
     try:
         cache = root / "cache"
         cache.mkdir()
-        cold = run_demo(cache, root / "out-cold", args.demo_args)
+        cold = run_demo(cache, root / "out-cold", args.demo_args, args.threads)
         print(f"cold: {cold['seconds']} s", flush=True)
         warm = []
         for i in range(args.warm_runs):
-            warm.append(run_demo(cache, root / f"out-warm-{i}", args.demo_args))
+            warm.append(run_demo(cache, root / f"out-warm-{i}", args.demo_args, args.threads))
             print(f"warm: {warm[-1]['seconds']} s", flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -68,6 +73,7 @@ def main() -> None:
             "machine": machine,
             "load_average_after_wait": load,
             "command": ["ascale", "demo", *args.demo_args],
+            "omp_num_threads": args.threads,
             "cold": cold,
             "warm": warm,
             "warm_median_s": common.summary([w["seconds"] for w in warm])["median"],

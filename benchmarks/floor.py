@@ -170,7 +170,10 @@ class FloorTrainer:
     def logits(self, tokens: Tensor, beta: Tensor) -> Tensor:
         """Last-position logits of the scaled model (peers override this with their own hooks)."""
         self.scalars.beta = beta
-        return last_logits(self.hf, tokens, self.last_only)
+        try:
+            return last_logits(self.hf, tokens, self.last_only)
+        finally:
+            self.scalars.beta = None  # the hooks stay; they are no-ops outside a step
 
     def loss(self, index: Tensor) -> Tensor:
         """The loss on the prompts at `index`, both signs of beta stacked in one batch."""

@@ -47,6 +47,7 @@ def point(
         "ascale": setups.ascale_runner(bridge, data, steps, batch, sites=sites),
     }
     samples = common.interleaved(runners, rounds=rounds)
+    runners["floor"].trainer.scalars.remove()  # type: ignore[attr-defined]  # hf is reused
     floor, ours = statistics.median(samples["floor"]), statistics.median(samples["ascale"])
     return {
         "n_pos": data.n_pos,

@@ -146,6 +146,7 @@ def floor_runner(
             trainer.step()
         return (time.perf_counter() - start) / k
 
+    run.trainer = trainer  # type: ignore[attr-defined]  # to remove its hooks when done
     return run
 
 

@@ -34,6 +34,16 @@ def test_plain_bridge_matches_hugging_face_and_compat_keeps_differences(tiny_dir
     torch.testing.assert_close(diff(centred), diff(expected), rtol=0, atol=1e-4)
 
 
+def test_last_only_logits_equal_the_last_column_of_all_logits(tiny):
+    tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
+    with torch.no_grad():
+        full = models.run(tiny, tokens)
+        last = models.run(tiny, tokens, last_only=True)
+    assert models._keeps_logits(type(tiny.original_model))  # really computed at one position
+    assert last.shape == (2, 1, full.shape[-1])
+    torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
+
+
 def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
