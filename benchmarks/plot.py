@@ -20,7 +20,7 @@ DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 
 
 def figure() -> go.Figure:
-    step = json.loads((RESULTS / "step.json").read_text())
+    step = json.loads((RESULTS / "step_t1.json").read_text())
     scaling = json.loads((RESULTS / "scaling.json").read_text())
     peers_path = RESULTS / "peers.json"
     peers = json.loads(peers_path.read_text()) if peers_path.is_file() else None
@@ -69,7 +69,7 @@ def figure() -> go.Figure:
                 row=1,
                 col=col,
             )
-    fig.update_xaxes(title_text="x floor", row=1, col=1)
+    fig.update_xaxes(title_text="x floor (peers: their own run)", range=[0, 1.5], row=1, col=1)
     fig.update_xaxes(title_text="prompts per batch", row=1, col=2)
     fig.update_xaxes(title_text="prompt tokens (batch 32)", row=1, col=3)
     fig.update_yaxes(title_text="seconds per step", row=1, col=2)
@@ -77,9 +77,9 @@ def figure() -> go.Figure:
         width=1300,
         height=420,
         template="plotly_white",
-        margin={"l": 150, "r": 20, "t": 50, "b": 50},
+        margin={"l": 150, "r": 20, "t": 100, "b": 50},
         title_text=f"SmolLM2-135M on {step['machine']['cpu']}, "
-        f"{step['machine']['torch_threads']} threads",
+        f"{step['machine']['torch_threads']} torch thread(s)",
     )
     return fig
 

@@ -35,12 +35,12 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
-def step_section(r: dict[str, Any] | None) -> list[str]:
+def step_section(r: dict[str, Any] | None, title: str) -> list[str]:
     if r is None:
-        return ["## Training step", "", "pending: run `python -m benchmarks.step`", ""]
+        return [f"## {title}", "", "pending: run `python -m benchmarks.step`", ""]
     s = r["setup"]
     lines = [
-        "## Training step (CPU)",
+        f"## {title}",
         "",
         f"SmolLM2-135M fp32, CCC, {s['batch_prompts']} prompts x {s['n_pos']} tokens "
         f"({s['rows_per_forward']} rows: both signs of beta), scalars on every head's z and every "
@@ -230,15 +230,22 @@ def main() -> None:
     ]
     if notes.get("headline"):
         lines += ["## Headline", "", *notes["headline"], ""]
-    lines += step_section(_load("step"))
+    lines += step_section(_load("step"), "Training step (CPU, 2 torch threads)")
+    lines += step_section(_load("step_before"), "Before the changes (CPU, 2 torch threads)")
+    lines += step_section(_load("step_t1"), "Training step (CPU, 1 torch thread)")
+    lines += step_section(_load("step_before_t1"), "Before the changes (CPU, 1 torch thread)")
     lines += memory_section(_load("memory"))
     lines += peers_section(_load("peers"))
     lines += scaling_section(_load("scaling"))
+    if notes.get("scaling"):
+        lines += [notes["scaling"], ""]
     lines += localisation_section(_load("localisation_cost"))
     lines += demo_section(_load("demo"))
     lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
     if notes.get("changes"):
-        lines += ["## What changed in ascale for speed", "", *notes["changes"], ""]
+        lines += ["## What changed in ascale for speed", ""]
+        for paragraph in notes["changes"]:
+            lines += [paragraph, ""]
     (RESULTS / "README.md").write_text("\n".join(lines))
     print(f"wrote {RESULTS / 'README.md'}")
 
