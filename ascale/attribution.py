@@ -33,6 +33,7 @@ from torch import Tensor
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError, closest
+from ascale.grid import Grid, component_name
 from ascale.interventions import DynamicScalars, Intervention
 from ascale.sites import SITE_HOOKS
 
@@ -211,19 +212,23 @@ def rank_components(
         raise AscaleError(
             f"rank_components does not know how to score method {intervention.method!r}"
         )
-    slots = slot_positions(intervention)
+    grid = Grid.of(intervention)
+    params = {name: p.detach().cpu() for name, p in intervention.params.items()}
+    if intervention.method == "vectors":
+        params = {name: p.norm(dim=-1) for name, p in params.items()}  # one norm per vector
+    values = grid.from_params(params).tolist()
     labels = token_labels(model, data) if model is not None and data is not None else None
-    rows = []
-    for site in intervention.sites:
-        param = intervention.params[site.name].detach().cpu()
-        for k, layer in enumerate(site.layers):
-            for s, pos in enumerate(slots):
-                heads = range(param.shape[2]) if site.per_head else [None]
-                for head in heads:
-                    unit = param[k, s] if head is None else param[k, s, head]
-                    value = float(unit.norm()) if intervention.method == "vectors" else float(unit)
-                    token = "(all)" if pos is None else _token(labels, pos)
-                    rows.append((site.name, layer, head, pos, token, value))
+    rows = [
+        (
+            c.site.name,
+            c.layer,
+            c.head,
+            c.pos,
+            "(all)" if c.pos is None else _token(labels, c.pos),
+            v,
+        )
+        for c, v in zip(grid.components, values, strict=True)
+    ]
     frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token", "value"])
     if intervention.method == "scalars":
         frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
@@ -307,17 +312,3 @@ def token_labels(model: Any, data: ContrastSet) -> tuple[str, ...]:
 
 def _token(labels: Sequence[str] | None, pos: int) -> str:
     return labels[pos] if labels is not None and pos < len(labels) else ""
-
-
-def slot_positions(intervention: Intervention) -> list[int | None]:
-    """The token position of each parameter slot (``None``: one slot shared by all)."""
-    if intervention.positions == "shared":
-        return [None]
-    if intervention.positions == "all":
-        return list(range(intervention.n_pos or 0))
-    return [int(p) for p in intervention.positions]
-
-
-def component_name(site: str, layer: int, head: Any, pos: Any) -> str:
-    name = f"{site} L{layer}" + ("" if pd.isna(head) else f"H{head}")
-    return name + ("" if pd.isna(pos) else f" @{pos}")

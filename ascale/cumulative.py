@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ascale.attribution import AttributionResult, component_name, rank_components, slot_positions
+from ascale.attribution import AttributionResult, rank_components
 from ascale.data import ContrastSet
 from ascale.fit import Metrics, evaluate
+from ascale.grid import Grid
 from ascale.interventions import Intervention
 
 __all__ = ["CumulativeEffectResult", "cumulative_effect"]
@@ -115,19 +116,7 @@ def _masks(intervention: Intervention, ranking: AttributionResult) -> dict[str, 
     """
     frame = ranking.components
     rank_of = dict(zip(frame["component"], frame["rank"].astype(float), strict=True))
-    slots = slot_positions(intervention)
+    grid = Grid.of(intervention)
+    ranks = torch.tensor([rank_of.get(name, np.inf) for name in grid.names])
     device = next(iter(intervention.parameters())).device
-    masks = {}
-    for site in intervention.sites:
-        heads = range(intervention.dims["n_heads"]) if site.per_head else [None]
-        ranks = torch.tensor(
-            [
-                [
-                    [rank_of.get(component_name(site.name, la, h, p), np.inf) for h in heads]
-                    for p in slots
-                ]
-                for la in site.layers
-            ]
-        )
-        masks[site.name] = (ranks if site.per_head else ranks[..., 0]).to(device)
-    return masks
+    return {name: r.to(device) for name, r in grid.to_params(ranks).items()}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -18,13 +20,19 @@ from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.interventions import Beta, Intervention
 from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
+from ascale.optim import ProximalAdamax
 
-__all__ = ["FitResult", "Metrics", "evaluate", "fit"]
+__all__ = ["DEFAULTS", "FitDefaults", "FitResult", "Metrics", "evaluate", "fit"]
 
 
 @dataclass(frozen=True)
 class FitResult:
-    """What a `fit` run did: its settings and the loss history, one entry per step."""
+    """What a `fit` run did: its settings and the loss history, one entry per step.
+
+    ``steps_run`` steps ran; the parameters kept are those after step ``kept_step`` (the best
+    validation score with ``stop="validation"``, else the last step); ``stop_reason`` says why
+    training ended and which step was kept.
+    """
 
     method: str
     steps_run: int
@@ -33,12 +41,19 @@ class FitResult:
     objective: Objective
     settings: dict[str, Any]
     history: dict[str, list[float]] = field(repr=False)
+    kept_step: int = 0
+    stop_reason: str = ""
 
     def to_frame(self) -> Any:
         """The history as a pandas DataFrame, one row per step."""
         import pandas as pd
 
-        return pd.DataFrame(self.history).rename_axis("step")
+        per_step = {k: v for k, v in self.history.items() if not k.startswith("val_")}
+        frame = pd.DataFrame(per_step, index=pd.RangeIndex(1, self.steps_run + 1, name="step"))
+        if "val_step" in self.history:
+            val = pd.Series(self.history["val_loss"], index=self.history["val_step"])
+            frame["val_loss"] = val.reindex(frame.index)
+        return frame
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,10 @@ class Metrics:
 
     ``flip_rate_forward``: share of prompts whose answer is the wrong token at ``beta=+1``;
     ``flip_rate_backward``: share whose answer is the correct token at ``beta=-1``;
+    ``clean_rate_*``: the same shares for the clean model (``beta=0``): what a do-nothing
+    intervention scores; ``moved_rate_*``: among the prompts whose clean answer is *not* already
+    the target, the share the intervention moves there (NaN when there are none). Answers are
+    compared between the two answer tokens only.
     ``logit_diff_*``: mean ``logit(wrong) - logit(correct)`` at each sign (and clean);
     ``faithfulness_kl``: mean KL of the non-answer distribution over both signs;
     ``n_params``, ``l1``, ``n_active`` (magnitude above the threshold; vectors by norm).
@@ -62,6 +81,10 @@ class Metrics:
     n_active: int
     logit_diff_clean: float
     n_prompts: int
+    clean_rate_forward: float = float("nan")
+    clean_rate_backward: float = float("nan")
+    moved_rate_forward: float = float("nan")
+    moved_rate_backward: float = float("nan")
 
     def to_dict(self) -> dict[str, float | int]:
         """Plain numbers, ready for JSON."""
@@ -69,7 +92,9 @@ class Metrics:
 
     def __str__(self) -> str:
         return (
-            f"flip +1 {self.flip_rate_forward:.2f} / -1 {self.flip_rate_backward:.2f} | "
+            f"flip +1 {self.flip_rate_forward:.2f} / -1 {self.flip_rate_backward:.2f} "
+            f"(clean {self.clean_rate_forward:.2f} / {self.clean_rate_backward:.2f}; "
+            f"moved {self.moved_rate_forward:.2f} / {self.moved_rate_backward:.2f}) | "
             f"logit diff +1 {self.logit_diff_forward:+.2f} / -1 {self.logit_diff_backward:+.2f} "
             f"(clean {self.logit_diff_clean:+.2f}) | KL {self.faithfulness_kl:.4f} | "
             f"params {self.n_params} (active {self.n_active}, L1 {self.l1:.3g}) | "
@@ -77,87 +102,268 @@ class Metrics:
         )
 
 
+@dataclass(frozen=True)
+class FitDefaults:
+    """Per-method defaults of `fit` (see ``benchmarks/results/fit_defaults.json``)."""
+
+    lr: float
+    steps: int
+    batch_size: int
+    sparsity: str
+
+
+DEFAULTS: dict[str, FitDefaults] = {
+    "scalars": FitDefaults(lr=0.1, steps=100, batch_size=64, sparsity="l1"),
+    "vectors": FitDefaults(lr=0.1, steps=100, batch_size=64, sparsity="l1"),
+    "dynamic": FitDefaults(lr=0.01, steps=200, batch_size=64, sparsity="l1"),
+}
+SPARSITY = ("l1", "proximal")
+STOPS = ("validation", "train", "none")
+
+
 def fit(
     model: Any,
     intervention: Intervention,
     data: ContrastSet,
     *,
-    steps: int = 100,
-    lr: float = 0.1,
-    batch_size: int = 32,
+    steps: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
     objective: Objective | None = None,
+    sparsity: str | None = None,
+    stop: str = "validation",
+    val_size: float = 0.2,
+    eval_every: int = 5,
+    patience: int = 4,
+    keep: dict[str, Tensor] | None = None,
     seed: int = 0,
     early_stop: bool = True,
     progress: bool = True,
 ) -> FitResult:
-    """Learn `intervention` on `data` with Adam; the model's weights stay frozen.
+    """Learn `intervention` on `data`; the model's weights stay frozen.
 
     Each step runs one forward pass over the batch twice over, once at ``beta=+1`` and once at
-    ``beta=-1``, stacked into one batch. The clean next-token distributions are computed once, before
-    the first step. With `early_stop`, training ends once every training prompt has been seen
-    flipped by the margin in both directions (each at its latest visit).
+    ``beta=-1``, stacked into one batch. The clean next-token distributions are computed once,
+    before the first step. Settings left at ``None`` take the method's defaults (`DEFAULTS`).
+
+    Args:
+        steps: most optimiser steps (cosine-decayed learning rate over them).
+        lr: learning rate.
+        batch_size: prompts a step (each run at both signs of beta).
+        objective: the three terms' weights (default `Objective()`).
+        sparsity: ``"l1"``: Adam on the whole objective (dense maps); ``"proximal"``: the L1
+            term as a soft-threshold after each step (`ascale.optim.ProximalAdamax`), which
+            leaves exact zeros (sparse maps).
+        stop: ``"validation"``: hold out `val_size` of `data`, score the objective on it every
+            `eval_every` steps, keep the parameters of the best score and stop after `patience`
+            scores without improvement (falls back to ``"train"`` below 10 prompts);
+            ``"train"``: stop once every training prompt has been seen flipped by the margin in
+            both directions; ``"none"``: run every step.
+        keep: per site, a 0/1 mask broadcastable to its parameters: parameters where it is 0
+            stay at the identity (a refit on a chosen set of components).
+        early_stop: ``False`` is ``stop="none"`` (kept for older code).
 
     Example:
-        >>> result = fit(model, scalars, train, steps=100)  # doctest: +SKIP
-        >>> result.to_frame().tail(1)  # doctest: +SKIP
+        >>> result = fit(model, scalars, train)  # doctest: +SKIP
+        >>> result.kept_step, result.stop_reason  # doctest: +SKIP
     """
+    defaults = DEFAULTS.get(intervention.method, DEFAULTS["scalars"])
+    steps = defaults.steps if steps is None else steps
+    lr = defaults.lr if lr is None else lr
+    batch_size = defaults.batch_size if batch_size is None else batch_size
+    sparsity = defaults.sparsity if sparsity is None else sparsity
     objective = objective or Objective()
-    if steps < 1 or batch_size < 1:
-        raise AscaleError(f"steps and batch_size must be positive, got {steps}, {batch_size}")
+    stop = stop if early_stop else "none"
+    _check_settings(steps, lr, batch_size, sparsity, stop, val_size, eval_every, patience)
     if intervention.position_tied:
         intervention.bind(data.n_pos)
+    train, val = data, None
+    if stop == "validation":
+        if len(data) >= 10:
+            train, val = data.split(test_size=val_size, seed=seed)
+        else:
+            stop = "train"
     generator = torch.Generator().manual_seed(seed)
-    clean = _clean_log_probs(model, data, batch_size)
-    optimizer = torch.optim.Adam(intervention.parameters(), lr=lr)
-    # cosine decay to zero over `steps`: late steps settle the L1-driven scalars near zero
-    # instead of letting Adam keep them oscillating at about +-lr
+    clean = _clean_log_probs(model, train, batch_size)
+    val_clean = None if val is None else _clean_log_probs(model, val, batch_size)
+    params = list(intervention.parameters())
+    optimizer: torch.optim.Optimizer = (
+        ProximalAdamax(params, lr=lr, l1=objective.lambda_min)
+        if sparsity == "proximal"
+        else torch.optim.Adam(params, lr=lr)
+    )
+    # the proximal step applies the L1 term itself: the gradient sees only the smooth terms
+    smooth = dataclasses.replace(objective, lambda_min=0.0) if sparsity == "proximal" else objective
+    # cosine decay to zero over `steps`: late steps settle the parameters
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    satisfied = torch.zeros(len(data), dtype=torch.bool)
+    masks = _masks(intervention, keep)
+    satisfied = torch.zeros(len(train), dtype=torch.bool)
     history: dict[str, list[float]] = {}
-    start, step, stopped = time.perf_counter(), 0, False
+    tracker = _Best(intervention, patience)
+    start, step, reason = time.perf_counter(), 0, "ran every step"
     bar = tqdm(total=steps, desc=f"fit {intervention.method}", disable=not progress, leave=False)
     with _frozen(model):
-        order = torch.randperm(len(data), generator=generator)
-        cursor = 0
-        for step in range(1, steps + 1):  # noqa: B007 - `step` is reported after the loop
+        order, cursor = torch.randperm(len(train), generator=generator), 0
+        for step in range(1, steps + 1):
             if cursor >= len(order):
-                order, cursor = torch.randperm(len(data), generator=generator), 0
+                order, cursor = torch.randperm(len(train), generator=generator), 0
             index = order[cursor : cursor + batch_size]
             cursor += batch_size
-            terms = _step(model, intervention, data.subset(index), clean[index], objective)
+            terms = _step(model, intervention, train.subset(index), clean[index], smooth)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
             schedule.step()
+            _apply_masks(intervention, masks)
+            if not all(bool(torch.isfinite(p).all()) for p in params):
+                raise AscaleError(
+                    f"the parameters became NaN or infinite at step {step} (lr={lr}): "
+                    "lower the learning rate"
+                )
             satisfied[index] = terms.pop("satisfied").cpu()
+            terms["l1"] = intervention.l1().detach()
+            if sparsity == "proximal":  # log the whole objective, as the "l1" mode does
+                terms["loss"] = terms["loss"].detach() + objective.lambda_min * terms["l1"]
             for key, value in terms.items():
                 history.setdefault(key, []).append(float(value.detach()))
+            postfix = {
+                "loss": f"{history['loss'][-1]:.3f}",
+                "flipped": f"{satisfied.float().mean():.2f}",
+            }
+            if (
+                val is not None
+                and val_clean is not None
+                and (step % eval_every == 0 or step == steps)
+            ):
+                score = _score(model, intervention, val, val_clean, objective, batch_size)
+                history.setdefault("val_step", []).append(step)
+                history.setdefault("val_loss", []).append(score)
+                postfix["val"] = f"{score:.3f}"
+                if tracker.update(step, score):
+                    reason = f"validation loss did not improve for {patience} checks"
+                    break
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{float(terms['loss'].detach()):.3f}",
-                flipped=f"{satisfied.float().mean():.2f}",
-            )
-            if early_stop and bool(satisfied.all()):
-                stopped = True
+            bar.set_postfix(postfix)
+            if stop == "train" and bool(satisfied.all()):
+                reason = "every training prompt flipped both ways"
                 break
     bar.close()
+    kept = step
+    if val is not None:
+        kept = tracker.restore()
+        reason += f"; kept the parameters of step {kept} (best validation loss)"
     settings = {
         "steps": steps,
         "lr": lr,
         "batch_size": batch_size,
+        "sparsity": sparsity,
+        "stop": stop,
+        "val_size": val_size if val is not None else 0.0,
         "seed": seed,
-        "early_stop": early_stop,
-        "n_train": len(data),
+        "n_train": len(train),
+        "n_val": 0 if val is None else len(val),
     }
     return FitResult(
         intervention.method,
         step,
-        stopped,
+        reason != "ran every step",
         time.perf_counter() - start,
         objective,
         settings,
         history,
+        kept_step=kept,
+        stop_reason=reason,
     )
+
+
+class _Best:
+    """The parameters of the best validation score so far, and patience bookkeeping."""
+
+    def __init__(self, intervention: Intervention, patience: int) -> None:
+        self.intervention, self.patience = intervention, patience
+        self.best, self.step, self.waited = float("inf"), 0, 0
+        self.state = {k: v.detach().clone() for k, v in intervention.state_dict().items()}
+
+    def update(self, step: int, score: float) -> bool:
+        """Record a score; ``True`` when patience has run out."""
+        if score < self.best - 1e-6:
+            self.best, self.step, self.waited = score, step, 0
+            self.state = {k: v.detach().clone() for k, v in self.intervention.state_dict().items()}
+        else:
+            self.waited += 1
+        return self.waited >= self.patience
+
+    def restore(self) -> int:
+        with torch.no_grad():
+            self.intervention.load_state_dict(self.state)
+        return self.step
+
+
+def _score(
+    model: Any,
+    intervention: Intervention,
+    data: ContrastSet,
+    clean: Tensor,
+    objective: Objective,
+    batch_size: int,
+) -> float:
+    """The whole objective (L1 included) on held-out prompts, without gradients."""
+    total = 0.0
+    with torch.no_grad():
+        for begin in range(0, len(data), batch_size):
+            index = torch.arange(begin, min(begin + batch_size, len(data)))
+            terms = _step(model, intervention, data.subset(index), clean[index], objective)
+            total += float(terms["loss"]) * len(index)
+    return total / len(data)
+
+
+def _masks(intervention: Intervention, keep: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    if keep is None:
+        return {}
+    unknown = sorted(set(keep) - set(intervention.params))
+    if unknown:
+        raise AscaleError(f"keep names sites {unknown} the intervention does not have")
+    out = {}
+    for name, mask in keep.items():
+        param = intervention.params[name]
+        mask = mask.to(param.device, param.dtype)
+        out[name] = mask.reshape(*mask.shape, *[1] * (param.ndim - mask.ndim))
+    _apply_masks(intervention, out)
+    return out
+
+
+def _apply_masks(intervention: Intervention, masks: dict[str, Tensor]) -> None:
+    with torch.no_grad():
+        for name, mask in masks.items():
+            intervention.params[name].mul_(mask)
+
+
+def _check_settings(
+    steps: int,
+    lr: float,
+    batch_size: int,
+    sparsity: str,
+    stop: str,
+    val_size: float,
+    eval_every: int,
+    patience: int,
+) -> None:
+    for name, value in (
+        ("steps", steps),
+        ("batch_size", batch_size),
+        ("eval_every", eval_every),
+        ("patience", patience),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise AscaleError(f"{name} must be a positive integer, got {value!r}")
+    if not (math.isfinite(lr) and 0 < lr <= 10):
+        raise AscaleError(f"lr must be a finite number in (0, 10], got {lr!r}")
+    if sparsity not in SPARSITY:
+        raise AscaleError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
+    if stop not in STOPS:
+        raise AscaleError(f"stop must be one of {STOPS}, got {stop!r}")
+    if not 0 < val_size < 1:
+        raise AscaleError(f"val_size must lie in (0, 1), got {val_size!r}")
 
 
 def _step(
@@ -209,9 +415,15 @@ def evaluate(
                 deltas[beta].append(answer_logit_diff(logits, *ids))
                 kls.append(masked_kl(clean, logits, *ids))
     d = {beta: torch.cat(v) for beta, v in deltas.items()}
+    wrong_at = {beta: v > 0 for beta, v in d.items()}  # the wrong answer wins
+    right_at = {beta: v < 0 for beta, v in d.items()}
     return Metrics(
-        flip_rate_forward=float((d[1.0] > 0).float().mean()),
-        flip_rate_backward=float((d[-1.0] < 0).float().mean()),
+        flip_rate_forward=_share(wrong_at[1.0]),
+        flip_rate_backward=_share(right_at[-1.0]),
+        clean_rate_forward=_share(wrong_at[0.0]),
+        clean_rate_backward=_share(right_at[0.0]),
+        moved_rate_forward=_share(wrong_at[1.0][~wrong_at[0.0]]),
+        moved_rate_backward=_share(right_at[-1.0][~right_at[0.0]]),
         logit_diff_forward=float(d[1.0].mean()),
         logit_diff_backward=float(d[-1.0].mean()),
         faithfulness_kl=float(torch.cat(kls).mean()),
@@ -221,6 +433,10 @@ def evaluate(
         logit_diff_clean=float(d[0.0].mean()),
         n_prompts=len(data),
     )
+
+
+def _share(flags: Tensor) -> float:
+    return float(flags.float().mean()) if len(flags) else float("nan")
 
 
 def _answer_logits(

@@ -12,11 +12,14 @@ The first two are averaged over the prompts of a batch (so weights do not depend
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from ascale.errors import AscaleError
 
 __all__ = ["Objective", "answer_logit_diff", "masked_kl", "masked_log_probs"]
 
@@ -38,6 +41,12 @@ class Objective:
     margin: float = 2.0
     lambda_faith: float = 1.0
     lambda_min: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for name in ("margin", "lambda_faith", "lambda_min"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise AscaleError(f"Objective.{name} must be a finite number >= 0, got {value!r}")
 
     def __call__(
         self,

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -37,9 +36,9 @@ from ascale import models
 from ascale.attribution import AttributionResult, token_labels
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
+from ascale.grid import Component, Grid
 from ascale.interventions import Intervention
 from ascale.objective import answer_logit_diff
-from ascale.sites import Site, resolve_sites
 
 __all__ = ["activation_patching", "attribution_patching"]
 
@@ -48,42 +47,12 @@ Ablation = Literal["zero", "mean"]
 Acts = dict[str, Tensor]
 
 
-class Component(NamedTuple):
-    """One cell of the grid; ``pos=None`` means every position at once (a shared slot)."""
-
-    site: Site
-    layer: int
-    head: int | None
-    pos: int | None
-
-
-@dataclass(frozen=True)
-class _Grid:
-    sites: tuple[Site, ...]
-    positions: tuple[int, ...] | None
-    n_heads: int
-
-    def components(self) -> list[Component]:
-        slots: Sequence[int | None] = self.positions if self.positions is not None else [None]
-        heads: dict[bool, Sequence[int | None]] = {True: range(self.n_heads), False: [None]}
-        return [
-            Component(site, layer, head, pos)
-            for site in self.sites
-            for layer in site.layers
-            for pos in slots
-            for head in heads[site.per_head]
-        ]
-
-    def hook_names(self) -> list[str]:
-        return [site.hook_name(layer) for site in self.sites for layer in site.layers]
-
-
 def activation_patching(
     model: Any,
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
-    like: Intervention | None = None,
+    like: Intervention | Grid | None = None,
     sites: str | Sequence[str] = "attn_out,mlp_out",
     layers: Sequence[int] | None = None,
     positions: str | Sequence[int] = "all",
@@ -104,7 +73,7 @@ def activation_patching(
         data: the clean prompts (one token length).
         corrupted: prompts aligned row by row with `data`, of the same lengths (e.g.
             `ascale.tasks.ccc_corrupt`, `ascale.tasks.ioi_corrupt`); ``None`` to ablate instead.
-        like: copy sites, layers and positions from this intervention (its grid).
+        like: copy sites, layers and positions from this intervention, or a `Grid`.
         sites: site names, when `like` is not given.
         layers: layers, when `like` is not given (default: all).
         positions: ``"all"``, ``"shared"`` (each component spans every position) or a list.
@@ -121,7 +90,7 @@ def activation_patching(
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
-    comps = grid.components()
+    comps = list(grid.components)
     totals = torch.zeros(len(comps))
     base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
@@ -139,7 +108,9 @@ def activation_patching(
             per_pass = max(1, max_batch // len(rows))
             for start in range(0, len(comps), per_pass):
                 group = comps[start : start + per_pass]
-                patched = _patched_deltas(model, batch, group, src_acts)
+                rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
+                rows_[torch.arange(len(group)), torch.arange(start, start + len(group))] = True
+                patched = _patched_deltas(model, batch, grid, rows_, src_acts)
                 totals[start : start + len(group)] += patched.sum(-1).cpu() - float(delta.sum())
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
@@ -154,7 +125,7 @@ def attribution_patching(
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
-    like: Intervention | None = None,
+    like: Intervention | Grid | None = None,
     sites: str | Sequence[str] = "attn_out,mlp_out",
     layers: Sequence[int] | None = None,
     positions: str | Sequence[int] = "all",
@@ -173,7 +144,7 @@ def attribution_patching(
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
-    comps = grid.components()
+    comps = list(grid.components)
     totals = torch.zeros(len(comps))
     base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
@@ -190,7 +161,7 @@ def attribution_patching(
         summed = {  # [pos, (head)]: gradient × activation difference, summed over prompts
             n: ((src_acts[n] - base_acts[n]) * grads[n]).sum(-1).sum(0).cpu() for n in names
         }
-        totals += torch.stack([_pick(summed[c.site.hook_name(c.layer)], c) for c in comps])
+        totals += torch.stack([_pick(summed[c.hook_name], c) for c in comps])
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
     )
@@ -205,31 +176,21 @@ def attribution_patching(
 def _grid(
     model: Any,
     data: ContrastSet,
-    like: Intervention | None,
+    like: Intervention | Grid | None,
     sites: str | Sequence[str],
     layers: Sequence[int] | None,
     positions: str | Sequence[int],
-) -> _Grid:
+) -> Grid:
     n_pos = data.n_pos
-    n_heads = models.dims(model)["n_heads"]
-    if like is not None:
-        if like.position_tied and like.n_pos not in (None, n_pos):
-            raise PromptLengthError(
-                f"the intervention is tied to prompts of {like.n_pos} tokens, the data has {n_pos}"
-            )
-        chosen, positions = like.sites, like.positions
-    else:
-        chosen = resolve_sites(model, sites, layers)
-    if positions == "shared":
-        return _Grid(chosen, None, n_heads)
-    if positions == "all":
-        return _Grid(chosen, tuple(range(n_pos)), n_heads)
-    if isinstance(positions, str):
-        raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
-    bad = [p for p in positions if not -n_pos <= int(p) < n_pos]
-    if bad:
-        raise PromptLengthError(f"positions {bad} do not exist in prompts of {n_pos} tokens")
-    return _Grid(chosen, tuple(sorted({int(p) % n_pos for p in positions})), n_heads)
+    if like is None:
+        grid = Grid.build(model, n_pos, sites=sites, layers=layers, positions=positions)
+        return grid.with_length(n_pos)
+    grid = like if isinstance(like, Grid) else Grid.of(like)
+    if grid.n_pos not in (None, n_pos):
+        raise PromptLengthError(
+            f"the grid is tied to prompts of {grid.n_pos} tokens, the data has {n_pos}"
+        )
+    return grid.with_length(n_pos)
 
 
 def _inputs(
@@ -342,18 +303,12 @@ def _mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int)
 
 
 def _patched_deltas(
-    model: Any, batch: ContrastSet, group: list[Component], source: Acts
-) -> Float[Tensor, "component batch"]:
-    """Δ per prompt with each component of `group` patched in its own copy of the batch."""
-    copies, n_pos = len(group), batch.tokens.shape[1]
-    masks: dict[str, Tensor] = {}
-    for r, comp in enumerate(group):
-        name = comp.site.hook_name(comp.layer)
-        if name not in masks:
-            unit = source[name].shape[2:-1]  # (head_index,) for hook_z, () otherwise
-            masks[name] = torch.zeros((copies, n_pos, *unit), dtype=torch.bool)
-        index = (r, slice(None) if comp.pos is None else comp.pos)
-        masks[name][index + (() if comp.head is None else (comp.head,))] = True
+    model: Any, batch: ContrastSet, grid: Grid, rows: Tensor, source: Acts
+) -> Float[Tensor, "copy batch"]:
+    """Δ per prompt in one copy of `batch` per row of ``rows [copy, component]``; copy ``c``
+    takes `source` at every component set in ``rows[c]`` (the rest run as they are)."""
+    copies = rows.shape[0]
+    masks = grid.masks(rows)
     hooks = [
         (name, functools.partial(_patch, mask=mask.to(source[name].device), source=source[name]))
         for name, mask in masks.items()

@@ -1,0 +1,247 @@
+"""The component grid: site × layer × [head] × position, as one value object.
+
+Every per-component result in `ascale` lives on a grid: the learned scalars (one parameter per
+component), steering vectors (one vector per component), activation and attribution patching,
+and circuit scoring. `Grid` enumerates its components once, in one order (site, layer, position
+slot, head: the memory order of an intervention's parameters), and owns what is derived from that
+order:
+
+- `index`: a `pandas.MultiIndex` (``site, layer, head, pos``) for every result table;
+- `names`: the same components as strings, e.g. ``"heads L9H6 @14"``;
+- `masks`: boolean ``[copies, pos, (head)]`` masks per hook, for patching many components (or
+  many circuits) in one batched forward pass;
+- `to_params` / `from_params`: a flat per-component vector to an intervention's parameter
+  tensors and back.
+
+A position slot is a token position, or ``None`` for a slot that spans every position
+(``positions="shared"``).
+
+Example:
+    >>> grid = Grid.of(scalars)  # doctest: +SKIP
+    >>> len(grid), grid.names[:2]  # doctest: +SKIP
+    (720, ['attn_out L0 @0', 'attn_out L0 @1'])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ascale import models
+from ascale.errors import AscaleError, PromptLengthError
+from ascale.sites import Site, resolve_sites
+
+__all__ = ["Component", "Grid", "component_name"]
+
+
+class Component(NamedTuple):
+    """One cell of the grid; ``head`` is ``None`` off the ``heads`` site, ``pos`` is ``None`` for
+    a slot shared by every position."""
+
+    site: Site
+    layer: int
+    head: int | None
+    pos: int | None
+
+    @property
+    def hook_name(self) -> str:
+        return self.site.hook_name(self.layer)
+
+    @property
+    def name(self) -> str:
+        return component_name(self.site.name, self.layer, self.head, self.pos)
+
+
+def component_name(site: str, layer: int, head: Any, pos: Any) -> str:
+    """``"heads L9H6 @14"``: site, layer, head (when there is one), position (when tied)."""
+    name = f"{site} L{layer}" + ("" if head is None or pd.isna(head) else f"H{head}")
+    return name + ("" if pos is None or pd.isna(pos) else f" @{pos}")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Components on ``sites`` × their layers × ``positions`` × heads (``heads`` site only).
+
+    Attributes:
+        sites: the sites, each with its layers.
+        positions: the token position of each slot, or ``None`` for one slot shared by all.
+        n_heads: heads per layer (the width of the ``heads`` site).
+        n_pos: the prompt length the positions belong to (``None`` for a shared slot).
+    """
+
+    sites: tuple[Site, ...]
+    positions: tuple[int, ...] | None
+    n_heads: int
+    n_pos: int | None = None
+
+    # ---- construction ----
+
+    @classmethod
+    def of(cls, intervention: Any) -> Grid:
+        """The grid of an intervention's parameters (position-tied ones must be bound)."""
+        if intervention.position_tied and not intervention.is_bound:
+            raise AscaleError(
+                f"{type(intervention).__name__} has no parameters yet: fit or bind it first"
+            )
+        n_heads = int(intervention.dims["n_heads"])
+        if intervention.positions == "shared":
+            return cls(tuple(intervention.sites), None, n_heads)
+        n_pos = int(intervention.n_pos)
+        if intervention.positions == "all":
+            return cls(tuple(intervention.sites), tuple(range(n_pos)), n_heads, n_pos)
+        return cls(tuple(intervention.sites), tuple(intervention.positions), n_heads, n_pos)
+
+    @classmethod
+    def build(
+        cls,
+        model: Any,
+        n_pos: int,
+        *,
+        sites: str | Sequence[str] = "attn_out,mlp_out",
+        layers: Sequence[int] | None = None,
+        positions: str | Sequence[int] = "all",
+    ) -> Grid:
+        """A grid on `model`'s hook points for prompts of `n_pos` tokens.
+
+        Args:
+            positions: ``"all"``, ``"shared"`` (one slot spanning every position) or a list
+                of positions (negative counts from the end).
+        """
+        chosen = resolve_sites(model, sites, layers)
+        n_heads = int(models.dims(model)["n_heads"])
+        if positions == "shared":
+            return cls(chosen, None, n_heads)
+        if positions == "all":
+            return cls(chosen, tuple(range(n_pos)), n_heads, n_pos)
+        if isinstance(positions, str):
+            raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
+        bad = [p for p in positions if not -n_pos <= int(p) < n_pos]
+        if bad or not positions:
+            raise PromptLengthError(
+                f"positions {list(positions)} do not exist in prompts of {n_pos} tokens"
+            )
+        return cls(chosen, tuple(sorted({int(p) % n_pos for p in positions})), n_heads, n_pos)
+
+    # ---- the components, in one order ----
+
+    @cached_property
+    def components(self) -> tuple[Component, ...]:
+        """Every component, in parameter memory order: site, layer, slot, head."""
+        slots: Sequence[int | None] = self.positions if self.positions is not None else [None]
+        return tuple(
+            Component(site, layer, head, pos)
+            for site in self.sites
+            for layer in site.layers
+            for pos in slots
+            for head in (range(self.n_heads) if site.per_head else [None])
+        )
+
+    def __len__(self) -> int:
+        return len(self.components)
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """Each component as a string, e.g. ``"attn_out L3 @7"``."""
+        return tuple(c.name for c in self.components)
+
+    @cached_property
+    def index(self) -> pd.MultiIndex:
+        """A ``(site, layer, head, pos)`` MultiIndex; head and pos are nullable integers."""
+        frame = pd.DataFrame(
+            {
+                "site": [c.site.name for c in self.components],
+                "layer": [c.layer for c in self.components],
+                "head": pd.array([c.head for c in self.components], dtype="Int64"),
+                "pos": pd.array([c.pos for c in self.components], dtype="Int64"),
+            }
+        )
+        return pd.MultiIndex.from_frame(frame)
+
+    def hook_names(self) -> list[str]:
+        """The hook of every site and layer, in grid order."""
+        return [site.hook_name(layer) for site in self.sites for layer in site.layers]
+
+    @property
+    def site_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sites)
+
+    def types(self) -> list[str]:
+        """Each component's type, for per-type summaries: its site name."""
+        return [c.site.name for c in self.components]
+
+    # ---- flat vectors <-> intervention parameters ----
+
+    def _sizes(self) -> list[int]:
+        slots = 1 if self.positions is None else len(self.positions)
+        return [
+            len(site.layers) * slots * (self.n_heads if site.per_head else 1) for site in self.sites
+        ]
+
+    def to_params(self, values: Tensor) -> dict[str, Tensor]:
+        """A flat ``[component]`` vector as per-site tensors ``[layer, slot, (head)]``."""
+        if values.shape != (len(self),):
+            raise AscaleError(
+                f"expected {len(self)} values (one per component), got {values.shape}"
+            )
+        slots = 1 if self.positions is None else len(self.positions)
+        out = {}
+        for site, chunk in zip(self.sites, values.split(self._sizes()), strict=True):
+            shape = (len(site.layers), slots, *((self.n_heads,) if site.per_head else ()))
+            out[site.name] = chunk.reshape(shape)
+        return out
+
+    def from_params(self, params: dict[str, Tensor]) -> Tensor:
+        """Per-site ``[layer, slot, (head)]`` tensors as one flat ``[component]`` vector."""
+        return torch.cat([params[site.name].reshape(-1) for site in self.sites])
+
+    # ---- masks for batched patching ----
+
+    def masks(self, rows: Tensor, *, device: torch.device | str = "cpu") -> dict[str, Tensor]:
+        """Per hook, a boolean ``[copies, pos, (head)]`` mask from ``rows [copies, component]``.
+
+        Copy ``c`` of a batch is patched wherever ``rows[c]`` is set; a shared slot marks every
+        position. Hooks none of whose components is set in any copy are left out.
+        """
+        if self.n_pos is None:
+            raise AscaleError(
+                "a grid without a prompt length cannot build position masks: "
+                "use grid.with_length(n_pos)"
+            )
+        copies, n_pos = rows.shape[0], self.n_pos
+        per_hook: dict[str, Tensor] = {}
+        flat = 0
+        slot_index = (
+            torch.tensor(self.positions) if self.positions is not None else torch.tensor([0])
+        )
+        for site, size in zip(self.sites, self._sizes(), strict=True):
+            block = rows[:, flat : flat + size]
+            flat += size
+            width = self.n_heads if site.per_head else 1
+            block = block.reshape(copies, len(site.layers), len(slot_index), width)
+            for k, layer in enumerate(site.layers):
+                part = block[:, k]
+                if not bool(part.any()):
+                    continue
+                mask = torch.zeros((copies, n_pos, width), dtype=torch.bool)
+                if self.positions is None:
+                    mask[:] = part  # one slot: every position
+                else:
+                    mask[:, slot_index] = part
+                per_hook[site.hook_name(layer)] = (mask if site.per_head else mask[..., 0]).to(
+                    device
+                )
+        return per_hook
+
+    def with_length(self, n_pos: int) -> Grid:
+        """This grid for prompts of `n_pos` tokens (a shared slot then spans those positions)."""
+        if self.n_pos not in (None, n_pos):
+            raise PromptLengthError(
+                f"this grid is tied to prompts of {self.n_pos} tokens, not {n_pos}"
+            )
+        return Grid(self.sites, self.positions, self.n_heads, n_pos)
