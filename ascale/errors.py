@@ -8,15 +8,21 @@ from collections.abc import Iterable
 __all__ = [
     "AnswerTokenError",
     "AscaleError",
+    "AscaleWarning",
     "IncompatibleModelError",
     "ModelNotAvailableError",
     "PromptLengthError",
+    "SavedFileError",
     "UnknownSiteError",
 ]
 
 
 class AscaleError(Exception):
     """Base class of every error `ascale` raises on bad input."""
+
+
+class AscaleWarning(UserWarning):
+    """Input that works but is likely a mistake (an answer without its leading space, ...)."""
 
 
 class UnknownSiteError(AscaleError, KeyError):
@@ -40,6 +46,10 @@ class IncompatibleModelError(AscaleError, ValueError):
 
 class ModelNotAvailableError(AscaleError, OSError):
     """A model that cannot be loaded here (offline and not cached, unknown path, ...)."""
+
+
+class SavedFileError(AscaleError, ValueError):
+    """A saved intervention whose files are missing, damaged, edited or from another version."""
 
 
 def closest(name: str, valid: Iterable[str], n: int = 3) -> str:

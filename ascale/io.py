@@ -1,72 +1,201 @@
 """Saving and loading interventions: safetensors for tensors, JSON for everything else.
 
 ``save(iv, "out/iv")`` writes ``out/iv/intervention.safetensors`` and ``out/iv/intervention.json``
-(method, sites, hook names, positions, model name and shape, and any extra metadata such as
-hyperparameters). Nothing is pickled.
+(format version, method, sites, hook names, positions, model name and shape, the sha256 of the
+tensors file, and any extra metadata such as hyperparameters). Nothing is pickled.
+
+Both files are written into a temporary sibling folder and put in place as a unit (see
+`ascale.outputs.write_folder`), so a failure never leaves half a save. `load` trusts nothing it
+reads: the version, the checksum, the method, the hooks against the sites, and every tensor's
+name, shape and values are checked, and each failure names the file and what is wrong.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
 
 from ascale import models
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, SavedFileError
 from ascale.interventions import METHODS, Intervention
+from ascale.outputs import dumps_json, write_folder
+from ascale.sites import SITE_HOOKS
 
-__all__ = ["load", "save"]
+__all__ = ["load", "read_metadata", "save"]
 
 TENSORS = "intervention.safetensors"
 METADATA = "intervention.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the JSON holds "tensors_sha256"; 1 (no checksum) is still read
+READABLE_VERSIONS = (1, 2)
+_REQUIRED = ("method", "sites", "hooks", "positions", "n_pos", "model")
 
 
 def save(
     intervention: Intervention, path: str | Path, *, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write `intervention` into the folder `path` (created if needed); returns the folder.
+    """Write `intervention` into the folder `path` (``~`` expanded) as a unit; returns the folder.
+
+    The metadata is serialised before anything is written, so metadata JSON cannot hold raises
+    `AscaleError` with the folder untouched. A folder holding an earlier save is replaced whole;
+    one that also holds other files keeps them, with an `AscaleWarning` naming them.
 
     Example:
         >>> save(scalars, "out/ccc-scalars", metadata={"task": "ccc"})  # doctest: +SKIP
     """
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(path).expanduser()
     tensors = {name: p.detach().cpu().contiguous() for name, p in intervention.params.items()}
-    save_file(tensors, str(folder / TENSORS))
-    config = {"format_version": FORMAT_VERSION, **intervention.config()}
-    config["metadata"] = metadata or {}
-    (folder / METADATA).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    return folder
+    blob = save_bytes(tensors)
+    config = {
+        "format_version": FORMAT_VERSION,
+        **intervention.config(),
+        "tensors_sha256": hashlib.sha256(blob).hexdigest(),
+        "metadata": metadata or {},
+    }
+    text = dumps_json(config, what=f"the metadata of {str(folder)!r}")
+    return write_folder(folder, {TENSORS: blob, METADATA: text})  # tensors first, JSON last
 
 
 def load(path: str | Path, model: Any) -> Intervention:
-    """Rebuild a saved intervention on `model`.
+    """Rebuild a saved intervention on `model`, checking everything it reads.
 
     Raises:
+        SavedFileError: the folder holds no intervention; the JSON is damaged, of an unknown
+            format version or method, or its hooks disagree with its sites; the tensors file is
+            damaged, does not match its checksum, or holds tensors of the wrong names, shapes
+            or non-finite values. The message names the file.
         IncompatibleModelError: `model` has another shape (layers, heads, widths, vocabulary)
             than the model the intervention was trained on.
-        AscaleError: the folder holds no intervention, or an unknown method.
 
     Example:
         >>> scalars = load("out/ccc-scalars", model)  # doctest: +SKIP
     """
-    folder = Path(path)
-    if not (folder / METADATA).is_file() or not (folder / TENSORS).is_file():
-        raise AscaleError(f"{str(folder)!r} holds no saved intervention ({METADATA}, {TENSORS})")
-    config = json.loads((folder / METADATA).read_text(encoding="utf-8"))
-    models.check_same_shape(config["model"], models.dims(model), what=f"{str(folder)!r}")
-    if config["method"] not in METHODS:
-        raise AscaleError(f"unknown method {config['method']!r}; known: {sorted(METHODS)}")
-    cls = METHODS[config["method"]]
-    intervention = cls.from_config(model, config)
-    tensors = load_file(str(folder / TENSORS))
+    folder = Path(path).expanduser()
+    config = read_metadata(folder)
+    try:
+        models.check_same_shape(config["model"], models.dims(model), what=f"{str(folder)!r}")
+        intervention = METHODS[config["method"]].from_config(model, config)
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, AscaleError):
+            raise
+        raise SavedFileError(
+            f"{str(folder / METADATA)!r} does not describe a {config['method']!r} intervention "
+            f"({type(err).__name__}: {err}); the file was edited or damaged"
+        ) from err
+    tensors = _read_tensors(folder / TENSORS)
+    _check_tensors(tensors, intervention, folder / TENSORS)
     intervention.load_state_dict({f"params.{k}": v for k, v in tensors.items()})
     return intervention
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The JSON side of a saved intervention."""
-    return json.loads((Path(path) / METADATA).read_text(encoding="utf-8"))
+    """The JSON side of a saved intervention, checked (and its tensors file's checksum).
+
+    Needs no model: the command line calls it before loading one.
+
+    Raises:
+        SavedFileError: as for `load`, for everything that can be checked without the model.
+    """
+    folder = Path(path).expanduser()
+    meta, tensors = folder / METADATA, folder / TENSORS
+    if not folder.is_dir():
+        raise SavedFileError(f"{str(folder)!r} is not a folder holding a saved intervention")
+    if not meta.is_file() or not tensors.is_file():
+        missing = [p.name for p in (meta, tensors) if not p.is_file()]
+        raise SavedFileError(
+            f"{str(folder)!r} holds no saved intervention (missing {', '.join(missing)}; "
+            f"`ascale fit` and `ascale.save` write {METADATA} and {TENSORS})"
+        )
+    try:
+        config = json.loads(meta.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SavedFileError(
+            f"{str(meta)!r} is not valid JSON ({err}); the file is damaged"
+        ) from err
+    if not isinstance(config, dict):
+        raise SavedFileError(f"{str(meta)!r} holds {type(config).__name__}, not a JSON object")
+    _check_config(config, meta)
+    expected = config.get("tensors_sha256")
+    if config["format_version"] >= 2:
+        actual = hashlib.sha256(tensors.read_bytes()).hexdigest()
+        if actual != expected:
+            raise SavedFileError(
+                f"{str(tensors)!r} does not match the checksum in {METADATA} (sha256 "
+                f"{actual[:12]}..., recorded {str(expected)[:12]}...): it was changed or "
+                "damaged after saving, or the folder mixes two saves"
+            )
+    return config
+
+
+def _check_config(config: dict[str, Any], meta: Path) -> None:
+    version = config.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise SavedFileError(
+            f"{str(meta)!r} has format_version {version!r}; this ascale reads "
+            f"{list(READABLE_VERSIONS)} (a newer ascale wrote it? upgrade ascale)"
+        )
+    missing = [k for k in _REQUIRED if k not in config]
+    if version >= 2 and "tensors_sha256" not in config:
+        missing.append("tensors_sha256")
+    if missing:
+        raise SavedFileError(f"{str(meta)!r} misses the key(s) {missing}")
+    if config["method"] not in METHODS:
+        raise SavedFileError(
+            f"{str(meta)!r} names the unknown method {config['method']!r}; known: {sorted(METHODS)}"
+        )
+    sites, hooks = config["sites"], config["hooks"]
+    try:
+        from_sites = sorted(
+            SITE_HOOKS[s].format(layer=int(k)) for s, ls in sites.items() for k in ls
+        )
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise SavedFileError(
+            f"{str(meta)!r}: 'sites' must map site names {sorted(SITE_HOOKS)} to layer lists, "
+            f"got {sites!r}"
+        ) from None
+    if not isinstance(hooks, list) or sorted(map(str, hooks)) != from_sites:
+        raise SavedFileError(
+            f"{str(meta)!r}: 'hooks' {hooks!r} do not match 'sites' {sites!r} (expected "
+            f"{from_sites}); the file was edited"
+        )
+    n_pos, positions = config["n_pos"], config["positions"]
+    if not (n_pos is None or (isinstance(n_pos, int) and n_pos > 0)):
+        raise SavedFileError(f"{str(meta)!r}: 'n_pos' must be a positive whole number or null")
+    if positions not in ("all", "shared") and not (
+        isinstance(positions, list) and all(isinstance(p, int) for p in positions)
+    ):
+        raise SavedFileError(
+            f"{str(meta)!r}: 'positions' must be 'all', 'shared' or a list of whole numbers, "
+            f"got {positions!r}"
+        )
+
+
+def _read_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_bytes(file.read_bytes())
+    except Exception as err:  # safetensors raises its own error types, or OSError
+        raise SavedFileError(
+            f"{str(file)!r} is not a readable safetensors file ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], iv: Intervention, file: Path) -> None:
+    want = {name: tuple(p.shape) for name, p in iv.params.items()}
+    got = {name: tuple(t.shape) for name, t in tensors.items()}
+    if set(got) != set(want):
+        raise SavedFileError(
+            f"{str(file)!r} holds tensors {sorted(got)}; its {METADATA} describes {sorted(want)}"
+        )
+    for name, shape in want.items():
+        if got[name] != shape:
+            raise SavedFileError(
+                f"{str(file)!r}: tensor {name!r} has shape {list(got[name])}, but {METADATA} "
+                f"(method, sites, positions, n_pos) describes {list(shape)}"
+            )
+        if not bool(torch.isfinite(tensors[name]).all()):
+            raise SavedFileError(f"{str(file)!r}: tensor {name!r} holds NaN or infinite values")
