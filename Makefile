@@ -2,8 +2,9 @@
 PY      := .venv/bin/python
 PIP     := $(PY) -m pip
 STAMP   := .venv/.installed
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup demo test lint docs clean
+.PHONY: setup demo test lint docs clean browser screenshot
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -18,7 +19,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	.venv/bin/ascale demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(PY) -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir .site -q
 
@@ -26,6 +27,23 @@ lint: $(STAMP)
 	.venv/bin/ruff check ascale tests benchmarks
 	.venv/bin/ruff format --check ascale tests benchmarks
 	.venv/bin/mypy
+
+# Debian's Chromium, for the report's browser test and its screenshot (installed only if missing).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	@command -v apt-get >/dev/null || { echo "make browser: $(CHROMIUM) is missing and there is no apt-get here; install Chromium so that $(CHROMIUM) exists" >&2; exit 1; }
+	@if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null; then sudo=sudo; \
+	else echo "make browser: $(CHROMIUM) is missing and installing it needs root; run as root: apt-get install -y chromium" >&2; exit 1; fi; \
+	echo "make browser: installing Debian's chromium (apt-get)"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null && \
+	{ test -x $(CHROMIUM) || { echo "make browser: apt-get installed chromium but $(CHROMIUM) is still missing" >&2; exit 1; }; }
+
+# docs/img/report.png: the HTML report of a tiny random model, as headless Chromium draws it.
+screenshot: $(STAMP) browser
+	$(PY) -m benchmarks.report_screenshot
 
 docs: $(STAMP)
 	$(PY) -m mkdocs serve
