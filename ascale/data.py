@@ -4,12 +4,19 @@ A row is ``{"prompt": "Rome is the capital of France. Rome is in", "correct": " 
 "wrong": " France"}``. Rows are tokenised once, with right padding (real tokens keep their
 positions, so rotary models see the same positions as for an unpadded prompt), and the answer is
 read at each prompt's last real token.
+
+Rows are checked before any work: every field a non-empty string, every prompt within the
+model's context window (a longer one would be cut and its answer read at the wrong token), every
+answer one token. Likely mistakes that still work warn (`AscaleWarning`), naming the rows: an
+answer without the leading space the model would write after the prompt, a prompt ending in a
+space.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +28,12 @@ from jaxtyping import Int
 from torch import Tensor
 
 from ascale import models
-from ascale.errors import AnswerTokenError, AscaleError, PromptLengthError
+from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
+from ascale.outputs import write_atomic
 
-__all__ = ["ContrastSet", "load_jsonl"]
+__all__ = ["ContrastSet", "load_jsonl", "read_jsonl"]
+
+FIELDS = ("prompt", "correct", "wrong")
 
 
 @dataclass(frozen=True)
@@ -56,18 +66,23 @@ class ContrastSet:
 
         Raises:
             AnswerTokenError: an answer is not exactly one token; the message names the row.
-            AscaleError: a row misses a key, or there are no rows.
+            PromptLengthError: a prompt is longer than the model's context window.
+            AscaleError: no rows; a row misses a key, has a field that is not a string, or an
+                empty prompt or answer.
+
+        Warns:
+            AscaleWarning: answers without the leading space the model would write, prompts
+                ending in a space; the message names the rows.
         """
         rows = list(rows)
         if not rows:
             raise AscaleError("a contrast set needs at least one row")
         for i, row in enumerate(rows):
-            missing = {"prompt", "correct", "wrong"} - set(row)
-            if missing:
-                raise AscaleError(f"row {i} misses key(s) {sorted(missing)}: {dict(row)!r}")
+            check_row(row, f"row {i}")
         prompts = tuple(r["prompt"] for r in rows)
         correct = tuple(r["correct"] for r in rows)
         wrong = tuple(r["wrong"] for r in rows)
+        _warn_spacing(prompts, correct, wrong)
         correct_ids = _answer_ids(model, correct, prompts, "correct")
         wrong_ids = _answer_ids(model, wrong, prompts, "wrong")
         same = (correct_ids == wrong_ids).nonzero().flatten().tolist()
@@ -78,6 +93,7 @@ class ContrastSet:
                 f"{correct[i]!r}"
             )
         tokens, lengths = models.tokenize(model, list(prompts))
+        _check_context(model, prompts, lengths)
         str_tokens = tuple(models.str_tokens(model, tokens[0, : int(lengths[0])]))
         return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids, str_tokens)
 
@@ -159,35 +175,134 @@ class ContrastSet:
         ]
 
     def to_jsonl(self, path: str | Path) -> Path:
-        """Write one ``{"prompt", "correct", "wrong"}`` object a line."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
-            for row in self.rows():
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return path
+        """Write one ``{"prompt", "correct", "wrong"}`` object a line (atomically)."""
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows())
+        return write_atomic(path, text)
 
 
 def load_jsonl(path: str | Path, model: Any) -> ContrastSet:
-    """Read a jsonl contrast set and tokenise it for `model`.
+    """Read a jsonl contrast set and tokenise it for `model` (`read_jsonl`, then `from_rows`).
 
     Example:
         >>> data = load_jsonl("ccc.jsonl", model)  # doctest: +SKIP
     """
-    path = Path(path)
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    return ContrastSet.from_rows(read_jsonl(path), model)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a jsonl contrast set, checked as far as that needs no model.
+
+    Raises:
+        AscaleError: the file is missing, a folder, not UTF-8, not JSON, or holds no rows; a
+            row is not an object with string fields ``prompt``, ``correct`` and ``wrong``, or
+            has an empty one. The message names the file and line.
+
+    Example:
+        >>> rows = read_jsonl("ccc.jsonl")  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise AscaleError(f"data file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise AscaleError(f"data file {str(path)!r} is a folder; expected a jsonl file")
+    rows: list[dict[str, str]] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise AscaleError(
+                    f"{where}: not UTF-8 text (byte {raw[err.start]:#04x} at column "
+                    f"{err.start + 1}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise AscaleError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(row, dict):
-                raise AscaleError(f"{path}:{lineno}: expected an object, got {row!r}")
+                raise AscaleError(f"{where}: not valid JSON ({err.msg})") from None
+            check_row(row, f"{where} (row {len(rows)})")
             rows.append(row)
-    return ContrastSet.from_rows(rows, model)
+    if not rows:
+        raise AscaleError(f"data file {str(path)!r} holds no rows; expected one JSON object a line")
+    return rows
+
+
+def check_row(row: Any, where: str) -> None:
+    """Raise `AscaleError` (naming `where`) unless `row` has three non-empty string fields."""
+    if not isinstance(row, Mapping):
+        raise AscaleError(
+            f"{where}: expected an object with keys {list(FIELDS)}, got {_short(row)}"
+        )
+    missing = [k for k in FIELDS if k not in row]
+    if missing:
+        raise AscaleError(f"{where} misses key(s) {missing}: {_short(dict(row))}")
+    for key in FIELDS:
+        value = row[key]
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise AscaleError(
+                f"{where}: field {key!r} is {kind} {_short(value)}, not a string; quote it"
+            )
+        if not value:
+            raise AscaleError(f"{where}: field {key!r} is empty")
+
+
+def _short(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _check_context(model: Any, prompts: Sequence[str], lengths: Tensor) -> None:
+    """Refuse prompts longer than the model's context window (they would be cut silently)."""
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is None:
+        return
+    for i in (lengths >= n_ctx).nonzero().flatten().tolist():
+        # models.tokenize cuts at n_ctx, so a prompt at the limit is counted again, uncut
+        n = int(model.to_tokens(prompts[i], truncate=False).shape[1])
+        if n > n_ctx:
+            raise PromptLengthError(
+                f"row {i} ({_short(prompts[i], 40)}) is {n} tokens, longer than the model's "
+                f"context window of {n_ctx} tokens; shorten it (a cut prompt would have its "
+                "answer read at the wrong token)"
+            )
+
+
+def _warn_spacing(prompts: Sequence[str], correct: Sequence[str], wrong: Sequence[str]) -> None:
+    """Warn about answers the model would not write after their prompt, naming the rows."""
+    unspaced = [
+        i
+        for i, (p, c, w) in enumerate(zip(prompts, correct, wrong, strict=True))
+        if not p[-1:].isspace() and (c[:1].isalnum() or w[:1].isalnum())
+    ]
+    if unspaced:
+        i = unspaced[0]
+        answer = correct[i] if correct[i][:1].isalnum() else wrong[i]
+        warnings.warn(
+            f"{_rows(unspaced, len(prompts))}: an answer without a leading space after a "
+            f"prompt that does not end in one (row {i}: {answer!r} after "
+            f"{_short(prompts[i][-30:], 40)}); the model writes the space with the word: did "
+            f"you mean {' ' + answer!r}?",
+            AscaleWarning,
+            stacklevel=3,
+        )
+    trailing = [i for i, p in enumerate(prompts) if p[-1:].isspace()]
+    if trailing:
+        i = trailing[0]
+        warnings.warn(
+            f"{_rows(trailing, len(prompts))}: the prompt ends in a space (row {i}: "
+            f"{_short(prompts[i][-30:], 40)}); tokenizers put the space in front of the next "
+            "word, so the model rarely sees this: move the space into the answers",
+            AscaleWarning,
+            stacklevel=3,
+        )
+
+
+def _rows(index: Sequence[int], total: int) -> str:
+    shown = ", ".join(str(i) for i in index[:10]) + (", ..." if len(index) > 10 else "")
+    return f"row(s) {shown} ({len(index)} of {total})"
 
 
 def _answer_ids(

@@ -1,10 +1,11 @@
 import json
+import warnings
 
 import pytest
 import torch
 
-from ascale.data import ContrastSet, load_jsonl
-from ascale.errors import AnswerTokenError, AscaleError, PromptLengthError
+from ascale.data import ContrastSet, load_jsonl, read_jsonl
+from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
 
 ROWS = [
     {
@@ -84,3 +85,74 @@ def test_bad_jsonl_names_the_line(tiny_gpt2, tmp_path):
     path.write_text(json.dumps(ROWS[0]) + "\n{not json\n")
     with pytest.raises(AscaleError, match=r"bad\.jsonl:2"):
         load_jsonl(path, tiny_gpt2)
+
+
+# ---- guarded inputs (issue 10) ----
+
+
+def _words(n: int) -> str:
+    return " ".join(["Mary"] * n)  # one token a word in the tiny tokenizer, plus BOS
+
+
+def test_a_prompt_longer_than_the_context_is_refused_with_its_length(tiny_gpt2):
+    n_ctx = tiny_gpt2.cfg.n_ctx
+    at_limit = {"prompt": _words(n_ctx - 1), "correct": " John", "wrong": " Bob"}
+    assert int(ContrastSet.from_rows([at_limit], tiny_gpt2).lengths[0]) == n_ctx  # accepted
+    too_long = {**at_limit, "prompt": _words(n_ctx + 1)}
+    with pytest.raises(
+        PromptLengthError, match=rf"row 1 .* is {n_ctx + 2} tokens, .* window of {n_ctx} tokens"
+    ):
+        ContrastSet.from_rows([at_limit, too_long], tiny_gpt2)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"prompt": ""}, "row 1: field 'prompt' is empty"),
+        ({"correct": ""}, "row 1: field 'correct' is empty"),
+        ({"correct": 5}, "row 1: field 'correct' is int 5, not a string"),
+        ({"wrong": 1.5}, "row 1: field 'wrong' is float 1.5, not a string"),
+        ({"prompt": None}, "row 1: field 'prompt' is null None, not a string"),
+        ({"prompt": ["a"]}, r"row 1: field 'prompt' is list \['a'\], not a string"),
+    ],
+)
+def test_empty_and_non_string_fields_are_refused_naming_row_and_field(tiny_gpt2, change, message):
+    with pytest.raises(AscaleError, match=message):
+        ContrastSet.from_rows([ROWS[0], {**ROWS[1], **change}], tiny_gpt2)
+
+
+def test_a_missing_answer_space_and_a_trailing_prompt_space_warn_naming_the_rows(tiny_gpt2):
+    rows = [
+        ROWS[0],
+        {**ROWS[2], "correct": "Italy"},
+        {**ROWS[1], "prompt": ROWS[1]["prompt"] + " "},
+    ]
+    with pytest.warns(AscaleWarning) as caught:
+        ContrastSet.from_rows(rows, tiny_gpt2)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert messages[0].startswith("row(s) 1 (1 of 3): an answer without a leading space")
+    assert "did you mean ' Italy'?" in messages[0]
+    assert messages[1].startswith("row(s) 2 (1 of 3): the prompt ends in a space")
+
+
+def test_well_formed_rows_do_not_warn(tiny_gpt2):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ContrastSet.from_rows(ROWS, tiny_gpt2)
+
+
+def test_read_jsonl_checks_the_file_without_a_model(tmp_path):
+    with pytest.raises(AscaleError, match="does not exist"):
+        read_jsonl(tmp_path / "missing.jsonl")
+    with pytest.raises(AscaleError, match="is a folder"):
+        read_jsonl(tmp_path)
+    path = tmp_path / "rows.jsonl"
+    path.write_bytes(b"\n" + json.dumps(ROWS[0]).encode() + b"\n\xff\n")
+    with pytest.raises(AscaleError, match=r"rows\.jsonl:3: not UTF-8 text \(byte 0xff"):
+        read_jsonl(path)
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(ROWS[0]).encode() + b"\n")  # a UTF-8 BOM
+    assert read_jsonl(path) == [ROWS[0]]
+    path.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({**ROWS[1], "wrong": None}) + "\n")
+    with pytest.raises(AscaleError, match=r"rows\.jsonl:2 \(row 1\): field 'wrong' is null"):
+        read_jsonl(path)
