@@ -21,14 +21,21 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from ascale.errors import AscaleError, AscaleWarning
 
-__all__ = ["RunFolder", "dumps_json", "write_atomic", "write_folder", "write_json"]
+__all__ = [
+    "RunFolder",
+    "check_output_file",
+    "dumps_json",
+    "write_atomic",
+    "write_folder",
+    "write_json",
+]
 
 LOCK = ".ascale.lock"
 MARKER = ".ascale-run.json"  # written into a run's folder: what wrote it, and when
@@ -67,6 +74,25 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """`obj` as indented JSON at `path`, atomically; nothing is written if it is not JSON."""
     return write_atomic(path, dumps_json(obj, what=str(path)))
+
+
+def check_output_file(
+    path: str | Path, inputs: Iterable[tuple[str, str | Path]], flag: str = "--out"
+) -> None:
+    """Refuse an output file that is a folder or resolves to an input (``(option, path)`` pairs).
+
+    Example:
+        >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # doctest: +SKIP
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise AscaleError(f"{flag} {str(path)!r} is a folder; name a file, such as eval.json")
+    for option, given in inputs:
+        if path.resolve() == Path(given).expanduser().resolve():
+            raise AscaleError(
+                f"{flag} {str(path)!r} is the input {str(given)!r} ({option}); outputs "
+                "never go over an input: name another file"
+            )
 
 
 def write_folder(folder: str | Path, files: Mapping[str, bytes | str]) -> Path:

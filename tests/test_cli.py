@@ -101,7 +101,7 @@ def test_bad_input_is_an_error_message_not_a_traceback(tiny_dirs, tmp_path, caps
             str(tmp_path / "x"),
         ]
     )
-    assert code == 1
+    assert code == 2
     assert "closest: 'attn_out'" in capsys.readouterr().err
 
 
@@ -127,3 +127,241 @@ def test_cli_defaults_match_the_library_defaults():
         objective.lambda_faith,
         objective.lambda_min,
     )
+
+
+# ---- nothing lost, nothing silently wrong (issue 10) ----
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: the command must refuse before any work."""
+    import ascale
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the command loaded a model before checking its inputs")
+
+    monkeypatch.setattr(ascale, "load_model", refuse)
+
+
+@pytest.fixture
+def tiny_model(monkeypatch, tiny_gpt2):
+    """`ascale.load_model` gives the session's tiny GPT-2 (no loading from disk)."""
+    import ascale
+
+    monkeypatch.setattr(ascale, "load_model", lambda *args, **kwargs: tiny_gpt2)
+    return tiny_gpt2
+
+
+@pytest.fixture
+def data_file(tmp_path, tiny_gpt2):
+    data = ContrastSet.from_rows(ROWS, tiny_gpt2)
+    return data.with_length(int(data.lengths[0])).to_jsonl(tmp_path / "data" / "train.jsonl")
+
+
+def _fit(data, out, *extra):
+    return main(["fit", "--data", str(data), "--steps", "1", "--out", str(out), *extra])
+
+
+def _one_error_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"ascale {command}: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]], ids=["plain", "overwrite"])
+def test_the_data_file_is_never_written_over(data_file, tmp_path, capsys, no_model, extra):
+    before = data_file.read_bytes()
+    for out in (data_file.parent, data_file, tmp_path):  # its folder, itself, a folder above
+        assert _fit(data_file, out, *extra) == 1
+        line = _one_error_line(capsys, "fit")
+        assert "input" in line or "existing file" in line, line
+    assert data_file.read_bytes() == before
+    assert sorted(p.name for p in data_file.parent.iterdir()) == ["train.jsonl"]
+
+
+def test_an_output_linked_to_the_data_file_is_refused(data_file, tmp_path, capsys, no_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").symlink_to(data_file)
+    assert _fit(data_file, out, "--overwrite") == 1
+    assert "holds the input" in _one_error_line(capsys, "fit")
+
+
+def test_a_non_empty_out_needs_overwrite_which_replaces_the_earlier_run(
+    data_file, tmp_path, capsys, tiny_model
+):
+    out = tmp_path / "run"
+    assert _fit(data_file, out) == 0
+    assert main(["evaluate", "--intervention", str(out), "--data", str(data_file)]) == 0
+    assert (out / "eval.json").is_file()
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert _fit(data_file, out, "--seed", "3") == 1
+    assert "is not empty" in _one_error_line(capsys, "fit")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert _fit(data_file, out, "--seed", "3", "--overwrite") == 0
+    names = {p.name for p in out.iterdir()}
+    assert "eval.json" not in names  # the earlier run's file is gone, not mixed in
+    assert names == set(first) - {"eval.json"}
+    assert (
+        json.loads((out / "intervention.json").read_text())["metadata"]["hyperparameters"]["seed"]
+        == 3
+    )
+
+
+def test_overwrite_never_empties_a_folder_ascale_did_not_write(data_file, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert _fit(data_file, out, "--overwrite") == 1
+    assert "no ascale run wrote" in _one_error_line(capsys, "fit")
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_second_run_into_a_locked_out_fails_clearly(data_file, tmp_path, capsys, no_model):
+    from ascale.outputs import RunFolder
+
+    with RunFolder(tmp_path / "run") as run:
+        assert _fit(data_file, run.path) == 1
+        line = _one_error_line(capsys, "fit")
+        assert "another ascale run" in line and "still running" in line
+    assert [p.name for p in (tmp_path / "run").iterdir()] == [".ascale-run.json"]  # no lock left
+
+
+def test_ctrl_c_exits_130_in_one_line_and_keeps_the_earlier_run(
+    data_file, tmp_path, capsys, tiny_model, monkeypatch
+):
+    import ascale
+
+    out = tmp_path / "run"
+    assert _fit(data_file, out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ascale, "fit", interrupted)
+    assert _fit(data_file, out, "--overwrite") == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "ascale fit: interrupted; earlier outputs are as they were"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _fit(data_file, tmp_path / "new") == 130
+    assert not (tmp_path / "new").exists()
+
+
+def test_mixed_lengths_fail_before_training(tmp_path, capsys, tiny_model, monkeypatch):
+    import ascale
+
+    monkeypatch.setattr(ascale, "fit", lambda *a, **k: pytest.fail("trained before checking"))
+    other = {"prompt": "Rome is the capital of France. Rome is in", "correct": " Italy"}
+    rows = [*ROWS, {**other, "wrong": " France"}]
+    path = ContrastSet.from_rows(rows, tiny_model).to_jsonl(tmp_path / "mixed.jsonl")
+    assert _fit(path, tmp_path / "out") == 1
+    assert "differ in token length" in _one_error_line(capsys, "fit")
+    assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from ascale.errors import AscaleError
+
+    args = ["fit", "--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]
+    with pytest.raises(AscaleError, match="does not exist"):
+        main(["--debug", *args])
+    with pytest.raises(AscaleError, match="does not exist"):
+        main([*args, "--debug"])
+
+
+def test_data_warnings_are_one_line_each(data_file, tmp_path, capsys, tiny_model, monkeypatch):
+    import ascale
+
+    monkeypatch.setattr(ascale, "fit", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    rows = [{**row, "correct": row["correct"].strip()} for row in ROWS]
+    path = tmp_path / "unspaced.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _fit(path, tmp_path / "out") == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("ascale fit: warning: row(s) 0, 1, 2")
+    assert "did you mean ' Mary'?" in lines[0] and len(lines) == 2
+
+
+@pytest.fixture
+def bad_files(tmp_path, tiny_gpt2):
+    """Files a new user might pass by mistake, and one good data file and saved intervention."""
+    from ascale.interventions import ActivationScalars
+    from ascale.io import save
+
+    (tmp_path / "good.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+    files = {
+        "latin1.jsonl": b'{"prompt": "caf\xe9", "correct": " a", "wrong": " b"}\n',
+        "notjson.jsonl": b"{prompt: 1}\n",
+        "number.jsonl": b'{"prompt": "Rome is in", "correct": 5, "wrong": " France"}\n',
+        "null.jsonl": b'{"prompt": null, "correct": " Italy", "wrong": " France"}\n',
+        "empty-prompt.jsonl": b'{"prompt": "", "correct": " Italy", "wrong": " France"}\n',
+        "list.jsonl": b'["Rome is in", " Italy", " France"]\n',
+        "no-rows.jsonl": b"\n\n",
+        "a-file": b"x",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "intervention.json").write_text("{oops")
+    (tmp_path / "damaged" / "intervention.safetensors").write_bytes(b"")
+    save(ActivationScalars(tiny_gpt2, sites="mlp_out", positions="shared"), tmp_path / "iv")
+    return tmp_path
+
+
+FIT = "fit --data {tmp}/good.jsonl --out {tmp}/out"
+GEN = "generate --intervention {tmp}/damaged --prompt"
+EVAL = "evaluate --data {tmp}/good.jsonl --intervention {tmp}/iv"
+DATA = "fit --out {tmp}/out --data {tmp}/"
+BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of the error line)
+    "data missing": (DATA + "missing.jsonl", "/missing.jsonl' does not exist"),
+    "data is a folder": (DATA + "empty-dir", "is a folder; expected a jsonl file"),
+    "data not utf-8": (DATA + "latin1.jsonl", "latin1.jsonl:1: not UTF-8 text (byte 0xe9"),
+    "data not json": (DATA + "notjson.jsonl", "notjson.jsonl:1: not valid JSON"),
+    "data number field": (DATA + "number.jsonl", "field 'correct' is int 5, not a string"),
+    "data null field": (DATA + "null.jsonl", "field 'prompt' is null None, not a string"),
+    "data empty prompt": (DATA + "empty-prompt.jsonl", "(row 0): field 'prompt' is empty"),
+    "data not an object": (DATA + "list.jsonl", "expected an object with keys"),
+    "data no rows": (DATA + "no-rows.jsonl", "holds no rows"),
+    "layers a,b": (FIT + " --layers a,b", "--layers: 'a,b' is not comma-separated"),
+    "positions last": (FIT + " --positions last", "--positions: 'last' is not 'all'"),
+    "lr -1": (FIT + " --lr -1", "--lr: '-1' is not a finite number above 0"),
+    "lr nan": (FIT + " --lr nan", "--lr: 'nan' is not a finite number above 0"),
+    "steps 0": (FIT + " --steps 0", "--steps: '0' is not a whole number of 1 or more"),
+    "steps 1.5": (FIT + " --steps 1.5", "--steps: '1.5' is not a whole number"),
+    "margin inf": (FIT + " --margin inf", "--margin: 'inf' is not a finite number"),
+    "lambda-min -1": (FIT + " --lambda-min -1", "--lambda-min: '-1' is not a finite number"),
+    "test-size 1": (FIT + " --test-size 1", "--test-size: '1' is not a share"),
+    "unknown site": (FIT + " --sites attn_outt", "closest: 'attn_out'"),
+    "out is a file": ("fit --data {tmp}/good.jsonl --out {tmp}/a-file", "is an existing file"),
+    "no --out": ("fit --task ccc", "required: --out"),
+    "prompt empty": (GEN + " ", "--prompt: the prompt is empty"),
+    "beta nan": (GEN + " Hi --beta nan", "--beta: 'nan' is not a finite number"),
+    "beta -inf": (GEN + " Hi --beta=-inf", "--beta: '-inf' is not a finite number"),
+    "max-new-tokens 0": (GEN + " Hi --max-new-tokens 0", "--max-new-tokens: '0' is not"),
+    "generate damaged save": (GEN + " Hi", "damaged/intervention.json' is not valid JSON"),
+    "evaluate empty folder": (
+        "evaluate --data {tmp}/good.jsonl --intervention {tmp}/empty-dir",
+        "holds no saved intervention (missing intervention.json",
+    ),
+    "evaluate out is the data": (EVAL + " --out {tmp}/good.jsonl", "is the input"),
+    "evaluate out is the save": (EVAL + " --out {tmp}/iv/intervention.json", "is the input"),
+    "evaluate out is a folder": (EVAL + " --out {tmp}", "is a folder; name a file"),
+    "patch-n 0": ("compare --task ccc --out {tmp}/out --patch-n 0", "--patch-n: '0' is not"),
+    "k 0": ("compare --task ccc --out {tmp}/out --k 0", "--k: '0' is not a whole number"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_a_bad_input_is_one_line_before_any_work(case, bad_files, capsys, no_model):
+    template, piece = BAD_INPUTS[case]
+    argv = template.format(tmp=bad_files).split(" ")
+    assert main(argv) in (1, 2)
+    line = _one_error_line(capsys, argv[0])
+    assert piece in line, line
+    assert not (bad_files / "out").exists()
