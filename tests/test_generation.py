@@ -7,7 +7,7 @@ import torch
 
 import ascale
 from ascale.cli import build_parser, main
-from ascale.errors import PromptLengthError
+from ascale.errors import AscaleError, AscaleWarning, PromptLengthError
 from ascale.interventions import ActivationScalars, DynamicScalars, SteeringVectors
 
 PROMPT = "When Mary and John went to the store"
@@ -102,6 +102,35 @@ def test_bridge_kv_cache_matches_full_recompute(tiny_gpt2):
     cached = tiny_gpt2.generate(PROMPT, use_past_kv_cache=True, **kwargs)
     full = tiny_gpt2.generate(PROMPT, use_past_kv_cache=False, **kwargs)
     torch.testing.assert_close(torch.stack(cached.logits), torch.stack(full.logits))
+
+
+def test_the_broken_kv_cache_is_turned_off_with_a_warning(tiny_gpt2, monkeypatch):
+    from ascale import models
+
+    real, seen = models.generate, []
+
+    def spy(model, prompt, **kwargs):
+        seen.append(kwargs.get("use_past_kv_cache"))
+        return real(model, prompt, **kwargs)
+
+    monkeypatch.setattr(models, "generate", spy)
+    with pytest.warns(AscaleWarning, match="use_past_kv_cache=True is turned off"):
+        cached = ascale.generate(tiny_gpt2, None, PROMPT, max_new_tokens=4, use_past_kv_cache=True)
+    assert seen == [False]  # the Bridge never sees the cache switched on
+    assert cached == ascale.generate(tiny_gpt2, None, PROMPT, max_new_tokens=4)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "beta", "message"),
+    [
+        (PROMPT, float("nan"), "beta must be a finite number, got nan"),
+        (PROMPT, float("inf"), "beta must be a finite number, got inf"),
+        ("", 1.0, "the prompt is empty"),
+    ],
+)
+def test_a_non_finite_beta_or_an_empty_prompt_is_refused(tiny_gpt2, prompt, beta, message):
+    with pytest.raises(AscaleError, match=message):
+        ascale.generate(tiny_gpt2, _dynamic(tiny_gpt2), prompt, beta=beta, max_new_tokens=2)
 
 
 def test_cli_generate_has_help(capsys):
