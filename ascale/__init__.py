@@ -16,6 +16,8 @@ Example:
 from ascale import tasks
 from ascale.agreement import AgreementResult, agreement
 from ascale.attribution import AttributionResult, rank_components
+from ascale.circuits import CircuitResult, score_circuits
+from ascale.compare import CompareResult, compare
 from ascale.cumulative import CumulativeEffectResult, cumulative_effect
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import (
@@ -28,6 +30,7 @@ from ascale.errors import (
 )
 from ascale.fit import FitResult, Metrics, evaluate, fit
 from ascale.generation import generate
+from ascale.grid import Grid
 from ascale.interventions import (
     ActivationScalars,
     DynamicScalars,
@@ -40,6 +43,7 @@ from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
 from ascale.report import write_report
 from ascale.sites import Site
+from ascale.sweep import sweep
 
 __all__ = [
     "ActivationScalars",
@@ -47,10 +51,13 @@ __all__ = [
     "AnswerTokenError",
     "AscaleError",
     "AttributionResult",
+    "CircuitResult",
+    "CompareResult",
     "ContrastSet",
     "CumulativeEffectResult",
     "DynamicScalars",
     "FitResult",
+    "Grid",
     "IncompatibleModelError",
     "Intervention",
     "Metrics",
@@ -63,6 +70,7 @@ __all__ = [
     "activation_patching",
     "agreement",
     "attribution_patching",
+    "compare",
     "cumulative_effect",
     "evaluate",
     "fit",
@@ -70,10 +78,22 @@ __all__ = [
     "load",
     "load_jsonl",
     "load_model",
+    "plot",
     "rank_components",
     "save",
+    "score_circuits",
+    "sweep",
     "tasks",
     "write_report",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """`ascale.plot` on first use: plotly is imported only when a figure is wanted."""
+    if name == "plot":
+        import importlib
+
+        return importlib.import_module("ascale.plot")
+    raise AttributeError(f"module 'ascale' has no attribute {name!r}")

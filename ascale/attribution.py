@@ -66,6 +66,13 @@ class AttributionResult:
         signed: whether values carry a sign (norms do not).
         identity: the value at which a component does nothing (0 for ``alpha``).
         info: how the scores were made (direction, corruption, baselines, ...).
+        support_sign: ``value * support_sign`` is the component's signed support for the
+            correct answer (positive: it helps the model answer correctly), the score circuit
+            scoring orders by (``ascale.circuits``). Patching effects are already that (``+1``);
+            a learned scalar that helps flip the model to the wrong answer at ``beta = +1`` by
+            suppressing a component (``alpha < 0``) says the component supports the correct
+            answer, so scalars use ``-alpha`` (``-1``). Unsigned values (norms) are their own
+            support.
 
     Example:
         >>> ranking = rank_components(scalars)  # doctest: +SKIP
@@ -78,6 +85,13 @@ class AttributionResult:
     signed: bool = True
     identity: float = 0.0
     info: dict[str, Any] = field(default_factory=dict, repr=False)
+    support_sign: int = 1
+
+    def support(self) -> pd.Series:
+        """Each component's signed support for the correct answer, indexed by component name."""
+        frame = self.components.set_index("component")
+        values = frame["value"] if self.signed else frame["magnitude"]
+        return (values * (self.support_sign if self.signed else 1)).astype(float)
 
     @classmethod
     def from_rows(
@@ -141,6 +155,7 @@ class AttributionResult:
             signed=self.signed,
             identity=self.identity,
             info=self.info,
+            support_sign=self.support_sign,
         )
 
     @property
@@ -181,6 +196,7 @@ def rank_components(
     sites: str | Iterable[str] | None = None,
     threshold: float = 1e-2,
     ablate_tol: float = 0.1,
+    per_position: bool = False,
 ) -> AttributionResult:
     """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm.
 
@@ -191,6 +207,9 @@ def rank_components(
         sites: keep only these sites (default: all of the intervention's).
         threshold: scalars with ``|alpha|`` below this are class ``identity``.
         ablate_tol: scalars within this of ``-1`` are class ``ablate``.
+        per_position: dynamic scalars only: one component per position (mean ``alpha`` there
+            over the prompts of `data`, which must share one length), as position-tied grids
+            have; default one per probe, averaged over every token.
 
     Returns:
         An `AttributionResult`, one row per parameter (scalars) or vector (vectors).
@@ -206,7 +225,7 @@ def rank_components(
     if not intervention.is_bound:
         raise AscaleError(f"{type(intervention).__name__} has no parameters yet: fit it first")
     if intervention.method == "dynamic":
-        result = _rank_dynamic(intervention, model, data, threshold, ablate_tol)
+        result = _rank_dynamic(intervention, model, data, threshold, ablate_tol, per_position)
         return result if sites is None else result.select(sites)
     if intervention.method not in ("scalars", "vectors"):
         raise AscaleError(
@@ -232,7 +251,7 @@ def rank_components(
     frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token", "value"])
     if intervention.method == "scalars":
         frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
-        result = AttributionResult.from_rows("scalars", "alpha", frame)
+        result = AttributionResult.from_rows("scalars", "alpha", frame, support_sign=-1)
     else:
         result = AttributionResult.from_rows("vectors", "‖v‖", frame, signed=False)
     return result if sites is None else result.select(sites)
@@ -244,9 +263,11 @@ def _rank_dynamic(
     data: ContrastSet | None,
     threshold: float,
     ablate_tol: float,
+    per_position: bool,
 ) -> AttributionResult:
-    """Dynamic scalars: each probe's mean ``alpha = w . h + b`` over every real token of `data`,
-    with ``h`` read on the clean run; ranked by mean ``|alpha|``."""
+    """Dynamic scalars: each probe's mean ``alpha = w . h + b`` over every real token of `data`
+    (or, `per_position`, at each position over the prompts), with ``h`` read on the clean run;
+    ranked by mean ``|alpha|``."""
     assert isinstance(intervention, DynamicScalars)
     if model is None or data is None:
         raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
@@ -263,26 +284,36 @@ def _rank_dynamic(
                     # exactly what the hook multiplies by (normalised input included)
                     alpha = intervention.alpha(site.name, layer, acts[site.hook_name(layer)])
                     real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
-                    signed = (alpha * real).sum((0, 1)).cpu()
-                    size = (alpha.abs() * real).sum((0, 1)).cpu()
+                    axes = (0,) if per_position else (0, 1)
+                    signed = (alpha * real).sum(axes).cpu()
+                    size = (alpha.abs() * real).sum(axes).cpu()
                     key = site.hook_name(layer)
                     sums[key] = sums.get(key, torch.zeros(2, *signed.shape)) + torch.stack(
                         [signed, size]
                     )
-    n_tokens = float(data.lengths.sum())
     rows = []
+    labels = token_labels(model, data) if per_position else ()
+    slots: list[int | None] = list(range(data.n_pos)) if per_position else [None]
+    count = float(len(data)) if per_position else float(data.lengths.sum())
     for site in intervention.sites:
         for layer in site.layers:
-            mean = sums[site.hook_name(layer)] / n_tokens
-            heads = range(mean.shape[1]) if site.per_head else [None]
-            for head in heads:
-                value, size = (mean[:, head] if head is not None else mean).tolist()
-                rows.append((site.name, layer, head, None, "(all)", value, size))
+            mean = sums[site.hook_name(layer)] / count  # [2, (pos), (head)]
+            for slot in slots:
+                at = mean if slot is None else mean[:, slot]
+                heads = range(at.shape[1]) if site.per_head else [None]
+                for head in heads:
+                    value, size = (at[:, head] if head is not None else at).tolist()
+                    token = "(all)" if slot is None else labels[slot]
+                    rows.append((site.name, layer, head, slot, token, value, size))
     columns = ["site", "layer", "head", "pos", "token", "value", "magnitude"]
     frame = pd.DataFrame(rows, columns=columns)
     frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
     return AttributionResult.from_rows(
-        "dynamic", "mean alpha", frame, info={"n_prompts": len(data), "ranked_by": "mean |alpha|"}
+        "dynamic",
+        "mean alpha",
+        frame,
+        info={"n_prompts": len(data), "ranked_by": "mean |alpha|"},
+        support_sign=-1,
     )
 
 

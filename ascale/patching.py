@@ -110,7 +110,7 @@ def activation_patching(
                 group = comps[start : start + per_pass]
                 rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
                 rows_[torch.arange(len(group)), torch.arange(start, start + len(group))] = True
-                patched = _patched_deltas(model, batch, grid, rows_, src_acts)
+                patched = patched_deltas(model, batch, grid, rows_, src_acts)
                 totals[start : start + len(group)] += patched.sum(-1).cpu() - float(delta.sum())
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
@@ -302,7 +302,7 @@ def _mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int)
     return {n: s / len(data) for n, s in sums.items()}
 
 
-def _patched_deltas(
+def patched_deltas(
     model: Any, batch: ContrastSet, grid: Grid, rows: Tensor, source: Acts
 ) -> Float[Tensor, "copy batch"]:
     """Δ per prompt in one copy of `batch` per row of ``rows [copy, component]``; copy ``c``
@@ -316,6 +316,41 @@ def _patched_deltas(
     with models.attach(model, hooks):
         logits = models.run(model, _tokens(batch, model).repeat(copies, 1), last_only=True)
     return _deltas(logits, batch, copies).reshape(copies, len(batch))
+
+
+def capture_source(
+    model: Any,
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    rows: list[int],
+    names: list[str],
+    ablation: str,
+    mean: Acts | None = None,
+) -> Acts:
+    """What ablation patches in for prompts `rows` of `data`: their counterfactual activations,
+    the mean activations (`mean`, from `mean_acts`), or zeros."""
+    if ablation == "counterfactual":
+        assert corrupted is not None
+        _, acts = _capture(model, corrupted.subset(rows), names)
+        return acts
+    if ablation == "mean":
+        assert mean is not None
+        return {n: a.expand(len(rows), *a.shape[1:]) for n, a in mean.items()}
+    _, acts = _capture(model, data.subset(rows), names)
+    return {n: torch.zeros_like(a) for n, a in acts.items()}
+
+
+def mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int = 64) -> Acts:
+    """Each hook's activation averaged over the prompts, per position: ``[1, pos, ...]``."""
+    return _mean_acts(model, data, names, batch_size)
+
+
+def clean_deltas(model: Any, data: ContrastSet, batch_size: int = 64) -> Tensor:
+    """Δ of every prompt on the clean model."""
+    with torch.inference_mode():
+        return torch.cat(
+            [_capture(model, data.subset(r), [])[0] for r in _chunks(range(len(data)), batch_size)]
+        )
 
 
 def _patch(act: Tensor, hook: Any, mask: Tensor, source: Tensor) -> Tensor:

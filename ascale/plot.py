@@ -20,16 +20,20 @@ from plotly.subplots import make_subplots
 
 from ascale.agreement import AgreementResult, agreement
 from ascale.attribution import EFFECTS, AttributionResult
+from ascale.circuits import CircuitResult
+from ascale.compare import CompareResult
 from ascale.cumulative import CumulativeEffectResult
 from ascale.errors import UnknownSiteError, closest
 
 __all__ = [
     "figure_html",
     "plot_agreement",
+    "plot_circuit_curves",
     "plot_cumulative_effect",
     "plot_heatmap",
     "plot_rank_scatter",
     "plot_top_components",
+    "plot_tradeoffs",
 ]
 
 DIVERGING = "RdBu_r"
@@ -225,7 +229,7 @@ def plot_rank_scatter(a: AttributionResult, b: AttributionResult) -> go.Figure:
     y = table["magnitude_b"].rank(ascending=False, method="min")
     rho = agreement({a.method + " (x)": a, b.method + " (y)": b}).to_frame()["spearman"][0]
     fig = go.Figure(
-        go.Scattergl(
+        go.Scatter(
             x=x,
             y=y,
             mode="markers",
@@ -313,6 +317,104 @@ def plot_cumulative_effect(result: CumulativeEffectResult) -> go.Figure:
         title=f"{result.method}: flips kept with only the top-k components (dotted: all)",
         height=380,
     )
+    return fig
+
+
+def plot_circuit_curves(
+    result: CircuitResult | CompareResult, *, absolute: bool = False
+) -> go.Figure:
+    """Faithfulness ``f`` of each ranking's top-k circuit against the circuit's size.
+
+    Args:
+        result: a `CircuitResult` or a `CompareResult` (its circuits).
+        absolute: order by absolute score (the CMD curve) instead of signed support (CPR).
+
+    Example:
+        >>> plot_circuit_curves(compare(model, data, corrupted))  # doctest: +SKIP
+    """
+    circuits = result if isinstance(result, CircuitResult) else result.circuits
+    column = "f_abs" if absolute else "f_signed"
+    summary = circuits.summary()
+    fig = go.Figure()
+    for method, curve in circuits.curves.groupby("method", sort=False):
+        row = summary.loc[method]
+        fig.add_trace(
+            go.Scatter(
+                x=curve["fraction"],
+                y=curve[column],
+                customdata=curve["k"],
+                mode="lines+markers",
+                name=f"{method} (CPR {row.cpr:.2f}, CMD {row.cmd:.3f})",
+                line={"dash": "dot"} if method == "random" else {},
+                hovertemplate="top %{customdata}: f = %{y:.3f}<extra>" + str(method) + "</extra>",
+            )
+        )
+    fig.add_hline(y=1.0, line={"color": "#888", "dash": "dash"})
+    order = "absolute score" if absolute else "signed support for the correct answer"
+    fig.update_xaxes(
+        type="log", title_text=f"circuit size (share of {circuits.n_components} components)"
+    )
+    fig.update_yaxes(title_text="faithfulness f")
+    fig.update_layout(
+        title=f"circuits: top-k by {order}, {circuits.ablation} ablation, "
+        f"{circuits.n_prompts} prompts",
+        height=420,
+        legend={"font": {"size": 11}},
+    )
+    return fig
+
+
+def plot_tradeoffs(table: pd.DataFrame) -> go.Figure:
+    """The paper's trade-offs from a `sweep` table: effectiveness against minimality (active
+    parameters) and against faithfulness (KL); train as crosses, test as dots.
+
+    Example:
+        >>> plot_tradeoffs(sweep(model, train, test))  # doctest: +SKIP
+    """
+    needed = {"method", "split", "lambda_min", "n_active", "faithfulness_kl"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise UnknownSiteError(f"not a sweep table: it lacks columns {sorted(missing)}")
+    frame = table.assign(
+        effectiveness=(table["flip_rate_forward"] + table["flip_rate_backward"]) / 2,
+        n_active_plot=table["n_active"].clip(lower=1),
+    )
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("effectiveness vs minimality", "effectiveness vs faithfulness"),
+        horizontal_spacing=0.1,
+    )
+    colours = dict(
+        zip(frame["method"].unique(), ("#d6604d", "#4393c3", "#4dac26", "#8073ac"), strict=False)
+    )
+    for (method, split), part in frame.groupby(["method", "split"], sort=False):
+        marker = {
+            "symbol": "x" if split == "train" else "circle",
+            "color": colours[method],
+            "size": 9,
+        }
+        text = [f"lambda_min={v:g}" for v in part["lambda_min"]]
+        for col, x in ((1, "n_active_plot"), (2, "faithfulness_kl")):
+            fig.add_trace(
+                go.Scatter(
+                    x=part[x],
+                    y=part["effectiveness"],
+                    mode="markers",
+                    marker=marker,
+                    text=text,
+                    name=f"{method}, {split}",
+                    legendgroup=f"{method}{split}",
+                    showlegend=col == 1,
+                    hovertemplate="%{text}<br>x %{x:.3g}, effectiveness %{y:.3f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_xaxes(type="log", title_text="active parameters (|value| > 0.01)", row=1, col=1)
+    fig.update_xaxes(title_text="faithfulness KL (lower is better)", row=1, col=2)
+    fig.update_yaxes(title_text="mean flip rate (both directions)", range=[-0.02, 1.02])
+    fig.update_layout(height=420, title="trade-offs over lambda_min (x: train, o: test)")
     return fig
 
 

@@ -1,10 +1,10 @@
 """Activation and attribution patching: oracles on tiny models, and a planted head."""
 
-import random
-
 import pandas as pd
 import pytest
 import torch
+from conftest import PLANTED_HEAD, PLANTED_LAYER
+from conftest import ioi_like_rows as _rows
 from transformer_lens import patching as tl_patching
 
 import ascale
@@ -12,72 +12,6 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.patching import activation_patching, attribution_patching
-
-NAMES = (" Mary", " John", " Alice", " Bob", " Carol", " Dave", " Eve")
-TEMPLATE = "When{A} and{B} went to the store,{B} gave a drink to"
-PLANTED_LAYER, PLANTED_HEAD = 1, 2
-
-
-def _rows(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Clean IOI-like rows and their ABC corruption (three fresh names)."""
-    rng = random.Random(seed)
-    clean, corrupt = [], []
-    for _ in range(n):
-        a, b, x, y, z = rng.sample(NAMES, 5)
-        clean.append({"prompt": TEMPLATE.format(A=a, B=b), "correct": a, "wrong": b})
-        abc = TEMPLATE.replace("{B} gave", "{C} gave").format(A=x, B=y, C=z)
-        corrupt.append({"prompt": abc, "correct": a, "wrong": b})
-    return clean, corrupt
-
-
-def build_planted(src, out):
-    """Tiny GPT-2 whose head L1H2 alone copies the first name (position 2) to the answer.
-
-    Each name gets its own embedding direction (dims 0-6); position 2 is marked on the last
-    dimension, and the head's constant query matches only that mark, so at the last position it
-    attends to the first name. Its values and output map the name directions onto themselves,
-    and the tied unembedding reads them back: the first name gets a large logit. Every other
-    head and MLP keeps its small random weights.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    hf = AutoModelForCausalLM.from_pretrained(src)
-    tok = AutoTokenizer.from_pretrained(src)
-    d, d_head = hf.config.n_embd, hf.config.n_embd // hf.config.n_head
-    mark, t = d - 1, hf.transformer
-    with torch.no_grad():
-        for i, name in enumerate(NAMES):
-            (token,) = tok(name)["input_ids"]
-            t.wte.weight[token, :d_head] = 0
-            t.wte.weight[token, i] = 1.0
-        t.wte.weight[:, mark] = 0
-        t.wpe.weight[:, mark] = -1.0
-        t.wpe.weight[2, mark] = 3.0
-        attn = t.h[PLANTED_LAYER].attn
-        w, b = attn.c_attn.weight, attn.c_attn.bias  # Conv1D: x @ w + b, q|k|v
-        q, k, v = (
-            slice(o + PLANTED_HEAD * d_head, o + (PLANTED_HEAD + 1) * d_head) for o in (0, d, 2 * d)
-        )
-        for cols in (q, k, v):
-            w[:, cols], b[cols] = 0, 0
-        b[q.start] = 10.0
-        w[mark, k.start] = 10.0
-        rows = slice(PLANTED_HEAD * d_head, (PLANTED_HEAD + 1) * d_head)
-        attn.c_proj.weight[rows] = 0
-        for j in range(d_head):
-            w[j, v.start + j] = 1.0
-            attn.c_proj.weight[rows.start + j, j] = 5.0
-    hf.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def planted(tiny_dirs, tmp_path_factory):
-    model = models.load_model(build_planted(tiny_dirs["gpt2"], tmp_path_factory.mktemp("planted")))
-    clean_rows, corrupt_rows = _rows(12)
-    clean = ContrastSet.from_rows(clean_rows, model)
-    return model, clean, ContrastSet.from_rows(corrupt_rows, model)
 
 
 def test_planted_head_is_ranked_first_by_every_method(planted):

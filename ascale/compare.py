@@ -1,0 +1,386 @@
+"""One call that holds the rankings against each other: `compare`.
+
+For one grid of components, `compare` fits the interventions it is asked for on a training
+split, runs activation and attribution patching on (part of) the same split, and then scores
+every ranking as a circuit on the held-out split (`ascale.circuits`): faithfulness curves, CPR
+and CMD, beside a random baseline. It also reports how far the rankings agree, overall and per
+component type, and (optionally) how well scalars refitted on only their top-k components flip
+the held-out prompts.
+
+Methods:
+
+| name | ranking |
+|---|---|
+| ``scalars`` | sparse activation scalars (`fit(sparsity="proximal")`), by ``-alpha`` |
+| ``scalars_dense`` | activation scalars fitted with Adam on the plain L1 term |
+| ``vectors`` | steering vectors, by norm |
+| ``dynamic`` | dynamic scalars, by mean ``-alpha`` at each position |
+| ``activation_patching`` | the effect of patching each component alone |
+| ``attribution_patching`` | its first-order estimate |
+| ``random`` | seeded random orders (mean of `n_random`) |
+
+Example:
+    >>> result = compare(model, data, corrupted, sites="heads", positions=[-1])  # doctest: +SKIP
+    >>> result.summary()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ascale.agreement import AgreementResult, agreement
+from ascale.attribution import AttributionResult, rank_components
+from ascale.circuits import CircuitResult, score_circuits
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+from ascale.fit import Metrics, evaluate, fit
+from ascale.grid import Grid
+from ascale.interventions import ActivationScalars, DynamicScalars, Intervention, SteeringVectors
+from ascale.objective import Objective
+from ascale.patching import activation_patching, attribution_patching
+
+__all__ = ["METHODS", "SPARSE_MAP", "CompareResult", "compare", "refit_top_k"]
+
+METHODS: tuple[str, ...] = (
+    "scalars",
+    "scalars_dense",
+    "vectors",
+    "dynamic",
+    "activation_patching",
+    "attribution_patching",
+    "random",
+)
+FITTED = ("scalars", "scalars_dense", "vectors", "dynamic")
+#: fit settings of the sparse map (``scalars``); chosen on SmolLM2 IOI and CCC (docs/circuits.md)
+SPARSE_MAP: dict[str, Any] = {
+    "sparsity": "proximal",
+    "objective": Objective(lambda_min=0.05),
+    "steps": 150,
+    "stop": "none",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CompareResult:
+    """Rankings on one grid, their agreement, and their circuits.
+
+    Attributes:
+        grid: the components.
+        rankings: method -> `AttributionResult` (made on the training split).
+        circuits: faithfulness curves, CPR and CMD of every ranking on the test split.
+        agreement: Spearman and top-k overlap between the rankings, over the whole grid.
+        agreement_by_type: the same within each component type (site).
+        metrics: test-split `Metrics` of each fitted intervention.
+        interventions: the fitted interventions.
+        refit: flip rates of scalars refitted on only the top ``k`` components of the
+            ``scalars`` ranking, one row per ``k`` (empty when not asked for).
+        info: settings, sizes and timings.
+    """
+
+    grid: Grid = field(repr=False)
+    rankings: dict[str, AttributionResult] = field(repr=False)
+    circuits: CircuitResult
+    agreement: AgreementResult | None = field(repr=False)
+    agreement_by_type: dict[str, AgreementResult] = field(repr=False)
+    metrics: dict[str, Metrics] = field(repr=False)
+    interventions: dict[str, Intervention] = field(repr=False)
+    refit: pd.DataFrame = field(repr=False)
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per method: CPR, CMD, ``f`` (absolute order) at a few sizes, and for fitted
+        methods the test flip rates and active parameters."""
+        table = self.circuits.summary()
+        ks = sorted(set(self.circuits.curves["k"]))[:4]
+        for k in ks:
+            table[f"f@{k}"] = self.circuits.f_at(k)
+        for method, m in self.metrics.items():
+            if method in table.index:
+                table.loc[method, "flip+1"] = m.flip_rate_forward
+                table.loc[method, "flip-1"] = m.flip_rate_backward
+                table.loc[method, "active"] = m.n_active
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers for JSON."""
+        return {
+            "summary": _records(self.summary()),
+            "curves": self.circuits.curves.to_dict("records"),
+            "m_clean": self.circuits.m_clean,
+            "m_ablated": self.circuits.m_ablated,
+            "n_components": len(self.grid),
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "agreement_by_type": {t: a.to_dict() for t, a in self.agreement_by_type.items()},
+            "metrics": {m: v.to_dict() for m, v in self.metrics.items()},
+            "refit": self.refit.reset_index().to_dict("records"),
+            "top": {
+                m: r.top(10)[["component", "token", "value"]].to_dict("records")
+                for m, r in self.rankings.items()
+            },
+            "info": self.info,
+        }
+
+    def __repr__(self) -> str:
+        return f"CompareResult(grid={len(self.grid)} components, {self.circuits!r})"
+
+    def _repr_html_(self) -> str:
+        return self.summary().to_html(float_format="{:.3f}".format, na_rep="")
+
+
+def compare(
+    model: Any,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    methods: Sequence[str] = ("scalars", "activation_patching", "attribution_patching", "random"),
+    sites: str | Sequence[str] = "attn_out,mlp_out",
+    layers: Sequence[int] | None = None,
+    positions: str | Sequence[int] = "all",
+    test_size: float = 0.5,
+    seed: int = 0,
+    patch_n: int = 16,
+    ablation: str | None = None,
+    k: int = 10,
+    refit_ks: Sequence[int] = (),
+    fit_options: dict[str, dict[str, Any]] | None = None,
+    n_random: int = 5,
+    progress: bool = True,
+) -> CompareResult:
+    """Fit, patch, rank and score every method on one grid.
+
+    Args:
+        model: the model.
+        data: prompts of one token length.
+        corrupted: counterfactual prompts aligned with `data` (same lengths and answers), for
+            patching and counterfactual ablation; without them both use mean ablation.
+        methods: any of `METHODS`.
+        sites, layers, positions: the grid (as for `ActivationScalars`).
+        test_size: share of `data` held out for the circuit curves and metrics.
+        seed: the split, fits and random orders.
+        patch_n: training prompts patched (activation and attribution patching).
+        ablation: circuit ablation, ``"counterfactual"`` (default with `corrupted`),
+            ``"mean"`` or ``"zero"``.
+        k: the top-k of the agreement overlap.
+        refit_ks: sizes of the refit curve (scalars refitted on their own top k).
+        fit_options: per method, keyword arguments for `fit` over the defaults
+            (``scalars`` starts from `SPARSE_MAP`).
+        n_random: random orders in the ``random`` baseline.
+
+    Raises:
+        AscaleError: an unknown method, ``patch_n < 1``, or corrupted prompts that do not
+            align with `data`.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise AscaleError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if patch_n < 1:
+        raise AscaleError(f"patch_n must be at least 1, got {patch_n}")
+    if refit_ks and "scalars" not in methods:
+        raise AscaleError("refit_ks needs the 'scalars' method")
+    started = time.perf_counter()
+    train, test = data.split(test_size=test_size, seed=seed)
+    ctrain = ctest = None
+    if corrupted is not None:
+        if len(corrupted) != len(data):
+            raise AscaleError(f"{len(corrupted)} corrupted rows for {len(data)} clean rows")
+        ctrain, ctest = corrupted.split(test_size=test_size, seed=seed)
+    grid = Grid.build(model, data.n_pos, sites=sites, layers=layers, positions=positions)
+    options = {"scalars": SPARSE_MAP, **(fit_options or {})}
+    timings: dict[str, float] = {}
+    interventions: dict[str, Intervention] = {}
+    metrics: dict[str, Metrics] = {}
+    rankings: dict[str, AttributionResult] = {}
+    for method in [m for m in methods if m in FITTED]:
+        t = time.perf_counter()
+        iv = _make(model, method, grid, sites, layers, positions)
+        fit(model, iv, train, seed=seed, progress=progress, **_options(options, method))
+        interventions[method] = iv
+        metrics[method] = evaluate(model, iv, test)
+        per_position = method == "dynamic"  # a probe's alpha at each position of the grid
+        ranked = rank_components(iv, model=model, data=train, per_position=per_position)
+        rankings[method] = _renamed(ranked, method)
+        timings[method] = time.perf_counter() - t
+    patch_rows = range(min(patch_n, len(train)))
+    clean = train.subset(patch_rows)
+    source = None if ctrain is None else ctrain.subset(patch_rows)
+    for method, run in (
+        ("activation_patching", activation_patching),
+        ("attribution_patching", attribution_patching),
+    ):
+        if method in methods:
+            t = time.perf_counter()
+            rankings[method] = run(model, clean, source, like=grid)
+            timings[method] = time.perf_counter() - t
+    t = time.perf_counter()
+    circuits = score_circuits(
+        model,
+        test,
+        rankings,
+        grid=grid,
+        corrupted=ctest,
+        ablation=ablation,  # type: ignore[arg-type]
+        n_random=n_random if "random" in methods else 0,
+        seed=seed,
+        progress=progress,
+    )
+    timings["circuits"] = time.perf_counter() - t
+    agree, by_type = _agreements(rankings, grid, k)
+    refit = pd.DataFrame()
+    if refit_ks:
+        t = time.perf_counter()
+        refit = _refit_curve(
+            model, interventions["scalars"], rankings["scalars"], train, test, refit_ks, seed
+        )
+        timings["refit"] = time.perf_counter() - t
+    info = {
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_patched": len(clean),
+        "n_pos": data.n_pos,
+        "sites": list(grid.site_names),
+        "positions": "all" if positions == "all" else positions,
+        "ablation": circuits.ablation,
+        "fit_options": {m: _describe(_options(options, m)) for m in interventions},
+        "timings_s": {m: round(v, 2) for m, v in timings.items()},
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return CompareResult(
+        grid, rankings, circuits, agree, by_type, metrics, interventions, refit, info
+    )
+
+
+def refit_top_k(
+    model: Any,
+    like: Intervention,
+    ranking: AttributionResult,
+    data: ContrastSet,
+    k: int,
+    **fit_options: Any,
+) -> ActivationScalars:
+    """Fresh activation scalars on `like`'s grid, fitted on `ranking`'s top `k` components
+    only (every other scalar stays at the identity).
+
+    Example:
+        >>> top10 = refit_top_k(model, scalars, ranking, train, 10)  # doctest: +SKIP
+        >>> evaluate(model, top10, test).flip_rate_forward  # doctest: +SKIP
+    """
+    grid = Grid.of(like)
+    chosen = set(ranking.top(k)["component"])
+    keep = torch.tensor([name in chosen for name in grid.names], dtype=torch.float32)
+    scalars = ActivationScalars(
+        model,
+        sites=[s.hook_name(layer) for s in grid.sites for layer in s.layers],
+        positions=list(grid.positions) if grid.positions is not None else "shared",
+        n_pos=grid.n_pos,
+    )
+    options = {"sparsity": "l1", **fit_options}
+    fit(model, scalars, data, keep=grid.to_params(keep), progress=False, **options)
+    return scalars
+
+
+# ---- helpers ----
+
+
+def _make(
+    model: Any,
+    method: str,
+    grid: Grid,
+    sites: str | Sequence[str],
+    layers: Sequence[int] | None,
+    positions: str | Sequence[int],
+) -> Intervention:
+    if method == "dynamic":
+        return DynamicScalars(model, sites=sites, layers=layers)
+    cls = SteeringVectors if method == "vectors" else ActivationScalars
+    slots: Any = positions  # validated by Grid.build
+    return cls(model, sites=sites, layers=layers, positions=slots, n_pos=grid.n_pos)
+
+
+def _options(options: dict[str, dict[str, Any]], method: str) -> dict[str, Any]:
+    chosen = dict(options.get(method, {}))
+    if method == "scalars_dense":
+        chosen.setdefault("sparsity", "l1")
+    return chosen
+
+
+def _describe(options: dict[str, Any]) -> dict[str, Any]:
+    out = dict(options)
+    if isinstance(out.get("objective"), Objective):
+        out["objective"] = vars(out["objective"])
+    return out
+
+
+def _renamed(ranking: AttributionResult, method: str) -> AttributionResult:
+    return ranking if ranking.method == method else dataclasses.replace(ranking, method=method)
+
+
+def _agreements(
+    rankings: dict[str, AttributionResult], grid: Grid, k: int
+) -> tuple[AgreementResult | None, dict[str, AgreementResult]]:
+    if len(rankings) < 2:
+        return None, {}
+    on_grid = {m: r.select(list(grid.site_names)) for m, r in rankings.items()}
+    on_grid = {m: _on(r, grid) for m, r in on_grid.items()}
+    overall = agreement(on_grid, k=k)
+    by_type = {}
+    if len(grid.site_names) > 1:
+        for site in grid.site_names:
+            by_type[site] = agreement({m: r.select(site) for m, r in on_grid.items()}, k=k)
+    else:
+        by_type[grid.site_names[0]] = overall
+    return overall, by_type
+
+
+def _on(ranking: AttributionResult, grid: Grid) -> AttributionResult:
+    """Only the components of `grid` (a ranking may cover more positions)."""
+    kept = ranking.components[ranking.components["component"].isin(set(grid.names))]
+    if len(kept) == len(ranking.components):
+        return ranking
+    return AttributionResult.from_rows(
+        ranking.method,
+        ranking.value_name,
+        kept.drop(columns=["rank", "component"]),
+        signed=ranking.signed,
+        identity=ranking.identity,
+        info=ranking.info,
+        support_sign=ranking.support_sign,
+    )
+
+
+def _refit_curve(
+    model: Any,
+    like: Intervention,
+    ranking: AttributionResult,
+    train: ContrastSet,
+    test: ContrastSet,
+    ks: Sequence[int],
+    seed: int,
+) -> pd.DataFrame:
+    rows = {}
+    for k in sorted({int(k) for k in ks}):
+        refitted = refit_top_k(model, like, ranking, train, k, seed=seed)
+        m = evaluate(model, refitted, test)
+        rows[k] = {
+            "flip_rate_forward": m.flip_rate_forward,
+            "flip_rate_backward": m.flip_rate_backward,
+            "moved_rate_forward": m.moved_rate_forward,
+            "moved_rate_backward": m.moved_rate_backward,
+            "faithfulness_kl": m.faithfulness_kl,
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("k")
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return (
+        frame.reset_index()
+        .astype(object)
+        .where(frame.reset_index().notna(), None)
+        .to_dict("records")
+    )

@@ -1,0 +1,80 @@
+"""compare() and sweep(): the pipeline as library calls, on the planted tiny model."""
+
+import json
+
+import pytest
+
+import ascale
+from ascale.errors import AscaleError
+
+
+@pytest.fixture(scope="module")
+def compared(planted):
+    model, clean, corrupted = planted
+    return ascale.compare(
+        model,
+        clean,
+        corrupted,
+        methods=["scalars", "vectors", "activation_patching", "attribution_patching", "random"],
+        sites="heads,mlp_out",
+        positions=[-1],
+        patch_n=6,
+        refit_ks=[1],
+        fit_options={
+            "scalars": {"steps": 40, "sparsity": "proximal", "stop": "none"},
+            "vectors": {"steps": 5},
+        },
+        n_random=3,
+        progress=False,
+    )
+
+
+def test_compare_scores_every_method_on_one_grid(compared, planted):
+    _, clean, _ = planted
+    summary = compared.summary()
+    assert list(summary.index) == [
+        "scalars",
+        "vectors",
+        "activation_patching",
+        "attribution_patching",
+        "random",
+    ]
+    assert len(compared.grid) == 2 * 4 + 2  # heads and MLPs at the last position
+    curves = compared.circuits.curves
+    assert set(curves.groupby("method").size()) == {10}
+    # the planted head alone carries the task: patching's top-1 circuit keeps most of it
+    assert compared.circuits.f_at(1)["activation_patching"] > 0.5
+    assert summary.loc["random", "cpr"] < summary.loc["activation_patching", "cpr"]
+    assert set(compared.agreement_by_type) == {"heads", "mlp_out"}
+    assert compared.info["n_train"] + compared.info["n_test"] == len(clean)
+    assert list(compared.refit.index) == [1]
+    json.dumps(compared.to_dict())  # plain data all the way down
+
+
+def test_compare_refuses_unknown_methods_and_bad_sizes(planted):
+    model, clean, corrupted = planted
+    with pytest.raises(AscaleError, match="unknown method"):
+        ascale.compare(model, clean, corrupted, methods=["scalar"])
+    with pytest.raises(AscaleError, match="patch_n"):
+        ascale.compare(model, clean, corrupted, patch_n=0)
+
+
+def test_sweep_returns_one_row_per_setting_and_split(planted):
+    model, clean, _ = planted
+    train, test = clean.split(test_size=0.5, seed=0)
+    table = ascale.sweep(
+        model,
+        train,
+        test,
+        methods=["scalars"],
+        lambda_min=[1e-3, 1.0],
+        sites="mlp_out",
+        fit_options={"steps": 3, "stop": "none"},
+        progress=False,
+    )
+    assert len(table) == 4 and set(table["split"]) == {"train", "test"}
+    assert {"flip_rate_forward", "faithfulness_kl", "n_active", "moved_rate_forward"} <= set(
+        table.columns
+    )
+    fig = ascale.plot.plot_tradeoffs(table)
+    assert len(fig.data) == 4 and fig.layout.xaxis.type == "log"
