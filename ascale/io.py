@@ -41,8 +41,8 @@ def save(
 ) -> Path:
     """Write `intervention` into the folder `path` (``~`` expanded) as a unit; returns the folder.
 
-    The metadata is serialised before anything is written, so metadata JSON cannot hold raises
-    `AscaleError` with the folder untouched. A folder holding an earlier save is replaced whole;
+    Parameters with NaN or infinite values, and metadata JSON cannot hold, raise `AscaleError`
+    before anything is written. A folder holding an earlier save is replaced whole;
     one that also holds other files keeps them, with an `AscaleWarning` naming them.
 
     Example:
@@ -50,6 +50,11 @@ def save(
     """
     folder = Path(path).expanduser()
     tensors = {name: p.detach().cpu().contiguous() for name, p in intervention.params.items()}
+    for name, t in tensors.items():
+        if not bool(torch.isfinite(t).all()):
+            raise AscaleError(
+                f"parameter {name!r} holds NaN or infinite values; nothing saved to {str(folder)!r}"
+            )
     blob = save_bytes(tensors)
     config = {
         "format_version": FORMAT_VERSION,

@@ -131,6 +131,15 @@ def test_metadata_json_cannot_hold_is_refused_before_anything_is_written(tiny_gp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["iv"]
 
 
+def test_nan_parameters_are_refused_before_anything_is_written(tiny_gpt2, tmp_path):
+    iv = _scalars(tiny_gpt2, 0)
+    with torch.no_grad():
+        iv.params["mlp_out"][1, 2] = float("inf")
+    with pytest.raises(AscaleError, match="'mlp_out' holds NaN or infinite values; nothing saved"):
+        save(iv, tmp_path / "iv")
+    assert not any(tmp_path.iterdir())
+
+
 def test_both_files_get_the_usual_mode_and_tilde_is_expanded(tiny_gpt2, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
