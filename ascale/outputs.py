@@ -196,7 +196,7 @@ class RunFolder:
         self.inputs = {k: Path(v).expanduser() for k, v in (inputs or {}).items() if v is not None}
         self.flag = flag
         self.stage = self.path / f"{_STAGING}{secrets.token_hex(4)}"
-        self._created = False
+        self._created: list[Path] = []  # folders this run made, deepest first
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r}, overwrite={self.overwrite})"
@@ -236,7 +236,7 @@ class RunFolder:
 
     def __enter__(self) -> RunFolder:
         self.check()
-        self._created = not self.path.exists()
+        self._created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)
         info = {"pid": os.getpid(), "argv": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M")}
         try:
@@ -287,8 +287,10 @@ class RunFolder:
     def _abort(self) -> None:
         shutil.rmtree(self.stage, ignore_errors=True)
         (self.path / LOCK).unlink(missing_ok=True)
-        if self._created and not any(self.path.iterdir()):
-            self.path.rmdir()
+        for folder in self._created:  # a failed run leaves no empty folders behind
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def _locked_message(out: str, lock: Path) -> str:

@@ -62,7 +62,7 @@ def test_a_run_that_fails_leaves_the_folder_as_it_was(tmp_path):
         write_atomic(again.stage / "b.txt", "second")
         raise RuntimeError("late failure")
     assert {p.name: p.read_bytes() for p in run.path.iterdir()} == before
-    with pytest.raises(KeyboardInterrupt), RunFolder(tmp_path / "new"):
+    with pytest.raises(KeyboardInterrupt), RunFolder(tmp_path / "new" / "deeper"):
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
