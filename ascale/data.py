@@ -10,6 +10,11 @@ model's context window (a longer one would be cut and its answer read at the wro
 answer one token. Likely mistakes that still work warn (`AscaleWarning`), naming the rows: an
 answer without the leading space the model would write after the prompt, a prompt ending in a
 space.
+
+A row may also carry ``"corrupted"``: a counterfactual prompt of the same token length as its
+``"prompt"`` (``"Rome is the capital of Peru. Rome is in"``), for activation patching and
+counterfactual ablation (`ascale.compare`). Either every row of a set carries one or none does;
+`corrupted_from_rows` tokenises them into a `ContrastSet` aligned with the clean one.
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ from ascale import models
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
 from ascale.outputs import write_atomic
 
-__all__ = ["ContrastSet", "load_jsonl", "read_jsonl"]
+__all__ = ["ContrastSet", "corrupted_from_rows", "has_corrupted", "load_jsonl", "read_jsonl"]
 
 FIELDS = ("prompt", "correct", "wrong")
+CORRUPTED = "corrupted"  # the optional counterfactual prompt of a row
 
 
 @dataclass(frozen=True)
@@ -61,8 +67,11 @@ class ContrastSet:
     str_tokens: tuple[str, ...] = field(repr=False, default=())
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, str]], model: Any) -> ContrastSet:
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> ContrastSet:
         """Tokenise ``{"prompt", "correct", "wrong"}`` rows for `model`, checking every row.
+
+        (Rows are typed ``Mapping[str, Any]``: they are user data that this method checks
+        itself, with messages naming row and field.)
 
         Raises:
             AnswerTokenError: an answer is not exactly one token; the message names the row.
@@ -195,7 +204,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
     Raises:
         AscaleError: the file is missing, a folder, not UTF-8, not JSON, or holds no rows; a
             row is not an object with string fields ``prompt``, ``correct`` and ``wrong``, or
-            has an empty one. The message names the file and line.
+            has an empty one; some rows carry ``corrupted`` and others not. The message names
+            the file and the line or row.
 
     Example:
         >>> rows = read_jsonl("ccc.jsonl")  # doctest: +SKIP
@@ -226,11 +236,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
             rows.append(row)
     if not rows:
         raise AscaleError(f"data file {str(path)!r} holds no rows; expected one JSON object a line")
+    has_corrupted(rows, where=str(path))
     return rows
 
 
 def check_row(row: Any, where: str) -> None:
-    """Raise `AscaleError` (naming `where`) unless `row` has three non-empty string fields."""
+    """Raise `AscaleError` (naming `where`) unless `row` has three non-empty string fields
+    (and, if it carries ``corrupted``, a non-empty string there too)."""
     if not isinstance(row, Mapping):
         raise AscaleError(
             f"{where}: expected an object with keys {list(FIELDS)}, got {_short(row)}"
@@ -238,7 +250,8 @@ def check_row(row: Any, where: str) -> None:
     missing = [k for k in FIELDS if k not in row]
     if missing:
         raise AscaleError(f"{where} misses key(s) {missing}: {_short(dict(row))}")
-    for key in FIELDS:
+    keys = (*FIELDS, CORRUPTED) if CORRUPTED in row else FIELDS
+    for key in keys:
         value = row[key]
         if not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
@@ -247,6 +260,75 @@ def check_row(row: Any, where: str) -> None:
             )
         if not value:
             raise AscaleError(f"{where}: field {key!r} is empty")
+
+
+def has_corrupted(rows: Sequence[Mapping[str, Any]], *, where: str = "the rows") -> bool:
+    """Whether the rows carry counterfactual prompts (``"corrupted"``): all of them, or none.
+
+    Raises:
+        AscaleError: some rows carry one and others do not; the message names the first row
+            that differs from row 0.
+
+    Example:
+        >>> has_corrupted([{"prompt": "a", "correct": " b", "wrong": " c", "corrupted": "d"}])
+        True
+    """
+    first = bool(rows) and CORRUPTED in rows[0]
+    for i, row in enumerate(rows):
+        if (CORRUPTED in row) != first:
+            have, lack = (0, i) if first else (i, 0)
+            raise AscaleError(
+                f"{where}: row {have} carries a {CORRUPTED!r} prompt but row {lack} does not; "
+                f"give every row one (a counterfactual of the same token length) or none"
+            )
+    return first
+
+
+def corrupted_from_rows(
+    rows: Iterable[Mapping[str, Any]], model: Any, *, clean: ContrastSet | None = None
+) -> ContrastSet | None:
+    """The rows' counterfactual prompts (``"corrupted"``), tokenised for `model` and aligned
+    row by row with their clean set: same answers, same token lengths. ``None`` when no row
+    carries one.
+
+    Args:
+        rows: the rows, as for `ContrastSet.from_rows`.
+        model: the model.
+        clean: ``ContrastSet.from_rows(rows, model)``, if already built (saves tokenising it
+            again).
+
+    Raises:
+        PromptLengthError: a corrupted prompt has another token length than its prompt (the
+            message names the row and both lengths).
+        AscaleError: some rows carry ``corrupted`` and others not, or a field is malformed.
+
+    Example:
+        >>> rows = [{"prompt": "Rome is the capital of France. Rome is in", "correct": " Italy",
+        ...          "wrong": " France", "corrupted": "Rome is the capital of Peru. Rome is in"}]
+        >>> corrupted = corrupted_from_rows(rows, model)  # doctest: +SKIP
+        >>> ascale.compare(model, ContrastSet.from_rows(rows, model), corrupted)  # doctest: +SKIP
+    """
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        check_row(row, f"row {i}")
+    if not has_corrupted(rows):
+        return None
+    swapped = [{**row, "prompt": row[CORRUPTED]} for row in rows]
+    if clean is None:
+        clean = ContrastSet.from_rows(rows, model)
+    with warnings.catch_warnings():  # the answers were checked (and warned about) with `clean`
+        warnings.simplefilter("ignore", AscaleWarning)
+        corrupted = ContrastSet.from_rows(swapped, model)
+    differ = (corrupted.lengths != clean.lengths).nonzero().flatten().tolist()
+    if differ:
+        i = differ[0]
+        raise PromptLengthError(
+            f"row {i}: the corrupted prompt {_short(rows[i][CORRUPTED], 50)} is "
+            f"{int(corrupted.lengths[i])} tokens, its prompt {_short(rows[i]['prompt'], 50)} "
+            f"{int(clean.lengths[i])} ({len(differ)} row(s) differ); a counterfactual must have "
+            "its prompt's token length (patching swaps activations position by position)"
+        )
+    return corrupted
 
 
 def _short(value: Any, n: int = 60) -> str:

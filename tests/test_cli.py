@@ -27,7 +27,9 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["demo"]])
+@pytest.mark.parametrize(
+    "command", [[], ["fit"], ["evaluate"], ["demo"], ["generate"], ["compare"], ["sweep"]]
+)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--help"])
@@ -82,7 +84,10 @@ def test_fit_then_evaluate_writes_the_promised_files(tiny_dirs, tiny_gpt2, tmp_p
     evaluated = json.loads((out / "eval.json").read_text())
     assert evaluated["n_prompts"] == metrics["test"]["n_prompts"]
     assert evaluated["logit_diff_forward"] == pytest.approx(metrics["test"]["logit_diff_forward"])
-    assert "flip +1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("flip rate, beta=+1") == 2  # fit's table and evaluate's
+    # beside each flip rate: the clean model's rate and the share moved among the rest
+    assert out.count("  clean model") == 4 and out.count("  moved (not clean)") == 4
 
 
 def test_bad_input_is_an_error_message_not_a_traceback(tiny_dirs, tmp_path, capsys):
@@ -105,11 +110,14 @@ def test_bad_input_is_an_error_message_not_a_traceback(tiny_dirs, tmp_path, caps
     assert "closest: 'attn_out'" in capsys.readouterr().err
 
 
-def test_console_script_is_installed():
+@pytest.mark.parametrize("module", ["ascale", "ascale.cli"])
+def test_python_m_runs_the_command(module):
     done = subprocess.run(
-        [sys.executable, "-m", "ascale.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True
     )
-    assert "fit" in done.stdout and "demo" in done.stdout
+    assert done.stdout.startswith("usage: ascale")
+    for command in ("fit", "evaluate", "demo", "generate", "compare", "sweep"):
+        assert command in done.stdout
 
 
 def test_cli_defaults_match_the_library_defaults():
@@ -301,6 +309,10 @@ def bad_files(tmp_path, tiny_gpt2):
         "null.jsonl": b'{"prompt": null, "correct": " Italy", "wrong": " France"}\n',
         "empty-prompt.jsonl": b'{"prompt": "", "correct": " Italy", "wrong": " France"}\n',
         "list.jsonl": b'["Rome is in", " Italy", " France"]\n',
+        "half-corrupted.jsonl": (
+            json.dumps({**ROWS[0], "corrupted": ROWS[1]["prompt"]}) + "\n" + json.dumps(ROWS[1])
+        ).encode(),
+        "corrupted-number.jsonl": json.dumps({**ROWS[0], "corrupted": 5}).encode(),
         "no-rows.jsonl": b"\n\n",
         "a-file": b"x",
     }
@@ -354,6 +366,45 @@ BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of 
     "evaluate out is a folder": (EVAL + " --out {tmp}", "is a folder; name a file"),
     "patch-n 0": ("compare --task ccc --out {tmp}/out --patch-n 0", "--patch-n: '0' is not"),
     "k 0": ("compare --task ccc --out {tmp}/out --k 0", "--k: '0' is not a whole number"),
+    "unknown compare method": (
+        "compare --task ccc --out {tmp}/out --methods scalars,activation_pathcing",
+        "unknown method 'activation_pathcing' in 'scalars,activation_pathcing'; methods are",
+    ),
+    "a method twice": (
+        "compare --task ccc --out {tmp}/out --methods random,random",
+        "'random,random' names a method twice",
+    ),
+    "refit 0": ("compare --task ccc --out {tmp}/out --refit 0", "--refit: '0' is not a whole"),
+    "refit without scalars": (
+        "compare --task ccc --out {tmp}/out --methods random --refit 10",
+        "--refit refits the scalars' own top k: add 'scalars' to --methods",
+    ),
+    "counterfactual without corrupted": (
+        "compare --data {tmp}/good.jsonl --out {tmp}/out --ablation counterfactual",
+        "good.jsonl' has none: give every row a 'corrupted' prompt",
+    ),
+    "some rows corrupted": (
+        "compare --data {tmp}/half-corrupted.jsonl --out {tmp}/out",
+        "row 0 carries a 'corrupted' prompt but row 1 does not",
+    ),
+    "corrupted a number": (
+        "compare --data {tmp}/corrupted-number.jsonl --out {tmp}/out",
+        "(row 0): field 'corrupted' is int 5, not a string",
+    ),
+    "ablation unknown": (
+        "compare --task ccc --out {tmp}/out --ablation resample",
+        "invalid choice",
+    ),
+    "sweep lambda-min": (
+        "sweep --task ccc --out {tmp}/out --lambda-min 1e-3,x",
+        "--lambda-min: 'x' is not a finite number of 0 or more in '1e-3,x'",
+    ),
+    "sweep lambda-faith": (
+        "sweep --task ccc --out {tmp}/out --lambda-faith -1",
+        "--lambda-faith: '-1' is not a finite number of 0 or more",
+    ),
+    "sweep method": ("sweep --task ccc --out {tmp}/out --method scalar", "closest: 'scalars'"),
+    "sweep no --out": ("sweep --task ccc", "required: --out"),
 }
 
 
@@ -365,3 +416,140 @@ def test_a_bad_input_is_one_line_before_any_work(case, bad_files, capsys, no_mod
     line = _one_error_line(capsys, argv[0])
     assert piece in line, line
     assert not (bad_files / "out").exists()
+
+
+# ---- compare and sweep (issue 8) ----
+
+
+@pytest.fixture
+def planted_model(monkeypatch, planted):
+    """`ascale.load_model` gives the tiny GPT-2 with one planted IOI head."""
+    import ascale
+
+    model = planted[0]
+    monkeypatch.setattr(ascale, "load_model", lambda *args, **kwargs: model)
+    return model
+
+
+def _ioi_file(path, corrupted=True, bad_row=None):
+    from conftest import ioi_like_rows
+
+    clean, corrupt = ioi_like_rows(12)
+    rows = [
+        {**row, "corrupted": c["prompt"]} if corrupted else row
+        for row, c in zip(clean, corrupt, strict=True)
+    ]
+    if bad_row is not None:  # one more token than its prompt
+        rows[bad_row]["corrupted"] = rows[bad_row]["corrupted"].replace(" to", " to, to")
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+COMPARE = ["--sites", "heads", "--positions", "-1", "--steps", "3", "--patch-n", "4"]
+
+
+def test_compare_with_corrupted_rows_scores_every_method(tmp_path, capsys, planted_model):
+    data = _ioi_file(tmp_path / "mine.jsonl")
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(data), *COMPARE, "--refit", "1", "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    summary = {row["method"]: row for row in result["summary"]}
+    methods = ["scalars", "activation_patching", "attribution_patching", "random"]
+    assert list(summary) == methods
+    for row in summary.values():
+        assert isinstance(row["cpr"], float) and isinstance(row["cmd"], float)
+    assert result["info"]["ablation"] == "counterfactual"
+    assert result["info"]["counterfactuals"] == "the rows' 'corrupted' prompts"
+    assert result["info"]["n_train"] + result["info"]["n_test"] == 12
+    assert result["n_components"] == 2 * 4  # two layers of four heads, at the last position
+    assert [row["k"] for row in result["refit"]] == [1]
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Circuits" in html and "counterfactual (corrupted) prompts" in html
+    printed = capsys.readouterr().out
+    assert "mean ablation" not in printed
+    assert all(m in printed for m in methods) and "cpr" in printed and "cmd" in printed
+
+
+def test_compare_without_corrupted_rows_says_it_uses_mean_ablation(tmp_path, capsys, planted_model):
+    data = _ioi_file(tmp_path / "mine.jsonl", corrupted=False)
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(data), *COMPARE, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    notes = [line for line in printed if line.startswith("note: ")]
+    assert len(notes) == 1 and "no 'corrupted' prompts: patching uses mean ablation" in notes[0]
+    assert "circuits on the test split (mean ablation)" in printed
+    result = json.loads((out / "compare.json").read_text())
+    assert result["info"]["ablation"] == "mean"
+    assert result["info"]["counterfactuals"] == "none in the data: mean ablation"
+    assert {row["method"] for row in result["summary"]} >= {"scalars", "activation_patching"}
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "Patching on 4 train prompts with mean ablation" in html
+
+
+def test_a_corrupted_prompt_of_another_length_is_refused_naming_the_row(
+    tmp_path, capsys, planted_model, monkeypatch
+):
+    import ascale
+
+    monkeypatch.setattr(ascale, "compare", lambda *a, **k: pytest.fail("compared anyway"))
+    data = _ioi_file(tmp_path / "mine.jsonl", bad_row=3)
+    out = tmp_path / "out"
+    assert main(["compare", "--data", str(data), *COMPARE, "--out", str(out)]) == 1
+    line = _one_error_line(capsys, "compare")
+    assert "row 3: the corrupted prompt" in line and "(1 row(s) differ)" in line, line
+    assert not out.exists()
+
+
+def test_sweep_writes_one_row_per_method_weight_and_split(tmp_path, capsys, tiny_model):
+    data = ContrastSet.from_rows(ROWS, tiny_model)
+    path = data.with_length(int(data.lengths[0])).to_jsonl(tmp_path / "rows.jsonl")
+    out = tmp_path / "sweep"
+    argv = ["sweep", "--data", str(path), "--method", "scalars,vectors"]
+    argv += ["--lambda-min", "1e-3,0.1", "--sites", "mlp_out", "--steps", "3", "--out", str(out)]
+    assert main(argv) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out / "sweep.csv")
+    assert len(table) == 2 * 2 * 2
+    assert set(zip(table["method"], table["lambda_min"], table["split"], strict=True)) == {
+        (m, lam, split)
+        for m in ("scalars", "vectors")
+        for lam in (1e-3, 0.1)
+        for split in ("train", "test")
+    }
+    assert {"flip_rate_forward", "faithfulness_kl", "n_active", "moved_rate_forward"} <= set(
+        table.columns
+    )
+    saved = json.loads((out / "sweep.json").read_text())
+    assert len(saved["rows"]) == 8 and saved["info"]["fit_options"] == {"steps": 3}
+    assert "Trade-offs" in (out / "report.html").read_text(encoding="utf-8")
+    printed = capsys.readouterr().out
+    header = next(line for line in printed.splitlines() if "lambda_min" in line)
+    assert header.split() == ["method", "lambda_min", "split", "flip+1", "flip-1", "KL", "active"]
+    assert (out / ".ascale-run.json").is_file()  # a RunFolder: --overwrite rules hold
+    assert main(argv) == 1
+    assert "is not empty" in _one_error_line(capsys, "sweep")
+
+
+def test_demo_scores_its_own_fits_beside_the_sparse_map(tmp_path, capsys, tiny_model):
+    out = tmp_path / "demo"
+    assert main(["demo", "--steps", "2", "--n", "20", "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"scalars", "vectors", "summary.json", "report.html", "compare.json"} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    circuits = {row["method"]: row for row in summary["circuits"]}
+    assert list(circuits) == [
+        "scalars",
+        "scalars_dense",
+        "vectors",
+        "activation_patching",
+        "attribution_patching",
+        "random",
+    ]
+    # the demo's own fits are scored as they are, not fitted again
+    for fitted, method in (("scalars_dense", "scalars"), ("vectors", "vectors")):
+        assert circuits[fitted]["flip+1"] == summary["test"][method]["flip_rate_forward"]
+    compared = json.loads((out / "compare.json").read_text())
+    assert compared["info"]["ablation"] == "counterfactual"
+    printed = capsys.readouterr().out
+    assert "moved (not clean)" in printed and "circuits on the test split" in printed

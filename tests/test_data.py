@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from ascale.data import ContrastSet, load_jsonl, read_jsonl
+from ascale.data import ContrastSet, corrupted_from_rows, has_corrupted, load_jsonl, read_jsonl
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
 
 ROWS = [
@@ -156,3 +156,46 @@ def test_read_jsonl_checks_the_file_without_a_model(tmp_path):
     path.write_text(json.dumps(ROWS[0]) + "\n" + json.dumps({**ROWS[1], "wrong": None}) + "\n")
     with pytest.raises(AscaleError, match=r"rows\.jsonl:2 \(row 1\): field 'wrong' is null"):
         read_jsonl(path)
+
+
+# ---- counterfactual prompts (issue 8, part 5) ----
+
+SWAPPED = [  # each IOI row's counterfactual: the other row's names
+    {**ROWS[0], "corrupted": ROWS[1]["prompt"]},
+    {**ROWS[1], "corrupted": ROWS[0]["prompt"]},
+]
+
+
+def test_corrupted_prompts_give_a_set_aligned_with_the_clean_one(tiny_gpt2):
+    clean = ContrastSet.from_rows(SWAPPED, tiny_gpt2)
+    corrupted = corrupted_from_rows(SWAPPED, tiny_gpt2, clean=clean)
+    assert corrupted is not None and corrupted.prompts == (ROWS[1]["prompt"], ROWS[0]["prompt"])
+    assert corrupted.correct == clean.correct and corrupted.wrong == clean.wrong
+    assert torch.equal(corrupted.lengths, clean.lengths)
+    assert torch.equal(corrupted.correct_ids, clean.correct_ids)
+    again = corrupted_from_rows(SWAPPED, tiny_gpt2)  # builds the clean set itself
+    assert again is not None and torch.equal(again.tokens, corrupted.tokens)
+    assert corrupted_from_rows(ROWS, tiny_gpt2) is None and not has_corrupted(ROWS)
+
+
+def test_a_corrupted_prompt_of_another_length_is_refused_naming_the_row(tiny_gpt2):
+    rows = [SWAPPED[0], {**SWAPPED[1], "corrupted": SWAPPED[1]["corrupted"] + " Mary Mary"}]
+    with pytest.raises(PromptLengthError, match=r"^row 1: the corrupted prompt .* is \d+ tokens"):
+        corrupted_from_rows(rows, tiny_gpt2)
+
+
+def test_corrupted_prompts_are_all_or_none_and_strings(tiny_gpt2, tmp_path):
+    half = [SWAPPED[0], ROWS[1]]
+    with pytest.raises(AscaleError, match="row 0 carries a 'corrupted' prompt but row 1 does not"):
+        corrupted_from_rows(half, tiny_gpt2)
+    with pytest.raises(AscaleError, match="row 1 carries a 'corrupted' prompt but row 0 does not"):
+        has_corrupted([ROWS[0], SWAPPED[1]])
+    path = tmp_path / "half.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in half))
+    with pytest.raises(AscaleError, match=r"half\.jsonl: row 0 carries"):
+        read_jsonl(path)  # no model needed
+    path.write_text(json.dumps({**ROWS[0], "corrupted": ""}) + "\n")
+    with pytest.raises(AscaleError, match=r"half\.jsonl:1 \(row 0\): field 'corrupted' is empty"):
+        read_jsonl(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in SWAPPED))
+    assert read_jsonl(path) == SWAPPED and has_corrupted(read_jsonl(path))

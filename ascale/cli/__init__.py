@@ -1,0 +1,92 @@
+"""The ``ascale`` command: ``fit``, ``evaluate``, ``generate``, ``demo``, ``compare``, ``sweep``
+(``ascale COMMAND --help``; ``docs/cli.md``).
+
+Every command checks its inputs, options and output folder before it loads a model or trains:
+a mistake exits with status 1 (2 for a malformed option) and one line, ``ascale CMD: error:
+...``, naming the value and what would be valid; ``--debug`` shows the traceback instead.
+Ctrl-C exits with status 130 and leaves earlier outputs as they were. Output folders are
+written as a unit when the run succeeds (`ascale.outputs.RunFolder`): never over an input, never
+mixed with an earlier run's files (``--overwrite`` replaces them), locked while a run writes.
+
+Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), `_train`
+(``fit``, ``evaluate``, ``generate``, ``demo``), `_maps` (``compare``, ``sweep``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from ascale.cli._maps import compare_command, sweep_command
+from ascale.cli._options import build_parser
+from ascale.cli._train import demo_command, evaluate_command, fit_command, generate_command
+
+__all__ = ["build_parser", "main"]
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "fit": fit_command,
+    "evaluate": evaluate_command,
+    "generate": generate_command,
+    "demo": demo_command,
+    "compare": compare_command,
+    "sweep": sweep_command,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ascale`` console script (and of ``python -m ascale``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, or a malformed option (one line already printed)
+        return int(done.code or 0)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    name = f"ascale {args.command}"
+    try:
+        with _warnings_as_lines(name):
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"{name}: interrupted; earlier outputs are as they were", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"{name}: error: {_describe(err)}", file=sys.stderr)
+        return 1
+
+
+def _describe(err: Exception) -> str:
+    """One line for an error: the message of ours and of the OS, more context for others."""
+    from ascale.errors import AscaleError
+
+    text = " ".join(str(err).split())
+    if isinstance(err, (AscaleError, OSError)):
+        return text
+    return f"{type(err).__name__}: {text} (unexpected; rerun with --debug for the traceback)"
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(name: str) -> Iterator[None]:
+    """Show `AscaleWarning`s as one line each, ``ascale CMD: warning: ...``."""
+    from ascale.errors import AscaleWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AscaleWarning)
+        show = warnings.showwarning
+
+        def one_line(message: Any, category: Any, *args: Any, **kwargs: Any) -> None:
+            if issubclass(category, AscaleWarning):
+                print(f"{name}: warning: {message}", file=sys.stderr)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
+        yield

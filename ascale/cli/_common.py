@@ -1,0 +1,137 @@
+"""What several commands share: reading and splitting data, fitting one intervention and saving
+it, printing a metrics table. Heavy imports happen inside the functions, when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any
+
+
+def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
+    """The rows of ``--data``, checked before any model is loaded (``None`` for ``--task``)."""
+    from ascale.data import read_jsonl
+
+    return None if args.data is None else read_jsonl(args.data)
+
+
+def load_data(args: argparse.Namespace, model: Any, rows: list[dict[str, str]] | None) -> Any:
+    """The contrast set of ``--data`` rows or of ``--task``, tokenised for `model`."""
+    import ascale
+
+    if rows is not None:
+        return ascale.ContrastSet.from_rows(rows, model)
+    return getattr(ascale.tasks, args.task)(model, n=args.n, seed=args.seed)
+
+
+def load_split(
+    args: argparse.Namespace, model: Any, rows: list[dict[str, str]] | None, tied: bool
+) -> tuple[Any, Any]:
+    """The data, tokenised and split; checked for one prompt length if `tied` (a
+    position-tied intervention) needs one."""
+    data = load_data(args, model, rows)
+    if tied:
+        _ = data.n_pos  # PromptLengthError now, not after training on the first split
+    return data.split(test_size=args.test_size, seed=args.seed)
+
+
+def make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any:
+    from ascale.interventions import METHODS
+
+    if method == "dynamic":  # not tied to positions: any prompt length
+        from ascale.interventions import DynamicScalars
+
+        detach = bool(getattr(args, "detach_input", False))
+        return DynamicScalars(model, sites=args.sites, layers=args.layers, detach_input=detach)
+    return METHODS[method](model, sites=args.sites, layers=args.layers, positions=args.positions)
+
+
+def fit_one(
+    model: Any, intervention: Any, train: Any, test: Any, args: argparse.Namespace, out: Path
+) -> dict[str, Any]:
+    """Fit, evaluate on both splits, and save everything of one intervention into `out`."""
+    import ascale
+    from ascale.outputs import write_json
+
+    objective = ascale.Objective(
+        margin=args.margin, lambda_faith=args.lambda_faith, lambda_min=args.lambda_min
+    )
+    result = ascale.fit(
+        model,
+        intervention,
+        train,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        objective=objective,
+        seed=args.seed,
+        early_stop=not args.no_early_stop,
+    )
+    metrics = {
+        "train": ascale.evaluate(model, intervention, train).to_dict(),
+        "test": ascale.evaluate(model, intervention, test).to_dict(),
+    }
+    hyper = {**result.settings, **vars(objective), "sites": args.sites, "positions": args.positions}
+    ascale.save(
+        intervention,
+        out,
+        metadata={
+            "hyperparameters": hyper,
+            "fit": {
+                "steps_run": result.steps_run,
+                "stopped_early": result.stopped_early,
+                "wall_time_s": round(result.wall_time_s, 2),
+            },
+        },
+    )
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "history.json", result.history)
+    train.to_jsonl(out / "train.jsonl")
+    test.to_jsonl(out / "test.jsonl")
+    return metrics
+
+
+def loadable(model_name: str) -> str | None:
+    """The name to pass to `load_model` for a saved model name (``None``: the default)."""
+    from ascale.models import DEFAULT_MODEL
+
+    return None if model_name == DEFAULT_MODEL else model_name
+
+
+#: the metrics table: label, `Metrics` field, format. "clean" is the model without the
+#: intervention (what doing nothing scores); "moved" counts only the prompts whose clean answer
+#: was not already the target (NaN when there are none).
+ROWS = (
+    ("flip rate, beta=+1", "flip_rate_forward", "{:.2f}"),
+    ("  clean model", "clean_rate_forward", "{:.2f}"),
+    ("  moved (not clean)", "moved_rate_forward", "{:.2f}"),
+    ("flip rate, beta=-1", "flip_rate_backward", "{:.2f}"),
+    ("  clean model", "clean_rate_backward", "{:.2f}"),
+    ("  moved (not clean)", "moved_rate_backward", "{:.2f}"),
+    ("logit diff, beta=+1", "logit_diff_forward", "{:+.2f}"),
+    ("logit diff, beta=-1", "logit_diff_backward", "{:+.2f}"),
+    ("logit diff, clean", "logit_diff_clean", "{:+.2f}"),
+    ("faithfulness KL", "faithfulness_kl", "{:.4f}"),
+    ("parameters", "n_params", "{:,}"),
+    ("active (>0.01)", "n_active", "{:,}"),
+    ("L1", "l1", "{:.3g}"),
+)
+
+
+def print_table(columns: dict[str, dict[str, Any]], title: str) -> None:
+    """Metrics (``Metrics.to_dict()``), one column per intervention."""
+    names = list(columns)
+    width = max(14, *(len(n) + 2 for n in names))
+    print(f"\n{title}")
+    print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names))
+    for label, key, fmt in ROWS:
+        cells = (_cell(columns[n].get(key), fmt) for n in names)
+        print(f"{label:22}" + "".join(f"{c:>{width}}" for c in cells))
+    print()
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return fmt.format(value)

@@ -1,0 +1,328 @@
+"""The ``ascale`` command's options: every value checked as it is parsed.
+
+A malformed value is an argparse error in one line (status 2), naming the option, the value and
+what would be valid; nothing has been loaded or written by then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ascale.compare import METHODS as COMPARE_METHODS
+from ascale.interventions import METHODS as FIT_METHODS
+from ascale.sweep import sweep
+
+__all__ = ["build_parser"]
+
+#: `ascale compare`'s methods unless --methods says otherwise
+COMPARE_DEFAULT = "scalars,activation_patching,attribution_patching,random"
+#: `ascale.sweep`'s default lambda_min grid (one source of truth)
+SWEEP_LAMBDA_MIN: tuple[float, ...] = inspect.signature(sweep).parameters["lambda_min"].default
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake reported in one line (no usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``ascale COMMAND ...`` (``--debug`` goes before or after the command)."""
+    parser = _Parser(
+        prog="ascale",
+        description="Learn activation scalars that steer a language model, and see where they act.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _fit_parser(sub.add_parser("fit", help="learn an intervention on a task or a jsonl file"))
+    _evaluate_parser(
+        sub.add_parser("evaluate", help="measure a saved intervention on a jsonl file")
+    )
+    _demo_parser(sub.add_parser("demo", help="the main job: scalars vs vectors on CCC"))
+    _generate_parser(sub.add_parser("generate", help="generate text with a saved intervention"))
+    compare_help = "rank components by scalars and patching, score each as a circuit: report.html"
+    _compare_parser(sub.add_parser("compare", aliases=["report"], help=compare_help))
+    sweep_help = "fit over a grid of lambda_min: effectiveness vs minimality and faithfulness"
+    _sweep_parser(sub.add_parser("sweep", help=sweep_help))
+    for p in {id(p): p for p in sub.choices.values()}.values():  # `ascale fit ... --debug`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="")
+    return parser
+
+
+# ---- option values ----
+
+
+def _whole(minimum: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (minimum is not None and value < minimum):
+            floor = "" if minimum is None else f" of {minimum} or more"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{floor}")
+        return value
+
+    return parse
+
+
+def _real(what: str, ok: Callable[[float], bool] = lambda x: True) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
+    """A comma-separated list, each piece parsed by `item`."""
+
+    def parse(text: str) -> list[Any]:
+        try:
+            return [item(piece.strip()) for piece in text.split(",")]
+        except argparse.ArgumentTypeError as err:
+            raise argparse.ArgumentTypeError(f"{err} in {text!r}; expected {what}") from None
+
+    return parse
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def _layers(text: str) -> list[int]:
+    return _ints(text, "comma-separated layer numbers, such as '0,1' or '-1'")
+
+
+def _positions(text: str) -> str | list[int]:
+    if text in ("all", "shared"):
+        return text
+    return _ints(text, "'all', 'shared' or comma-separated positions, such as '-1' or '0,-1'")
+
+
+def _sites(text: str) -> str:
+    from ascale.errors import closest
+    from ascale.sites import SITE_HOOKS
+
+    for name in (s.strip() for s in text.split(",")):
+        if name not in SITE_HOOKS and not re.match(r"^blocks\.\d+\.", name):
+            raise argparse.ArgumentTypeError(
+                f"unknown site {name!r} in {text!r}; sites are {', '.join(sorted(SITE_HOOKS))} "
+                f"or hook names like 'blocks.0.hook_mlp_out' (closest: "
+                f"{closest(name, SITE_HOOKS)})"
+            )
+    return text
+
+
+def _names(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]]:
+    """A comma-separated list of names from `choices`, each once."""
+    from ascale.errors import closest
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",")]
+        for name in names:
+            if name not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown method {name!r} in {text!r}; methods are {', '.join(choices)} "
+                    f"(closest: {closest(name, choices)})"
+                )
+        if len(set(names)) != len(names):
+            raise argparse.ArgumentTypeError(f"{text!r} names a method twice")
+        return names
+
+    return parse
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the prompt is empty; give the text to continue")
+    return text
+
+
+_POSITIVE = _real("a finite number above 0, such as 0.1", lambda x: x > 0)
+_NON_NEGATIVE = _real("a finite number of 0 or more", lambda x: x >= 0)
+_SHARE = _real("a share between 0 and 1 (both excluded), such as 0.3", lambda x: 0 < x < 1)
+_FINITE = _real("a finite number, such as 1 or -0.5")
+
+
+# ---- shared options ----
+
+
+def _data_options(p: argparse.ArgumentParser, test_size: float = 0.3) -> None:
+    p.add_argument("--model", default=None, help="model name or path (default: embedded SmolLM2)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--task", choices=["ccc", "ioi"], help="a built-in task")
+    source.add_argument(
+        "--data", type=Path, help="jsonl file of {prompt, correct, wrong[, corrupted]} rows"
+    )
+    p.add_argument("--n", type=_whole(2), default=200, help="prompts to build for --task (200)")
+    p.add_argument(
+        "--test-size", type=_SHARE, default=test_size, help=f"test share (default {test_size})"
+    )
+    p.add_argument("--seed", type=_whole(), default=0, help="seed for data, split and batches")
+
+
+def _out_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    kwargs: dict[str, Any] = {"required": True} if required else {"default": None}
+    p.add_argument("--out", type=Path, help="output folder (new or empty)", **kwargs)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the files of an earlier run in --out (never mixed, never over an input)",
+    )
+
+
+def _grid_options(p: argparse.ArgumentParser, per_task: bool = False) -> None:
+    sites, positions = (
+        (" (default: ioi heads, else attn_out,mlp_out)", " (default: ioi -1, else all)")
+        if per_task
+        else (" (default attn_out,mlp_out)", " (default all)")
+    )
+    p.add_argument(
+        "--sites",
+        type=_sites,
+        default="attn_out,mlp_out",
+        help="comma-separated sites or hooks" + sites,
+    )
+    p.add_argument("--layers", type=_layers, default=None, help="e.g. '0,1,-1' (default: all)")
+    p.add_argument(
+        "--positions", type=_positions, default="all", help="'all', 'shared', '-1,-2'" + positions
+    )
+
+
+def _fit_settings(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=_whole(1), default=None, help="maximum optimiser steps")
+    p.add_argument("--lr", type=_POSITIVE, default=None, help="learning rate (cosine decay)")
+    p.add_argument("--batch-size", type=_whole(1), default=None, help="prompts a step")
+    p.add_argument("--no-early-stop", action="store_true", help="always run every step")
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    _grid_options(p)
+    _fit_settings(p)
+    p.add_argument("--margin", type=_NON_NEGATIVE, default=2.0)
+    p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=1.0)
+    p.add_argument("--lambda-min", type=_NON_NEGATIVE, default=1e-2)
+
+
+# ---- commands ----
+
+
+def _fit_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p)
+    p.add_argument("--method", choices=["scalars", "vectors", "dynamic"], default="scalars")
+    p.add_argument(
+        "--detach-input",
+        action="store_true",
+        help="dynamic: stop gradients through the activation inside the probe",
+    )
+    _train_options(p)
+    _out_options(p)
+    p.set_defaults(command="fit")
+
+
+def _evaluate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intervention", type=Path, required=True, help="folder written by `fit`")
+    p.add_argument("--data", type=Path, required=True, help="jsonl file of rows to evaluate on")
+    p.add_argument("--model", default=None, help="default: the model it was trained on")
+    p.add_argument("--out", type=Path, default=None, help="metrics file (default: DIR/eval.json)")
+    p.set_defaults(command="evaluate")
+
+
+def _compare_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p, test_size=0.5)
+    p.add_argument(
+        "--methods",
+        "--method",
+        dest="methods",
+        type=_names(COMPARE_METHODS),
+        default=COMPARE_DEFAULT.split(","),
+        help=f"comma-separated, of {', '.join(COMPARE_METHODS)} (default {COMPARE_DEFAULT})",
+    )
+    p.add_argument("--vectors", action="store_true", help="also rank steering vectors")
+    _grid_options(p, per_task=True)
+    _fit_settings(p)
+    # None: the method's own setting (scalars: the sparse map, `ascale.compare.SPARSE_MAP`)
+    for flag in ("--margin", "--lambda-faith", "--lambda-min"):
+        p.add_argument(flag, type=_NON_NEGATIVE, default=None, help="default: the method's")
+    # None: per task (CCC and --data attn_out,mlp_out at all positions; IOI heads at the last)
+    p.set_defaults(sites=None, positions=None, command="compare")
+    p.add_argument(
+        "--ablation",
+        choices=["counterfactual", "mean", "zero"],
+        default=None,
+        help="what replaces a component outside a circuit (default: counterfactual when there "
+        "are corrupted prompts, else mean)",
+    )
+    p.add_argument("--patch-n", type=_whole(1), default=16, help="prompts to patch (default 16)")
+    p.add_argument("--k", type=_whole(1), default=10, help="k of the top-k overlap (default 10)")
+    p.add_argument(
+        "--refit",
+        type=_list_of(_whole(1), "circuit sizes such as '10' or '5,10,20'"),
+        default=[],
+        help="refit scalars on only their top k components, for each k given (e.g. '10')",
+    )
+    _out_options(p)
+
+
+def _sweep_parser(p: argparse.ArgumentParser) -> None:
+    _data_options(p)
+    p.add_argument(
+        "--method",
+        "--methods",
+        dest="methods",
+        type=_names(sorted(FIT_METHODS)),
+        default=["scalars", "vectors"],
+        help="comma-separated, of scalars, vectors, dynamic (default scalars,vectors)",
+    )
+    floats = _list_of(_NON_NEGATIVE, "comma-separated numbers of 0 or more, such as '1e-3,0.1'")
+    default_grid = ",".join(f"{x:g}" for x in SWEEP_LAMBDA_MIN)
+    p.add_argument(
+        "--lambda-min",
+        type=floats,
+        default=list(SWEEP_LAMBDA_MIN),
+        help=f"comma-separated L1 weights (default {default_grid})",
+    )
+    p.add_argument(
+        "--lambda-faith", type=floats, default=[1.0], help="comma-separated KL weights (default 1)"
+    )
+    p.add_argument("--margin", type=_NON_NEGATIVE, default=2.0)
+    _grid_options(p)
+    _fit_settings(p)
+    p.add_argument(
+        "--sparsity", choices=["l1", "proximal"], default=None, help="default: the method's"
+    )
+    _out_options(p)
+    p.set_defaults(command="sweep")
+
+
+def _generate_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--intervention", type=Path, required=True, help="folder written by `fit`")
+    p.add_argument("--prompt", type=_text, required=True, help="the text to continue")
+    p.add_argument("--beta", type=_FINITE, default=1.0, help="the steering dial (default 1.0)")
+    p.add_argument("--max-new-tokens", type=_whole(1), default=20, help="default 20")
+    p.add_argument("--model", default=None, help="default: the model it was trained on")
+    p.set_defaults(command="generate")
+
+
+def _demo_parser(p: argparse.ArgumentParser) -> None:
+    _out_options(p, required=False)
+    p.add_argument("--steps", type=_whole(1), default=None, help="maximum optimiser steps")
+    p.add_argument("--n", type=_whole(2), default=200, help="CCC prompts")
+    p.add_argument("--seed", type=_whole(), default=0)
+    p.set_defaults(command="demo")

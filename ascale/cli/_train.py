@@ -1,0 +1,152 @@
+"""``ascale fit``, ``evaluate``, ``generate`` and ``demo``: one intervention at a time."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ascale.cli._common import (
+    fit_one,
+    load_split,
+    loadable,
+    make_intervention,
+    print_table,
+    read_rows,
+)
+from ascale.cli._maps import print_summary, write_compare
+from ascale.cli._options import build_parser
+
+
+def fit_command(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale.outputs import RunFolder
+
+    rows = read_rows(args)
+    with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
+        model = ascale.load_model(args.model)
+        intervention = make_intervention(model, args.method, args)  # bad sites: before work
+        train, test = load_split(args, model, rows, tied=intervention.position_tied)
+        metrics = fit_one(model, intervention, train, test, args, run.stage)
+    print_table({args.method: metrics["test"]}, title=f"{args.method}, test split")
+    print(f"wrote {run.path}/intervention.safetensors, intervention.json, metrics.json")
+    return 0
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale.io import read_metadata
+
+    saved = read_metadata(args.intervention)  # a damaged or missing save: before the model
+    model = ascale.load_model(args.model or loadable(saved["model"]["model_name"]))
+    intervention = ascale.load(args.intervention, model)
+    text = ascale.generate(
+        model, intervention, args.prompt, beta=args.beta, max_new_tokens=args.max_new_tokens
+    )
+    print(text)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale.data import ContrastSet, read_jsonl
+    from ascale.io import METADATA, TENSORS, read_metadata
+    from ascale.outputs import check_output_file, write_json
+
+    rows = read_jsonl(args.data)
+    saved = read_metadata(args.intervention)
+    folder = args.intervention.expanduser()
+    out = (args.out or folder / "eval.json").expanduser()
+    inputs = [("--data", args.data), *(("--intervention", folder / f) for f in (METADATA, TENSORS))]
+    check_output_file(out, inputs)
+    model = ascale.load_model(args.model or loadable(saved["model"]["model_name"]))
+    intervention = ascale.load(folder, model)
+    data = ContrastSet.from_rows(rows, model)
+    metrics = ascale.evaluate(model, intervention, data)
+    write_json(out, {"data": str(args.data), **metrics.to_dict()})
+    print_table({saved.get("method", "intervention"): metrics.to_dict()}, title=str(args.data))
+    print(f"wrote {out}")
+    return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale.compare import SPARSE_MAP
+    from ascale.outputs import RunFolder, write_json
+
+    start = time.perf_counter()
+    default = args.out is None  # ascale's own folder: a new demo replaces the previous one
+    folder = RunFolder(
+        Path("ascale-out/demo") if default else args.out,
+        overwrite=args.overwrite or default,
+        replace_any=default,
+    )
+    with folder as run:
+        model = ascale.load_model()
+        data = ascale.tasks.ccc(model, n=args.n, seed=args.seed)
+        train, test = data.split(test_size=0.3, seed=args.seed)
+        print(
+            f"CCC on {model.cfg.model_name}: {len(train)} train / {len(test)} test prompts "
+            f"of {data.n_pos} tokens, e.g. {data.prompts[0]!r} -> {data.correct[0]!r} vs "
+            f"{data.wrong[0]!r}"
+        )
+        opts = _demo_options(args)
+        table, ivs = {}, {}
+        for method in ("scalars", "vectors"):
+            ivs[method] = intervention = make_intervention(model, method, opts)
+            metrics = fit_one(model, intervention, train, test, opts, run.stage / method)
+            table[method] = metrics["test"]
+        title = f"CCC test split, {model.cfg.model_name}, sites attn_out+mlp_out, all positions"
+        print_table(table, title=title)
+        # the same split: the demo's fits are ranked as they are (scalars_dense: fit's
+        # defaults), beside the sparse map, patching and random, all scored as circuits
+        steps = {} if args.steps is None else {"steps": args.steps}
+        result = ascale.compare(
+            model,
+            data,
+            ascale.tasks.ccc_corrupt(data, model, seed=args.seed),
+            methods=[
+                "scalars",
+                "scalars_dense",
+                "vectors",
+                "activation_patching",
+                "attribution_patching",
+                "random",
+            ],
+            fitted={"scalars_dense": ivs["scalars"], "vectors": ivs["vectors"]},
+            sites=opts.sites,
+            positions=opts.positions,
+            test_size=0.3,
+            seed=args.seed,
+            patch_n=8,
+            k=10,
+            fit_options={"scalars": {**SPARSE_MAP, **steps}},
+        )
+        description = (
+            f"{model.cfg.model_name}, task ccc: {len(data)} prompts of {data.n_pos} tokens "
+            f"(e.g. {data.prompts[0]!r} -> {data.correct[0]!r} vs {data.wrong[0]!r}), "
+            f"{result.info['n_train']} train / {result.info['n_test']} test; patching on "
+            f"{result.info['n_patched']} train prompts, circuits on the test split, "
+            f"{result.info['ablation']} ablation. scalars_dense and vectors are the demo's "
+            "fits (scalars/, vectors/); scalars is the sparse map."
+        )
+        write_compare(run.stage, result, title="ascale demo: CCC", description=description)
+        print_summary(result)
+        summary = {
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "test": table,
+            "circuits": result.to_dict()["summary"],
+        }
+        write_json(run.stage / "summary.json", summary)
+    print(
+        f"wrote {run.path}/ (scalars/, vectors/, summary.json, report.html, compare.json) in "
+        f"{round(time.perf_counter() - start, 1)} s"
+    )
+    return 0
+
+
+def _demo_options(args: argparse.Namespace) -> argparse.Namespace:
+    """The `fit` command's defaults (one source of truth), with the demo's steps and seed."""
+    argv = ["fit", "--task", "ccc", "--out", "unused", "--seed", str(args.seed)]
+    steps = [] if args.steps is None else ["--steps", str(args.steps)]
+    return build_parser().parse_args([*argv, *steps])
