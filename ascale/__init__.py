@@ -23,9 +23,11 @@ from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import (
     AnswerTokenError,
     AscaleError,
+    AscaleWarning,
     IncompatibleModelError,
     ModelNotAvailableError,
     PromptLengthError,
+    SavedFileError,
     UnknownSiteError,
 )
 from ascale.fit import FitResult, Metrics, evaluate, fit
@@ -50,6 +52,7 @@ __all__ = [
     "AgreementResult",
     "AnswerTokenError",
     "AscaleError",
+    "AscaleWarning",
     "AttributionResult",
     "CircuitResult",
     "CompareResult",
@@ -64,6 +67,7 @@ __all__ = [
     "ModelNotAvailableError",
     "Objective",
     "PromptLengthError",
+    "SavedFileError",
     "Site",
     "SteeringVectors",
     "UnknownSiteError",

@@ -150,6 +150,7 @@ def compare(
     k: int = 10,
     refit_ks: Sequence[int] = (),
     fit_options: dict[str, dict[str, Any]] | None = None,
+    fitted: dict[str, Intervention] | None = None,
     n_random: int = 5,
     progress: bool = True,
 ) -> CompareResult:
@@ -171,6 +172,8 @@ def compare(
         refit_ks: sizes of the refit curve (scalars refitted on their own top k).
         fit_options: per method, keyword arguments for `fit` over the defaults
             (``scalars`` starts from `SPARSE_MAP`).
+        fitted: per method, an intervention already fitted on this grid and on the same
+            split (``data.split(test_size, seed)``'s first part) to use instead of fitting one.
         n_random: random orders in the ``random`` baseline.
 
     Raises:
@@ -199,8 +202,11 @@ def compare(
     rankings: dict[str, AttributionResult] = {}
     for method in [m for m in methods if m in FITTED]:
         t = time.perf_counter()
-        iv = _make(model, method, grid, sites, layers, positions)
-        fit(model, iv, train, seed=seed, progress=progress, **_options(options, method))
+        if fitted and method in fitted:
+            iv = fitted[method]
+        else:
+            iv = _make(model, method, grid, sites, layers, positions)
+            fit(model, iv, train, seed=seed, progress=progress, **_options(options, method))
         interventions[method] = iv
         metrics[method] = evaluate(model, iv, test)
         per_position = method == "dynamic"  # a probe's alpha at each position of the grid

@@ -7,7 +7,11 @@ and nothing is fetched from the network. Sections appear for whatever is passed:
 2. the scaling maps: one heatmap per ranking and site (layer × position, or layer × head);
 3. the top-k components of each ranking, as a bar chart and a table;
 4. the cumulative-effect view (flips kept with only the top-k components);
-5. agreement between rankings: Spearman's ρ and top-k overlap, and rank scatter plots.
+5. agreement between rankings: Spearman's ρ and top-k overlap (overall and per component
+   type), and rank scatter plots;
+6. circuits: faithfulness curves, CPR and CMD of every ranking (`ascale.circuits`), and the
+   refit curve;
+7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`.
 
 Example:
     >>> write_report("out", [ranking, patched, estimated], agreement=agree)  # doctest: +SKIP
@@ -26,8 +30,10 @@ import pandas as pd
 
 from ascale.agreement import AgreementResult
 from ascale.attribution import AttributionResult
+from ascale.circuits import CircuitResult
 from ascale.cumulative import CumulativeEffectResult
 from ascale.fit import Metrics
+from ascale.outputs import write_atomic
 
 __all__ = ["write_report"]
 
@@ -78,6 +84,10 @@ def write_report(
     agreement: AgreementResult | None = None,
     metrics: Mapping[str, Metrics | Mapping[str, Any]] | None = None,
     cumulative: Sequence[CumulativeEffectResult] = (),
+    circuits: CircuitResult | None = None,
+    agreement_by_type: Mapping[str, AgreementResult] | None = None,
+    refit: pd.DataFrame | None = None,
+    sweep: pd.DataFrame | None = None,
     title: str = "ascale report",
     description: str = "",
     top_k: int = 20,
@@ -90,6 +100,10 @@ def write_report(
         agreement: `ascale.agreement` of the rankings, for the agreement section.
         metrics: per intervention name, its `Metrics` (test split, typically).
         cumulative: `cumulative_effect` results.
+        circuits: `score_circuits` (or ``compare(...).circuits``): curves and CPR/CMD table.
+        agreement_by_type: agreement within each component type (``compare``).
+        refit: flip rates of scalars refitted on their top k (``compare(...).refit``).
+        sweep: a `sweep` table, drawn as the trade-off figures.
         title: the page title.
         description: a paragraph under the title (model, task, data).
         top_k: rows in each top-components table and bar chart.
@@ -110,6 +124,8 @@ def write_report(
         page.text("p", description, "note")
     if metrics:
         _metrics(page, metrics)
+    if circuits is not None:
+        _circuits(page, circuits, refit)
     if named:
         _maps(page, named)
         _top(page, named, top_k)
@@ -125,7 +141,10 @@ def write_report(
             page.figure(plot.plot_cumulative_effect(cum))
             page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
     if agreement is not None:
-        _agreement(page, agreement)
+        _agreement(page, agreement, agreement_by_type or {})
+    if sweep is not None and not sweep.empty:
+        page.section("Trade-offs", "tradeoffs")
+        page.figure(plot.plot_tradeoffs(sweep))
     contents = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in page.sections)
     n_head = 2 if description else 1  # the title and the description come first
     header, body = page.parts[:n_head], page.parts[n_head:]
@@ -135,8 +154,7 @@ def write_report(
         + "\n".join([*header, f'<p class="note">{contents}</p>', *body])
         + "\n</body></html>\n"
     )
-    path.write_text(document, encoding="utf-8")
-    return path
+    return write_atomic(path, document)
 
 
 _METRIC_ROWS = {
@@ -199,12 +217,45 @@ def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:
         page.table(result.top(k)[columns], index=False)
 
 
-def _agreement(page: _Page, result: AgreementResult) -> None:
+def _circuits(page: _Page, result: CircuitResult, refit: pd.DataFrame | None) -> None:
+    from ascale import plot
+
+    page.section("Circuits", "circuits")
+    page.text(
+        "p",
+        f"Faithfulness f of each ranking's top-k components on {result.n_prompts} held-out "
+        f"prompts, every other component of the grid ({result.n_components}) given its "
+        f"{result.ablation} activation: f = 0 with all ablated (m = {result.m_ablated:+.2f}), "
+        f"1 for the clean model (m = {result.m_clean:+.2f}). CPR: area under f ranking by "
+        "signed support for the correct answer (higher is better); CMD: area under |1 - f| "
+        "ranking by absolute score (lower is better).",
+        "note",
+    )
+    page.table(result.summary().round(4))
+    page.figure(plot.plot_circuit_curves(result))
+    page.figure(plot.plot_circuit_curves(result, absolute=True))
+    frame = result.curves.pivot_table(index="k", columns="method", values="f_abs", sort=False)
+    page.text("p", "f at each circuit size (absolute order):", "note")
+    page.table(frame.round(3))
+    if refit is not None and not refit.empty:
+        page.text("p", "Scalars refitted on only their own top k components (test split):", "note")
+        page.table(refit.round(3))
+
+
+def _agreement(
+    page: _Page, result: AgreementResult, by_type: Mapping[str, AgreementResult]
+) -> None:
     from ascale import plot
 
     page.section("Agreement between methods", "agreement")
     page.figure(plot.plot_agreement(result))
     page.table(result.to_frame().round(4), index=False)
+    if len(by_type) > 1:
+        frame = pd.concat(
+            {t: a.to_frame().set_index(["a", "b"]) for t, a in by_type.items()}, axis=1
+        )
+        page.text("p", "Within each component type (Spearman ρ and top-k overlap):", "note")
+        page.table(frame.round(3))
     first = result.methods[0]
     for other in result.methods[1:]:
         page.figure(plot.plot_rank_scatter(result.rankings[first], result.rankings[other]))
