@@ -158,7 +158,9 @@ def fit(
             `eval_every` steps, keep the parameters of the best score and stop after `patience`
             scores without improvement (falls back to ``"train"`` below 10 prompts);
             ``"train"``: stop once every training prompt has been seen flipped by the margin in
-            both directions; ``"none"``: run every step.
+            both directions; ``"none"``: run every step. Ctrl-C (``KeyboardInterrupt``) stops
+            any of them cleanly: `fit` returns, with the best validation step's parameters
+            where there is a validation split, and says so in ``stop_reason``.
         keep: per site, a 0/1 mask broadcastable to its parameters: parameters where it is 0
             stay at the identity (a refit on a chosen set of components).
         early_stop: ``False`` is ``stop="none"`` (kept for older code).
@@ -203,53 +205,58 @@ def fit(
     start, step, reason = time.perf_counter(), 0, "ran every step"
     bar = tqdm(total=steps, desc=f"fit {intervention.method}", disable=not progress, leave=False)
     with _frozen(model):
-        order, cursor = torch.randperm(len(train), generator=generator), 0
-        for step in range(1, steps + 1):
-            if cursor >= len(order):
-                order, cursor = torch.randperm(len(train), generator=generator), 0
-            index = order[cursor : cursor + batch_size]
-            cursor += batch_size
-            terms = _step(model, intervention, train.subset(index), clean[index], smooth)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
-            schedule.step()
-            _apply_masks(intervention, masks)
-            if not all(bool(torch.isfinite(p).all()) for p in params):
-                raise AscaleError(
-                    f"the parameters became NaN or infinite at step {step} (lr={lr}): "
-                    "lower the learning rate"
-                )
-            satisfied[index] = terms.pop("satisfied").cpu()
-            terms["l1"] = intervention.l1().detach()
-            if sparsity == "proximal":  # log the whole objective, as the "l1" mode does
-                terms["loss"] = terms["loss"].detach() + objective.lambda_min * terms["l1"]
-            for key, value in terms.items():
-                history.setdefault(key, []).append(float(value.detach()))
-            postfix = {
-                "loss": f"{history['loss'][-1]:.3f}",
-                "flipped": f"{satisfied.float().mean():.2f}",
-            }
-            if (
-                val is not None
-                and val_clean is not None
-                and (step % eval_every == 0 or step == steps)
-            ):
-                score = _score(model, intervention, val, val_clean, objective, batch_size)
-                history.setdefault("val_step", []).append(step)
-                history.setdefault("val_loss", []).append(score)
-                postfix["val"] = f"{score:.3f}"
-                if tracker.update(step, score):
-                    reason = f"validation loss did not improve for {patience} checks"
+        try:
+            order, cursor = torch.randperm(len(train), generator=generator), 0
+            for step in range(1, steps + 1):
+                if cursor >= len(order):
+                    order, cursor = torch.randperm(len(train), generator=generator), 0
+                index = order[cursor : cursor + batch_size]
+                cursor += batch_size
+                terms = _step(model, intervention, train.subset(index), clean[index], smooth)
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                optimizer.step()
+                schedule.step()
+                _apply_masks(intervention, masks)
+                if not all(bool(torch.isfinite(p).all()) for p in params):
+                    raise AscaleError(
+                        f"the parameters became NaN or infinite at step {step} (lr={lr}): "
+                        "lower the learning rate"
+                    )
+                satisfied[index] = terms.pop("satisfied").cpu()
+                terms["l1"] = intervention.l1().detach()
+                if sparsity == "proximal":  # log the whole objective, as the "l1" mode does
+                    terms["loss"] = terms["loss"].detach() + objective.lambda_min * terms["l1"]
+                for key, value in terms.items():
+                    history.setdefault(key, []).append(float(value.detach()))
+                postfix = {
+                    "loss": f"{history['loss'][-1]:.3f}",
+                    "flipped": f"{satisfied.float().mean():.2f}",
+                }
+                if (
+                    val is not None
+                    and val_clean is not None
+                    and (step % eval_every == 0 or step == steps)
+                ):
+                    score = _score(model, intervention, val, val_clean, objective, batch_size)
+                    history.setdefault("val_step", []).append(step)
+                    history.setdefault("val_loss", []).append(score)
+                    postfix["val"] = f"{score:.3f}"
+                    if tracker.update(step, score):
+                        reason = f"validation loss did not improve for {patience} checks"
+                        break
+                bar.update(1)
+                bar.set_postfix(postfix)
+                if stop == "train" and bool(satisfied.all()):
+                    reason = "every training prompt flipped both ways"
                     break
-            bar.update(1)
-            bar.set_postfix(postfix)
-            if stop == "train" and bool(satisfied.all()):
-                reason = "every training prompt flipped both ways"
-                break
+        except KeyboardInterrupt:  # Ctrl-C: keep what was learned (the best step, with validation)
+            reason = f"interrupted (Ctrl-C) during step {step}"
     bar.close()
-    kept = step
-    if val is not None:
+    done = min((len(v) for k, v in history.items() if not k.startswith("val_")), default=0)
+    history = {k: v if k.startswith("val_") else v[:done] for k, v in history.items()}
+    kept = done
+    if val is not None and tracker.step > 0:
         kept = tracker.restore()
         reason += f"; kept the parameters of step {kept} (best validation loss)"
     settings = {
@@ -265,7 +272,7 @@ def fit(
     }
     return FitResult(
         intervention.method,
-        step,
+        done,
         reason != "ran every step",
         time.perf_counter() - start,
         objective,

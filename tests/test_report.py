@@ -69,10 +69,14 @@ def test_compare_on_smollm2_writes_report_and_agreement(tmp_path):
     numbers = json.loads((out / "compare.json").read_text())
     pairs = {"scalars|activation_patching", "scalars|attribution_patching",
              "activation_patching|attribution_patching"}  # fmt: skip
-    assert set(numbers["spearman"]) == pairs and set(numbers["topk_overlap"]) == pairs
-    assert numbers["k"] == 5 and numbers["n_components"] == 2 * 9
-    assert all(-1 <= r <= 1 for r in numbers["spearman"].values() if r is not None)
-    assert len(numbers["top_k"]["activation_patching"]) == 5
+    agree = numbers["agreement"]
+    assert set(agree["spearman"]) == pairs and set(agree["topk_overlap"]) == pairs
+    assert agree["k"] == 5 and numbers["n_components"] == 2 * 9
+    assert all(-1 <= r <= 1 for r in agree["spearman"].values() if r is not None)
+    summary = {row["method"]: row for row in numbers["summary"]}
+    assert set(summary) == {"scalars", "activation_patching", "attribution_patching", "random"}
+    assert all(row["cpr"] is not None and row["cmd"] >= 0 for row in summary.values())
+    assert len(numbers["top"]["activation_patching"]) == 10
     html = (out / "report.html").read_text(encoding="utf-8")
     _assert_offline(html)
     assert " to" in html  # the position axis carries the tokens
