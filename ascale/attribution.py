@@ -90,6 +90,8 @@ class AttributionResult:
     def support(self) -> pd.Series:
         """Each component's signed support for the correct answer, indexed by component name."""
         frame = self.components.set_index("component")
+        if "support" in frame:
+            return frame["support"].astype(float)
         values = frame["value"] if self.signed else frame["magnitude"]
         return (values * (self.support_sign if self.signed else 1)).astype(float)
 
@@ -117,7 +119,8 @@ class AttributionResult:
             kind="stable",
         )
         frame["rank"] = np.arange(1, len(frame) + 1)
-        return cls(method, value_name, frame[list(COLUMNS)].reset_index(drop=True), **kwargs)
+        columns = [*COLUMNS, *(["support"] if "support" in frame else [])]
+        return cls(method, value_name, frame[columns].reset_index(drop=True), **kwargs)
 
     def to_frame(self) -> pd.DataFrame:
         """The components as a DataFrame, best first.
@@ -197,6 +200,7 @@ def rank_components(
     threshold: float = 1e-2,
     ablate_tol: float = 0.1,
     per_position: bool = False,
+    by: str = "alpha",
 ) -> AttributionResult:
     """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm.
 
@@ -207,6 +211,11 @@ def rank_components(
         sites: keep only these sites (default: all of the intervention's).
         threshold: scalars with ``|alpha|`` below this are class ``identity``.
         ablate_tol: scalars within this of ``-1`` are class ``ablate``.
+        by: scalars only: ``"alpha"`` ranks by ``|alpha|``; ``"effect"`` by the learned edit's
+            first-order effect on the answer, ``alpha * E[h . dΔ/dh]`` over `data` (Δ = logit
+            of the wrong minus the correct answer, at the clean run): a large scalar on a
+            component the answer barely reads ranks low. Its support for the correct answer
+            (what circuit scoring orders by) is ``-|alpha| * E[h . dΔ/dh]``.
         per_position: dynamic scalars only: one component per position (mean ``alpha`` there
             over the prompts of `data`, which must share one length), as position-tied grids
             have; default one per probe, averaged over every token.
@@ -249,7 +258,19 @@ def rank_components(
         for c, v in zip(grid.components, values, strict=True)
     ]
     frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token", "value"])
-    if intervention.method == "scalars":
+    if intervention.method == "scalars" and by == "effect":
+        if model is None or data is None:
+            raise AscaleError("by='effect' needs model= and data= (the gradients come from them)")
+        alpha = frame["value"].to_numpy()
+        grad = grid.from_params(_attributions(intervention, grid, model, data)).numpy()
+        frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
+        frame["value"] = (
+            alpha * grad
+        )  # the edit's first-order change of logit(wrong) - logit(correct)
+        frame["support"] = -np.abs(alpha) * grad
+        info = {"ranked_by": "|alpha * E[h . dDelta/dh]|", "n_prompts": len(data)}
+        result = AttributionResult.from_rows("scalars", "alpha·∂Δ", frame, info=info)
+    elif intervention.method == "scalars":
         frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
         result = AttributionResult.from_rows("scalars", "alpha", frame, support_sign=-1)
     else:
@@ -315,6 +336,32 @@ def _rank_dynamic(
         info={"n_prompts": len(data), "ranked_by": "mean |alpha|"},
         support_sign=-1,
     )
+
+
+def _attributions(
+    intervention: Intervention, grid: Grid, model: Any, data: ContrastSet
+) -> dict[str, Tensor]:
+    """``E[h . dΔ/dh]`` at each of the grid's components, on the clean run, per site as
+    ``[layer, slot, (head)]`` (a shared slot sums its positions)."""
+    from ascale.patching import gradients  # patching imports this module
+
+    names = grid.hook_names()
+    sums: dict[str, Tensor] = {}
+    for start in range(0, len(data), 32):
+        batch = data.subset(range(start, min(start + 32, len(data))))
+        acts, grads = gradients(model, batch, names)
+        for name in names:
+            sums[name] = sums.get(name, 0) + (acts[name] * grads[name]).sum(-1).sum(0).cpu()
+    out = {}
+    for site in grid.sites:
+        per_layer = []
+        for layer in site.layers:
+            x = sums[site.hook_name(layer)] / len(data)  # [pos, (head)]
+            per_layer.append(
+                x.sum(0, keepdim=True) if grid.positions is None else x[list(grid.positions)]
+            )
+        out[site.name] = torch.stack(per_layer)
+    return out
 
 
 def effect_classes(

@@ -340,6 +340,12 @@ def capture_source(
     return {n: torch.zeros_like(a) for n, a in acts.items()}
 
 
+def gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Acts, Acts]:
+    """Activations and ``∂(ΣΔ)/∂activation`` at `names` on `batch`'s clean run."""
+    _, acts, grads = _gradients(model, batch, names)
+    return acts, grads
+
+
 def mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int = 64) -> Acts:
     """Each hook's activation averaged over the prompts, per position: ``[1, pos, ...]``."""
     return _mean_acts(model, data, names, batch_size)

@@ -39,6 +39,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 ALL_METHODS = (
     "scalars",
+    "scalars_effect",
     "scalars_dense",
     "vectors",
     "dynamic",
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=96, help="prompts (split 50/50)")
     parser.add_argument("--lambda-min", type=float, default=None, help="sparse scalars' L1 weight")
     parser.add_argument("--refit", default="10", help="sizes of the refit curve, e.g. 5,10")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -66,9 +67,9 @@ def main() -> None:
     data = build(model, n=args.n, seed=0)
     corrupted = corrupt(data, model)
     options: dict[str, dict[str, Any]] = {
-        "scalars_dense": {"sparsity": "l1", "stop": "none", "steps": 100},
-        "vectors": {"stop": "none", "steps": 100},
-        "dynamic": {"stop": "none", "steps": 100},
+        "scalars_dense": {"sparsity": "l1", "stop": "train", "steps": 60, "batch_size": 32},
+        "vectors": {"stop": "train", "steps": 60, "batch_size": 32},
+        "dynamic": {"stop": "none", "steps": 60, "batch_size": 32},
     }
     if args.lambda_min is not None:
         options["scalars"] = {
@@ -91,6 +92,8 @@ def main() -> None:
     print(result.circuits.curves.pivot_table(index="k", columns="method", values="f_abs").round(3))
     if not result.refit.empty:
         print(result.refit.round(3))
+    for method, iv in result.interventions.items():  # small: rescore without refitting
+        ascale.save(iv, common.RESULTS / f"circuits_{args.setting}" / method)
     payload = {
         "setting": args.setting,
         **setting,

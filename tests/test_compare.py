@@ -78,3 +78,17 @@ def test_sweep_returns_one_row_per_setting_and_split(planted):
     )
     fig = ascale.plot.plot_tradeoffs(table)
     assert len(fig.data) == 4 and fig.layout.xaxis.type == "log"
+
+
+def test_effect_ranking_puts_the_planted_head_first_with_support_from_its_gradient(planted):
+    model, clean, corrupted = planted
+    result = ascale.compare(
+        model, clean, corrupted, methods=["scalars_effect", "random"], sites="heads",
+        positions=[-1], fit_options={"scalars": {"steps": 40}}, n_random=2, progress=False,
+    )  # fmt: skip
+    ranking = result.rankings["scalars_effect"]
+    assert list(result.rankings) == ["scalars_effect"] and "support" in ranking.components
+    top = ranking.top(1).iloc[0]
+    assert top["component"] == f"heads L1H2 @{clean.n_pos - 1}"
+    assert top["support"] > 0 and top["value"] > 0  # supports the correct answer; the edit flips
+    assert result.summary().loc["scalars_effect", "cpr"] > result.summary().loc["random", "cpr"]
