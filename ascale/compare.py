@@ -43,7 +43,7 @@ from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.fit import Metrics, evaluate, fit
 from ascale.grid import Grid
-from ascale.interventions import ActivationScalars, DynamicScalars, Intervention, SteeringVectors
+from ascale.interventions import ActivationScalars, Intervention, build
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
 
@@ -211,7 +211,10 @@ def compare(
         if fitted and method in fitted:
             iv = fitted[method]
         else:
-            iv = _make(model, method, grid, sites, layers, positions)
+            kind = "scalars" if method == "scalars_dense" else method
+            iv = build(
+                kind, model, sites=sites, layers=layers, positions=positions, n_pos=grid.n_pos
+            )
             fit(model, iv, train, seed=seed, progress=progress, **_options(options, method))
         interventions[method] = iv
         metrics[method] = evaluate(model, iv, test)
@@ -302,21 +305,6 @@ def refit_top_k(
 
 
 # ---- helpers ----
-
-
-def _make(
-    model: Any,
-    method: str,
-    grid: Grid,
-    sites: str | Sequence[str],
-    layers: Sequence[int] | None,
-    positions: str | Sequence[int],
-) -> Intervention:
-    if method == "dynamic":
-        return DynamicScalars(model, sites=sites, layers=layers)
-    cls = SteeringVectors if method == "vectors" else ActivationScalars
-    slots: Any = positions  # validated by Grid.build
-    return cls(model, sites=sites, layers=layers, positions=slots, n_pos=grid.n_pos)
 
 
 def _options(options: dict[str, dict[str, Any]], method: str) -> dict[str, Any]:

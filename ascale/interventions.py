@@ -447,6 +447,31 @@ def _beta_like(beta: Beta, act: Tensor) -> Tensor | float:
 METHODS: Final[dict[str, type[Intervention]]] = {}
 
 
+def build(
+    method: str,
+    model: Any,
+    *,
+    sites: str | Sequence[str],
+    layers: Sequence[int] | None = None,
+    positions: Any = "all",
+    n_pos: int | None = None,
+    **options: Any,
+) -> Intervention:
+    """A fresh intervention of a registered `method` (``dynamic`` takes no positions).
+
+    Example:
+        >>> build("scalars", model, sites="attn_out,mlp_out", n_pos=12)  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise AscaleError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    cls: Any = METHODS[method]
+    if method == "dynamic":
+        return cls(model, sites=sites, layers=layers, **options)  # type: ignore[no-any-return]
+    return cls(  # type: ignore[no-any-return]
+        model, sites=sites, layers=layers, positions=positions, n_pos=n_pos, **options
+    )
+
+
 def register(cls: type[Intervention]) -> type[Intervention]:
     """Add an intervention class to `METHODS` under its ``method`` name; refuses duplicates."""
     if cls.method in METHODS:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.fit import evaluate, fit
-from ascale.interventions import METHODS
+from ascale.interventions import METHODS, build
 from ascale.objective import Objective
 
 __all__ = ["sweep"]
@@ -75,7 +75,7 @@ def sweep(
     rows = []
     for method, lam_min, lam_faith in tqdm(grid, desc="sweep", disable=not progress):
         objective = Objective(margin=margin, lambda_faith=lam_faith, lambda_min=lam_min)
-        iv = _make(model, method, sites, layers, positions)
+        iv = build(method, model, sites=sites, layers=layers, positions=positions)
         started = time.perf_counter()
         result = fit(
             model, iv, train, objective=objective, seed=seed, progress=False, **(fit_options or {})
@@ -95,17 +95,3 @@ def sweep(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def _make(
-    model: Any,
-    method: str,
-    sites: str | Sequence[str],
-    layers: Sequence[int] | None,
-    positions: str | Sequence[int],
-) -> Any:
-    cls = METHODS[method]
-    if method == "dynamic":
-        return cls(model, sites=sites, layers=layers)
-    slots: Any = positions  # validated by the intervention
-    return cls(model, sites=sites, layers=layers, positions=slots)

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 import ascale
+from ascale.compare import METHODS as ALL_METHODS
 from ascale.compare import SPARSE_MAP
 from benchmarks import common
 
@@ -37,16 +38,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "ioi_all": {"task": "ioi", "sites": "heads", "positions": "all"},
     "ccc": {"task": "ccc", "sites": "attn_out,mlp_out", "positions": "all"},
 }
-ALL_METHODS = (
-    "scalars",
-    "scalars_effect",
-    "scalars_dense",
-    "vectors",
-    "dynamic",
-    "activation_patching",
-    "attribution_patching",
-    "random",
-)
 
 
 def main() -> None:

@@ -37,14 +37,17 @@ def load_split(
 
 
 def make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any:
-    from ascale.interventions import METHODS
+    from ascale.interventions import build
 
-    if method == "dynamic":  # not tied to positions: any prompt length
-        from ascale.interventions import DynamicScalars
-
-        detach = bool(getattr(args, "detach_input", False))
-        return DynamicScalars(model, sites=args.sites, layers=args.layers, detach_input=detach)
-    return METHODS[method](model, sites=args.sites, layers=args.layers, positions=args.positions)
+    detach = {"detach_input": bool(getattr(args, "detach_input", False))}
+    return build(
+        method,
+        model,
+        sites=args.sites,
+        layers=args.layers,
+        positions=args.positions,
+        **(detach if method == "dynamic" else {}),
+    )
 
 
 def fit_one(
