@@ -407,6 +407,8 @@ def evaluate(
         if not intervention.is_bound:
             raise AscaleError("this intervention has not been fitted (it has no parameters yet)")
         data.n_pos  # noqa: B018 - raises PromptLengthError with the length counts
+    if not all(bool(torch.isfinite(p).all()) for p in intervention.parameters()):
+        raise AscaleError(f"{type(intervention).__name__} holds NaN or infinite parameters")
     deltas: dict[float, list[Tensor]] = {0.0: [], 1.0: [], -1.0: []}
     kls: list[Tensor] = []
     device = _device(model)

@@ -14,6 +14,7 @@ edits the activation in place.
 from __future__ import annotations
 
 import contextlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Final, Literal
@@ -93,6 +94,8 @@ class Intervention(nn.Module, ABC):
         """Fix the prompt length and create the parameters (`fit` does this from the data)."""
         if not self.position_tied:
             return
+        if int(n_pos) < 1:
+            raise PromptLengthError(f"n_pos must be at least 1 token, got {n_pos!r}")
         if self.is_bound:
             if n_pos != self.n_pos:
                 raise PromptLengthError(
@@ -133,6 +136,11 @@ class Intervention(nn.Module, ABC):
         step without the cache): those positions are left unchanged, nothing was trained there.
         """
         self._require_bound()
+        finite = (
+            bool(torch.isfinite(beta).all()) if isinstance(beta, Tensor) else math.isfinite(beta)
+        )
+        if not finite:
+            raise AscaleError(f"beta must be finite, got {beta!r}")
         tracker: dict[str, int] = {}
         return [
             (site.hook_name(layer), self._hook(site, k, beta, tracker))

@@ -159,7 +159,11 @@ def write_report(
 
 _METRIC_ROWS = {
     "flip_rate_forward": "flip rate, beta=+1",
+    "clean_rate_forward": "  clean model answers wrong",
+    "moved_rate_forward": "  moved (not already wrong)",
     "flip_rate_backward": "flip rate, beta=-1",
+    "clean_rate_backward": "  clean model answers correct",
+    "moved_rate_backward": "  moved (not already correct)",
     "logit_diff_forward": "logit diff, beta=+1",
     "logit_diff_backward": "logit diff, beta=-1",
     "logit_diff_clean": "logit diff, clean",

@@ -115,6 +115,8 @@ def _parse(
 
 
 def _layers(layers: Sequence[int], n_layers: int) -> tuple[int, ...]:
+    if len(layers) == 0:
+        raise UnknownSiteError(f"layers is empty; give some of 0..{n_layers - 1}, or None for all")
     out = []
     for layer in layers:
         if not -n_layers <= int(layer) < n_layers:

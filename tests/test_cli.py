@@ -531,7 +531,7 @@ def test_sweep_writes_one_row_per_method_weight_and_split(tmp_path, capsys, tiny
     assert "is not empty" in _one_error_line(capsys, "sweep")
 
 
-def test_demo_scores_its_own_fits_beside_the_sparse_map(tmp_path, capsys, tiny_model):
+def test_demo_scores_its_own_fits_as_the_map(tmp_path, capsys, tiny_model):
     out = tmp_path / "demo"
     assert main(["demo", "--steps", "2", "--n", "20", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
@@ -540,15 +540,16 @@ def test_demo_scores_its_own_fits_beside_the_sparse_map(tmp_path, capsys, tiny_m
     circuits = {row["method"]: row for row in summary["circuits"]}
     assert list(circuits) == [
         "scalars",
-        "scalars_dense",
         "vectors",
         "activation_patching",
         "attribution_patching",
         "random",
     ]
-    # the demo's own fits are scored as they are, not fitted again
-    for fitted, method in (("scalars_dense", "scalars"), ("vectors", "vectors")):
-        assert circuits[fitted]["flip+1"] == summary["test"][method]["flip_rate_forward"]
+    # the demo's own fits are scored as they are, not fitted again; its scalars are sparse
+    for method in ("scalars", "vectors"):
+        assert circuits[method]["flip+1"] == summary["test"][method]["flip_rate_forward"]
+    saved = json.loads((out / "scalars" / "intervention.json").read_text())
+    assert saved["metadata"]["hyperparameters"]["sparsity"] == "proximal"
     compared = json.loads((out / "compare.json").read_text())
     assert compared["info"]["ablation"] == "counterfactual"
     printed = capsys.readouterr().out

@@ -151,3 +151,24 @@ def test_vectors_count_active_by_norm(tiny):
     with torch.no_grad():
         iv.params["attn_out"][0, 1] = 1.0
     assert iv.n_active() == 1
+
+
+def test_non_finite_beta_empty_layers_and_zero_length_are_refused(tiny_gpt2):
+    import ascale
+    from ascale.errors import UnknownSiteError
+
+    scalars = ascale.ActivationScalars(tiny_gpt2, sites="mlp_out", n_pos=4)
+    for beta in (float("nan"), float("inf"), torch.tensor([1.0, float("nan")])):
+        with pytest.raises(AscaleError, match="beta must be finite"):
+            scalars.hooks(beta)
+    with pytest.raises(UnknownSiteError, match="layers is empty"):
+        ascale.ActivationScalars(tiny_gpt2, sites="mlp_out", layers=[])
+    with pytest.raises(PromptLengthError, match="at least 1"):
+        ascale.ActivationScalars(tiny_gpt2, sites="mlp_out", n_pos=0)
+    with torch.no_grad():
+        scalars.params["mlp_out"][0, 0] = float("nan")
+    data = ascale.ContrastSet.from_rows(
+        [{"prompt": "Rome is in", "correct": " Italy", "wrong": " France"}], tiny_gpt2
+    )
+    with pytest.raises(AscaleError, match="NaN or infinite"):
+        ascale.evaluate(tiny_gpt2, scalars, data)

@@ -69,6 +69,7 @@ def fit_one(
         batch_size=args.batch_size,
         objective=objective,
         seed=args.seed,
+        sparsity=getattr(args, "sparsity", None),
         early_stop=not args.no_early_stop,
     )
     metrics = {

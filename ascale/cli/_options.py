@@ -218,6 +218,12 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=_NON_NEGATIVE, default=2.0)
     p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=1.0)
     p.add_argument("--lambda-min", type=_NON_NEGATIVE, default=1e-2)
+    p.add_argument(
+        "--sparsity",
+        choices=["l1", "proximal"],
+        default=None,
+        help="'proximal': the L1 term as a soft-threshold, exact zeros (default: the method's)",
+    )
 
 
 # ---- commands ----

@@ -71,7 +71,6 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale.compare import SPARSE_MAP
     from ascale.outputs import RunFolder, write_json
 
     start = time.perf_counter()
@@ -94,41 +93,34 @@ def demo_command(args: argparse.Namespace) -> int:
         table, ivs = {}, {}
         for method in ("scalars", "vectors"):
             ivs[method] = intervention = make_intervention(model, method, opts)
-            metrics = fit_one(model, intervention, train, test, opts, run.stage / method)
+            # the scalars are the demo's map too: fitted sparse (exact zeros), as compare does
+            sparse = argparse.Namespace(**{**vars(opts), "sparsity": "proximal"})
+            settings = sparse if method == "scalars" else opts
+            metrics = fit_one(model, intervention, train, test, settings, run.stage / method)
             table[method] = metrics["test"]
         title = f"CCC test split, {model.cfg.model_name}, sites attn_out+mlp_out, all positions"
         print_table(table, title=title)
-        # the same split: the demo's fits are ranked as they are (scalars_dense: fit's
-        # defaults), beside the sparse map, patching and random, all scored as circuits
-        steps = {} if args.steps is None else {"steps": args.steps}
+        # the same split: the demo's own fits are ranked and scored beside patching and random
         result = ascale.compare(
             model,
             data,
             ascale.tasks.ccc_corrupt(data, model, seed=args.seed),
-            methods=[
-                "scalars",
-                "scalars_dense",
-                "vectors",
-                "activation_patching",
-                "attribution_patching",
-                "random",
-            ],
-            fitted={"scalars_dense": ivs["scalars"], "vectors": ivs["vectors"]},
+            methods=["scalars", "vectors", "activation_patching", "attribution_patching", "random"],
+            fitted={"scalars": ivs["scalars"], "vectors": ivs["vectors"]},
             sites=opts.sites,
             positions=opts.positions,
             test_size=0.3,
             seed=args.seed,
             patch_n=8,
             k=10,
-            fit_options={"scalars": {**SPARSE_MAP, **steps}},
         )
         description = (
             f"{model.cfg.model_name}, task ccc: {len(data)} prompts of {data.n_pos} tokens "
             f"(e.g. {data.prompts[0]!r} -> {data.correct[0]!r} vs {data.wrong[0]!r}), "
             f"{result.info['n_train']} train / {result.info['n_test']} test; patching on "
             f"{result.info['n_patched']} train prompts, circuits on the test split, "
-            f"{result.info['ablation']} ablation. scalars_dense and vectors are the demo's "
-            "fits (scalars/, vectors/); scalars is the sparse map."
+            f"{result.info['ablation']} ablation. scalars (fitted sparse) and vectors are the "
+            "demo's fits (scalars/, vectors/)."
         )
         write_compare(run.stage, result, title="ascale demo: CCC", description=description)
         print_summary(result)
