@@ -66,6 +66,7 @@ SPARSE_MAP: dict[str, Any] = {
     "sparsity": "proximal",
     "objective": Objective(lambda_min=0.02),
     "steps": 80,
+    "batch_size": 64,
     "stop": "none",
 }
 

@@ -105,8 +105,9 @@ def test_scalars_flip_held_out_prompts_both_ways(smol, task):
 def test_validation_stop_keeps_the_best_step_and_says_so(tiny_gpt2, tiny_rows):
     iv = ActivationScalars(tiny_gpt2, sites="mlp_out")
     result = ascale.fit(
-        tiny_gpt2, iv, tiny_rows, steps=30, eval_every=2, patience=3, seed=1, progress=False
-    )
+        tiny_gpt2, iv, tiny_rows, steps=30, stop="validation", eval_every=2, patience=3,
+        seed=1, progress=False,
+    )  # fmt: skip
     assert result.settings["stop"] == "validation" and result.settings["n_val"] == 2
     vals = dict(zip(result.history["val_step"], result.history["val_loss"], strict=True))
     assert result.kept_step == min(vals, key=vals.get)  # the step of the best validation loss
