@@ -383,9 +383,6 @@ def _refit_curve(
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return (
-        frame.reset_index()
-        .astype(object)
-        .where(frame.reset_index().notna(), None)
-        .to_dict("records")
-    )
+    """Rows as dicts, NaN as None (valid JSON)."""
+    flat = frame.reset_index().astype(object)
+    return flat.where(flat.notna(), None).to_dict("records")

@@ -171,10 +171,6 @@ class Grid:
     def site_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.sites)
 
-    def types(self) -> list[str]:
-        """Each component's type, for per-type summaries: its site name."""
-        return [c.site.name for c in self.components]
-
     # ---- flat vectors <-> intervention parameters ----
 
     def _sizes(self) -> list[int]:

@@ -7,7 +7,7 @@ leaves a parameter at exactly zero and maps stay dense. Worse, Adam's first step
 matter little move as far as those that matter most.
 
 `ProximalAdamax` keeps the relative sizes of the gradients (one step size shared by all
-parameters of the intervention, scaled by an running maximum of the gradient's magnitude, as
+parameters of the intervention, scaled by a running maximum of the gradient's magnitude, as
 Adamax does per parameter) and applies the L1 penalty as its proximal operator, a
 soft-threshold after each step (ISTA). A parameter then stays exactly zero unless the smooth
 part of the objective pulls on it harder than ``lambda_min``: the optimality condition of the

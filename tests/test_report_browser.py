@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import random
 import re
 import select
 import signal
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import ioi_like_rows
 
 import ascale
 
@@ -36,11 +36,8 @@ FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--disable-extensions", "--mute-audio", "--hide-scrollbars",
     "--proxy-server=127.0.0.1:9",  # a request that does escape fails at once instead of hanging
-    "--enable-unsafe-swiftshader",  # software WebGL (the rank scatter is a Scattergl) on no GPU
 )  # fmt: skip
 FIGURE_DIV = re.compile(r"<div[^>]*\bclass=\"plotly-graph-div\"")
-NAMES = (" Mary", " John", " Alice", " Bob", " Carol", " Dave", " Eve")
-TEMPLATE = "When{A} and{B} went to the store,{B} gave a drink to"
 
 # Resolves once every figure div holds a rendered plotly root, or nothing has changed for `quiet`
 # ms after the load event (a figure that failed never draws); returns one record per figure.
@@ -251,23 +248,11 @@ def _error(event: dict[str, Any]) -> str:
     return ""
 
 
-def ioi_rows(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """Clean IOI-like rows and their ABC corruption (three fresh names)."""
-    rng = random.Random(seed)
-    clean, corrupt = [], []
-    for _ in range(n):
-        a, b, x, y, z = rng.sample(NAMES, 5)
-        clean.append({"prompt": TEMPLATE.format(A=a, B=b), "correct": a, "wrong": b})
-        abc = TEMPLATE.replace("{B} gave", "{C} gave").format(A=x, B=y, C=z)
-        corrupt.append({"prompt": abc, "correct": a, "wrong": b})
-    return clean, corrupt
-
-
 def tiny_report(model: Any, out: Path) -> Path:
     """A report with every section (metrics, maps, top components, cumulative effect,
     agreement with rank scatter plots) from scalars fitted for 2 steps and activation patching."""
     torch.manual_seed(0)
-    clean_rows, corrupt_rows = ioi_rows(6)
+    clean_rows, corrupt_rows = ioi_like_rows(6)
     clean = ascale.ContrastSet.from_rows(clean_rows, model)
     corrupted = ascale.ContrastSet.from_rows(corrupt_rows, model)
     scalars = ascale.ActivationScalars(model, sites=["attn_out", "mlp_out", "heads"])
