@@ -13,6 +13,7 @@ safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import importlib.util
@@ -20,6 +21,7 @@ import inspect
 import logging
 import os
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,7 @@ def run(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
     last_only: bool = False,
+    prefix: Prefix | None = None,
 ) -> Float[Tensor, "batch out_pos d_vocab"]:
     """Logits of a forward pass (the mask only when there is padding), on the model's device.
 
@@ -258,6 +261,9 @@ def run(
     unembeds only that position (Hugging Face's ``logits_to_keep``): on SmolLM2 the
     full-vocabulary logits at every position cost a sixth of a training step and most of its
     activation memory, and nothing reads them. Other models compute all and return the last.
+
+    With `prefix` (the residual stream entering block ``prefix.layer``, one row per row of
+    `tokens`, from `prefix_of`), only the blocks from that layer on run: see `Prefix`.
     """
     if attention_mask is not None and bool(attention_mask.all()):
         attention_mask = None
@@ -272,40 +278,171 @@ def run(
         kwargs["logits_to_keep"] = torch.tensor([tokens.shape[1] - 1], device=tokens.device)
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask.to(tokens.device)
-    logits = model(tokens, **kwargs)
+    if prefix is not None and prefix.layer > 0:
+        if prefix.resid.shape[:2] != tokens.shape:
+            raise ValueError(
+                f"the prefix holds {tuple(prefix.resid.shape[:2])} (rows, positions), the "
+                f"tokens {tuple(tokens.shape)}"
+            )
+        with _blocks_from(model, prefix.layer):
+            logits = model(prefix.resid.to(tokens.device), start_at_layer=prefix.layer, **kwargs)
+    else:
+        logits = model(tokens, **kwargs)
     return logits[:, -1:] if last_only else logits
 
 
-@functools.cache
-def _keeps_logits(hf_class: type) -> bool:
-    """Whether a Hugging Face model class can compute the logits of the last position alone."""
-    forward = getattr(hf_class, "forward", None)
-    return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+# ---- prefix reuse: run only the blocks an intervention can change ----
 
 
-def capture(
+@dataclasses.dataclass(frozen=True)
+class Prefix:
+    """The residual stream entering block `layer`, computed once on clean prompts.
+
+    When every hook an intervention (or a patch) edits sits in block `layer` or above, the
+    blocks below it see the clean prompt whatever the edit, so their output can be computed
+    once and each later forward pass starts at `layer`: `run(..., prefix=...)` runs blocks
+    ``layer..n_layers-1`` only (the unembedding included), on `resid`'s rows. Logits and
+    gradients equal the full forward's (``tests/test_prefix.py``); on SmolLM2 with sites in
+    the upper half of the layers a training step costs about half (``benchmarks/prefix.py``).
+
+    TransformerLens' own ``start_at_layer`` on a TransformerBridge injects the residual but
+    still runs the blocks below (transformer-lens 4.3), so `run` also hides those blocks from
+    the Hugging Face model for the pass. Where that does not reproduce the full forward on a
+    model (`prefix_supported`), `prefix_of` returns a prefix at layer 0: the full forward.
+    """
+
+    layer: int
+    resid: Float[Tensor, "batch pos d_model"]
+
+    def rows(self, index: Tensor | Sequence[int]) -> Prefix:
+        """The prefix of a subset of the prompts (``index`` as in ``ContrastSet.subset``)."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.resid.device)
+        return Prefix(self.layer, self.resid.index_select(0, index))
+
+
+def first_block(names: Sequence[str]) -> int:
+    """The lowest block (layer) any of the hook points `names` sits in.
+
+    0 when one of them is not inside a block (embeddings, the final norm): nothing is reused.
+    """
+    layers = []
+    for name in names:
+        parts = name.split(".")
+        if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+            return 0
+        layers.append(int(parts[1]))
+    return min(layers, default=0)
+
+
+def prefix_of(
     model: Any,
     tokens: Int[Tensor, "batch pos"],
-    names: Sequence[str],
+    layer: int,
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
-    last_only: bool = False,
-) -> tuple[Float[Tensor, "batch out_pos d_vocab"], dict[str, Tensor]]:
-    """Logits (as `run` gives them) and the detached activations at hook points `names`.
+    batch_size: int = 64,
+) -> Prefix:
+    """The clean residual stream entering block `layer`, for every row of `tokens`.
 
-    Like TransformerLens' ``run_with_cache(names_filter=...)``, through `attach`, so any hooks
-    already attached (an intervention) act first and their edits are what gets captured.
+    Hooks already attached act on it (attach none below `layer`). Layer 0, or a model where
+    starting part-way does not reproduce the full forward (`prefix_supported`), gives
+    ``Prefix(0, ...)``: `run` then runs the whole model.
     """
-    acts: dict[str, Tensor] = {}
+    layer = int(layer)
+    if layer <= 0 or not prefix_supported(model):
+        return Prefix(0, torch.zeros((*tokens.shape, 0)))
+    return Prefix(
+        layer,
+        torch.cat(
+            [resid for resid in _resid_before(model, tokens, layer, attention_mask, batch_size)]
+        ),
+    )
 
-    def keep(act: Tensor, hook: Any, name: str) -> Tensor:
-        acts[name] = act.detach()
-        return act
 
-    hooks = [(n, functools.partial(keep, name=n)) for n in names]
-    with attach(model, hooks):
-        logits = run(model, tokens, attention_mask, last_only=last_only)
-    return logits, acts
+def _resid_before(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    layer: int,
+    attention_mask: Int[Tensor, "batch pos"] | None,
+    batch_size: int,
+) -> Iterator[Float[Tensor, "rows pos d_model"]]:
+    """The residual entering block `layer`, a batch at a time (the forward stops there)."""
+    device = getattr(model.cfg, "device", None) or "cpu"
+    with torch.no_grad():
+        for start in range(0, len(tokens), batch_size):
+            rows = slice(start, start + batch_size)
+            kwargs: dict[str, Any] = {}
+            if attention_mask is not None and not bool(attention_mask[rows].all()):
+                kwargs["attention_mask"] = attention_mask[rows].to(device)
+            yield model(tokens[rows].to(device), stop_at_layer=layer, **kwargs).detach()
+
+
+_PREFIX_OK: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def prefix_supported(model: Any) -> bool:
+    """Whether running from a middle block reproduces `model`'s full forward (checked once).
+
+    A Hugging Face model that looks a layer's settings up by its index in the stack (e.g.
+    per-layer attention types indexed ``config.layer_types[i]``) would run the upper blocks
+    with the lower blocks' settings: the check compares the logits of a short prompt both ways.
+    """
+    if model in _PREFIX_OK:
+        return _PREFIX_OK[model]
+    ok = False
+    n_layers = int(model.cfg.n_layers)
+    if n_layers > 1 and _layer_list(model) is not None:
+        layer = n_layers // 2
+        vocab = int(model.cfg.d_vocab)
+        tokens = torch.arange(1, 9).remainder(vocab - 1).add(1)[None].repeat(2, 1)
+        tokens[1] = tokens[1].flip(0)
+        try:
+            with torch.no_grad():
+                full = model(tokens.to(getattr(model.cfg, "device", None) or "cpu"))
+                (resid,) = _resid_before(model, tokens, layer, None, len(tokens))
+                with _blocks_from(model, layer):
+                    part = model(resid, start_at_layer=layer)
+            scale = full.abs().max().clamp_min(1.0)
+            ok = bool(((full - part).abs().max() / scale) < 1e-4)
+        except Exception:  # any failure means: run the whole model
+            ok = False
+    _PREFIX_OK[model] = ok
+    return ok
+
+
+def _layer_list(model: Any) -> tuple[torch.nn.Module, str] | None:
+    """Where the Hugging Face model holds the Bridge's blocks: ``(parent module, attribute)``."""
+    blocks = getattr(model, "blocks", None)
+    hf = getattr(model, "original_model", None)
+    if blocks is None or hf is None or len(blocks) == 0:
+        return None
+    for name, module in hf.named_modules():
+        same = isinstance(module, torch.nn.ModuleList) and len(module) == len(blocks)
+        if same and name and all(a is b for a, b in zip(module, blocks, strict=True)):
+            parent, _, attribute = name.rpartition(".")
+            return hf.get_submodule(parent), attribute
+    return None
+
+
+@contextlib.contextmanager
+def _blocks_from(model: Any, layer: int) -> Iterator[None]:
+    """Inside, the Hugging Face model holds only its decoder layers from `layer` on.
+
+    The Bridge's own ``blocks`` (the same module list) stays whole, so its ``start_at_layer``
+    still finds block `layer` by its index and injects the residual there.
+    """
+    found = _layer_list(model)
+    if found is None:
+        raise IncompatibleModelError(
+            f"{type(model).__name__} has no decoder-layer list to start part-way through"
+        )
+    parent, attribute = found
+    whole = getattr(parent, attribute)
+    setattr(parent, attribute, torch.nn.ModuleList(list(whole)[layer:]))
+    try:
+        yield
+    finally:
+        setattr(parent, attribute, whole)
 
 
 def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Tensor]:

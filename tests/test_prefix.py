@@ -1,0 +1,114 @@
+"""Prefix reuse: starting at a middle block from a cached residual equals the full forward.
+
+When every edited hook sits at layer >= l0, the blocks below l0 see the clean prompt, so their
+output (the residual entering block l0) can be computed once. These tests check the logits and
+the gradients of an intervention against the full forward, with and without padding, on tiny
+models of three architectures and on SmolLM2.
+"""
+
+import pytest
+import torch
+
+from ascale import models
+from ascale.data import ContrastSet
+from ascale.interventions import ActivationScalars, DynamicScalars
+from conftest import ioi_like_rows
+
+
+def _randomised(iv, std=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in iv.parameters():
+            p.normal_(std=std, generator=generator)
+    return iv
+
+
+def _logits_and_grads(model, iv, tokens, mask, prefix):
+    iv.zero_grad(set_to_none=True)
+    with torch.enable_grad(), iv.applied(model, beta=1.0):
+        logits = models.run(model, tokens, mask, prefix=prefix)
+    logits.float().pow(2).mean().backward()
+    return logits.detach(), [p.grad.clone() for p in iv.parameters()]
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
+def test_prefix_gives_the_full_forward(tiny_dirs, kind):
+    model = models.load_model(tiny_dirs[kind])
+    assert models.prefix_supported(model)
+    top = model.cfg.n_layers - 1
+    data = ContrastSet.from_rows(ioi_like_rows(4)[0], model)
+    tokens = data.tokens
+    scalars = _randomised(
+        ActivationScalars(model, sites="attn_out,mlp_out,heads", layers=[top], n_pos=data.n_pos)
+    )
+    dynamic = _randomised(DynamicScalars(model, sites="mlp_out,heads", layers=[top]))
+    for iv in (scalars, dynamic):
+        layer = models.first_block([name for name, _ in iv.hooks()])
+        assert layer == top
+        prefix = models.prefix_of(model, tokens, layer)
+        assert prefix.layer == top and prefix.resid.shape[:2] == tokens.shape
+        full, full_grads = _logits_and_grads(model, iv, tokens, None, None)
+        part, part_grads = _logits_and_grads(model, iv, tokens, None, prefix)
+        torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+        for a, b in zip(part_grads, full_grads, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        # the intervention changes the logits: the test would see a prefix that ignored it
+        with torch.no_grad():
+            plain = models.run(model, tokens, prefix=prefix)
+        assert (plain - part).abs().max() > 1e-3
+
+
+def test_prefix_with_padding_and_a_subset(tiny_gpt2):
+    model = tiny_gpt2
+    prompts = ["When Mary and John went to the store", "Rome is", "Paris Berlin Germany"]
+    tokens, lengths = models.tokenize(model, prompts)
+    mask = (torch.arange(tokens.shape[1])[None] < lengths[:, None]).long()
+    dynamic = _randomised(DynamicScalars(model, sites="attn_out", layers=[1]))
+    prefix = models.prefix_of(model, tokens, 1, mask, batch_size=2)  # two batches
+    full, _ = _logits_and_grads(model, dynamic, tokens, mask, None)
+    part, _ = _logits_and_grads(model, dynamic, tokens, mask, prefix)
+    last = lengths - 1
+    rows = torch.arange(len(prompts))
+    torch.testing.assert_close(part[rows, last], full[rows, last], atol=1e-5, rtol=1e-5)
+    index = torch.tensor([2, 0])
+    sub, _ = _logits_and_grads(model, dynamic, tokens[index], mask[index], prefix.rows(index))
+    torch.testing.assert_close(
+        sub[[0, 1], last[index]], full[index, last[index]], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_prefix_mismatch_and_layer_zero(tiny_gpt2):
+    tokens, _ = models.tokenize(tiny_gpt2, ["Rome is the capital", "Paris is the"])
+    prefix = models.prefix_of(tiny_gpt2, tokens, 1)
+    with pytest.raises(ValueError, match="prefix holds"):
+        models.run(tiny_gpt2, tokens[:1], prefix=prefix)
+    assert models.prefix_of(tiny_gpt2, tokens, 0).layer == 0  # nothing to reuse
+    assert models.first_block(["blocks.3.hook_mlp_out", "blocks.1.attn.hook_z"]) == 1
+    assert models.first_block(["blocks.3.hook_mlp_out", "hook_embed"]) == 0
+    assert models.first_block([]) == 0
+
+
+def test_the_model_is_whole_again_after_a_prefix_run(tiny_gpt2):
+    tokens, _ = models.tokenize(tiny_gpt2, ["Rome is the capital of"])
+    before = models.run(tiny_gpt2, tokens)
+    prefix = models.prefix_of(tiny_gpt2, tokens, 1)
+    with pytest.raises(RuntimeError), models._blocks_from(tiny_gpt2, 1):
+        raise RuntimeError("inside")
+    models.run(tiny_gpt2, tokens, prefix=prefix)
+    torch.testing.assert_close(models.run(tiny_gpt2, tokens), before)
+    parent, attribute = models._layer_list(tiny_gpt2)
+    assert getattr(parent, attribute) is tiny_gpt2.blocks
+
+
+@pytest.mark.real
+def test_prefix_on_smollm2(smol):
+    data = ContrastSet.from_rows(ioi_like_rows(3)[0], smol)
+    scalars = _randomised(
+        ActivationScalars(smol, sites="heads", layers=range(20, 30), n_pos=data.n_pos), std=0.2
+    )
+    prefix = models.prefix_of(smol, data.tokens, 20)
+    assert prefix.layer == 20  # supported on SmolLM2: a real saving
+    full, full_grads = _logits_and_grads(smol, scalars, data.tokens, None, None)
+    part, part_grads = _logits_and_grads(smol, scalars, data.tokens, None, prefix)
+    torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(part_grads[0], full_grads[0], atol=1e-5, rtol=1e-3)
