@@ -193,8 +193,12 @@ def fit(
         else:
             stop = "train"
     generator = torch.Generator().manual_seed(seed)
-    clean = _clean_log_probs(model, train, batch_size)
-    val_clean = None if val is None else _clean_log_probs(model, val, batch_size)
+    # the blocks below the intervention's lowest layer see clean prompts: computed once
+    first = models.first_block(intervention.hook_names)
+    prefix = _prefix(model, train, first, batch_size)
+    val_prefix = None if val is None else _prefix(model, val, first, batch_size)
+    clean = _clean_log_probs(model, train, batch_size, prefix)
+    val_clean = None if val is None else _clean_log_probs(model, val, batch_size, val_prefix)
     params = list(intervention.parameters())
     optimizer: torch.optim.Optimizer = (
         ProximalAdamax(params, lr=lr, l1=objective.lambda_min)
@@ -219,7 +223,10 @@ def fit(
                     order, cursor = torch.randperm(len(train), generator=generator), 0
                 index = order[cursor : cursor + batch_size]
                 cursor += batch_size
-                terms = _step(model, intervention, train.subset(index), clean[index], smooth)
+                batch = train.subset(index)
+                terms = _step(
+                    model, intervention, batch, clean[index], smooth, _rows(prefix, index, batch)
+                )
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
@@ -245,7 +252,9 @@ def fit(
                     and val_clean is not None
                     and (step % eval_every == 0 or step == steps)
                 ):
-                    score = _score(model, intervention, val, val_clean, objective, batch_size)
+                    score = _score(
+                        model, intervention, val, val_clean, objective, batch_size, val_prefix
+                    )
                     history.setdefault("val_step", []).append(step)
                     history.setdefault("val_loss", []).append(score)
                     postfix["val"] = f"{score:.3f}"
@@ -320,13 +329,17 @@ def _score(
     clean: Tensor,
     objective: Objective,
     batch_size: int,
+    prefix: models.Prefix | None = None,
 ) -> float:
     """The whole objective (L1 included) on held-out prompts, without gradients."""
     total = 0.0
     with torch.no_grad():
         for begin in range(0, len(data), batch_size):
             index = torch.arange(begin, min(begin + batch_size, len(data)))
-            terms = _step(model, intervention, data.subset(index), clean[index], objective)
+            batch = data.subset(index)
+            terms = _step(
+                model, intervention, batch, clean[index], objective, _rows(prefix, index, batch)
+            )
             total += float(terms["loss"]) * len(index)
     return total / len(data)
 
@@ -381,13 +394,20 @@ def _check_settings(
 
 
 def _step(
-    model: Any, intervention: Intervention, batch: ContrastSet, clean: Tensor, objective: Objective
+    model: Any,
+    intervention: Intervention,
+    batch: ContrastSet,
+    clean: Tensor,
+    objective: Objective,
+    prefix: models.Prefix | None = None,
 ) -> dict[str, Tensor]:
     n = len(batch)
     device = _device(model)
     beta = torch.cat([torch.ones(n), -torch.ones(n)]).to(device)
     doubled = _stack_twice(batch)
-    logits = _answer_logits(model, intervention, doubled, beta)
+    if prefix is not None:
+        prefix = models.Prefix(prefix.layer, prefix.resid.repeat(2, 1, 1))
+    logits = _answer_logits(model, intervention, doubled, beta, prefix)
     correct, wrong = doubled.correct_ids.to(device), doubled.wrong_ids.to(device)
     delta = answer_logit_diff(logits, correct, wrong)
     kl = masked_kl(clean.repeat(2, 1), logits, correct, wrong)
@@ -419,15 +439,17 @@ def evaluate(
     deltas: dict[float, list[Tensor]] = {0.0: [], 1.0: [], -1.0: []}
     kls: list[Tensor] = []
     device = _device(model)
+    first = models.first_block(intervention.hook_names)  # the blocks below run once a batch
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             batch = data.subset(range(start, min(start + batch_size, len(data))))
             ids = (batch.correct_ids.to(device), batch.wrong_ids.to(device))
-            clean_logits = _answer_logits(model, None, batch, 0.0)
+            prefix = _prefix(model, batch, first, batch_size)
+            clean_logits = _answer_logits(model, None, batch, 0.0, prefix)
             clean = masked_log_probs(clean_logits, *ids)
             deltas[0.0].append(answer_logit_diff(clean_logits, *ids))
             for beta in (1.0, -1.0):
-                logits = _answer_logits(model, intervention, batch, beta)
+                logits = _answer_logits(model, intervention, batch, beta, prefix)
                 deltas[beta].append(answer_logit_diff(logits, *ids))
                 kls.append(masked_kl(clean, logits, *ids))
     d = {beta: torch.cat(v) for beta, v in deltas.items()}
@@ -456,9 +478,17 @@ def _share(flags: Tensor) -> float:
 
 
 def _answer_logits(
-    model: Any, intervention: Intervention | None, batch: ContrastSet, beta: Beta
+    model: Any,
+    intervention: Intervention | None,
+    batch: ContrastSet,
+    beta: Beta,
+    prefix: models.Prefix | None = None,
 ) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at each prompt's last real token, with `intervention` applied at `beta`."""
+    """Logits at each prompt's last real token, with `intervention` applied at `beta`.
+
+    With `prefix` (the batch's clean residual entering the intervention's lowest block), only
+    the blocks from there on run (`models.Prefix`).
+    """
     context = (
         contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
     )
@@ -466,7 +496,9 @@ def _answer_logits(
     # column, and only that column is unembedded: see `models.run(last_only=True)`.
     last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
     with context:
-        logits = models.run(model, batch.tokens, batch.attention_mask, last_only=last_only)
+        logits = models.run(
+            model, batch.tokens, batch.attention_mask, last_only=last_only, prefix=prefix
+        )
     # on the model's device: the loss is computed there too (on a GPU, no copies per step)
     return logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
 
@@ -476,16 +508,43 @@ def _device(model: Any) -> torch.device:
     return torch.device(getattr(model.cfg, "device", None) or "cpu")
 
 
-def _clean_log_probs(model: Any, data: ContrastSet, batch_size: int) -> Tensor:
+def _clean_log_probs(
+    model: Any, data: ContrastSet, batch_size: int, prefix: models.Prefix | None = None
+) -> Tensor:
     """The clean, answer-masked next-token log-probabilities of every prompt, computed once."""
     out = []
     with torch.no_grad():  # not inference_mode: these tensors enter the autograd graph later
         for start in range(0, len(data), batch_size):
-            batch = data.subset(range(start, min(start + batch_size, len(data))))
-            logits = _answer_logits(model, None, batch, 0.0)
+            index = torch.arange(start, min(start + batch_size, len(data)))
+            batch = data.subset(index)
+            logits = _answer_logits(model, None, batch, 0.0, _rows(prefix, index, batch))
             ids = (batch.correct_ids.to(logits.device), batch.wrong_ids.to(logits.device))
             out.append(masked_log_probs(logits, *ids))
     return torch.cat(out)
+
+
+PREFIX_MEMORY = 2**30  # the largest clean residual `fit` keeps for prefix reuse (float32)
+
+
+def _prefix(model: Any, data: ContrastSet, layer: int, batch_size: int) -> models.Prefix | None:
+    """The clean residual entering block `layer` for every prompt; ``None`` at layer 0, or when
+    it would take more than `PREFIX_MEMORY` bytes (the full forward runs instead)."""
+    d_model = int(model.cfg.d_model)
+    if layer <= 0 or data.tokens.numel() * d_model * 4 > PREFIX_MEMORY:
+        return None
+    with torch.no_grad():  # not inference_mode: the residual enters the autograd graph later
+        prefix = models.prefix_of(
+            model, data.tokens, layer, data.attention_mask, batch_size=batch_size
+        )
+    return prefix if prefix.layer > 0 else None
+
+
+def _rows(prefix: models.Prefix | None, index: Tensor, batch: ContrastSet) -> models.Prefix | None:
+    """`prefix` at the rows `batch` was subset at, trimmed to its width (padding)."""
+    if prefix is None:
+        return None
+    rows = prefix.rows(index)
+    return models.Prefix(rows.layer, rows.resid[:, : batch.tokens.shape[1]])
 
 
 def _stack_twice(batch: ContrastSet) -> ContrastSet:

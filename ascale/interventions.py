@@ -223,12 +223,17 @@ class Intervention(nn.Module, ABC):
     def _magnitudes(self, param: Tensor) -> Tensor:
         return param.detach().abs()
 
+    @property
+    def hook_names(self) -> list[str]:
+        """The hook points this intervention edits, one per site and layer."""
+        return [s.hook_name(layer) for s in self.sites for layer in s.layers]
+
     def config(self) -> dict[str, Any]:
         """What it takes to rebuild this intervention (saved beside the tensors)."""
         return {
             "method": self.method,
             "sites": {s.name: list(s.layers) for s in self.sites},
-            "hooks": [s.hook_name(layer) for s in self.sites for layer in s.layers],
+            "hooks": self.hook_names,
             "positions": self.positions
             if isinstance(self.positions, str)
             else list(self.positions),

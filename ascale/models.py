@@ -291,6 +291,38 @@ def run(
     return logits[:, -1:] if last_only else logits
 
 
+@functools.cache
+def _keeps_logits(hf_class: type) -> bool:
+    """Whether a Hugging Face model class can compute the logits of the last position alone."""
+    forward = getattr(hf_class, "forward", None)
+    return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+
+
+def capture(
+    model: Any,
+    tokens: Int[Tensor, "batch pos"],
+    names: Sequence[str],
+    attention_mask: Int[Tensor, "batch pos"] | None = None,
+    *,
+    last_only: bool = False,
+) -> tuple[Float[Tensor, "batch out_pos d_vocab"], dict[str, Tensor]]:
+    """Logits (as `run` gives them) and the detached activations at hook points `names`.
+
+    Like TransformerLens' ``run_with_cache(names_filter=...)``, through `attach`, so any hooks
+    already attached (an intervention) act first and their edits are what gets captured.
+    """
+    acts: dict[str, Tensor] = {}
+
+    def keep(act: Tensor, hook: Any, name: str) -> Tensor:
+        acts[name] = act.detach()
+        return act
+
+    hooks = [(n, functools.partial(keep, name=n)) for n in names]
+    with attach(model, hooks):
+        logits = run(model, tokens, attention_mask, last_only=last_only)
+    return logits, acts
+
+
 # ---- prefix reuse: run only the blocks an intervention can change ----
 
 

@@ -6,13 +6,15 @@ the gradients of an intervention against the full forward, with and without padd
 models of three architectures and on SmolLM2.
 """
 
+import importlib
+
 import pytest
 import torch
+from conftest import ioi_like_rows
 
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.interventions import ActivationScalars, DynamicScalars
-from conftest import ioi_like_rows
 
 
 def _randomised(iv, std=0.3, seed=0):
@@ -112,3 +114,30 @@ def test_prefix_on_smollm2(smol):
     part, part_grads = _logits_and_grads(smol, scalars, data.tokens, None, prefix)
     torch.testing.assert_close(part, full, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(part_grads[0], full_grads[0], atol=1e-5, rtol=1e-3)
+
+
+def test_fit_and_evaluate_with_prefix_equal_the_full_forward(tiny_gpt2, monkeypatch):
+    fit_module = importlib.import_module("ascale.fit")  # the module (`ascale.fit` is the function)
+
+    model = tiny_gpt2
+    data = ContrastSet.from_rows(ioi_like_rows(12)[0], model)
+
+    def run_once():
+        iv = ActivationScalars(model, sites="heads,mlp_out", layers=[1], n_pos=data.n_pos)
+        result = fit_module.fit(model, iv, data, steps=4, batch_size=8, stop="none", progress=False)
+        return result.history["loss"], fit_module.evaluate(model, iv, data), iv
+
+    calls = []
+    real = models.prefix_of
+    monkeypatch.setattr(models, "prefix_of", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    losses, metrics, iv = run_once()
+    assert calls and set(calls) == {1}  # the fit and the evaluation started at block 1
+    monkeypatch.setattr(fit_module, "_prefix", lambda *a, **k: None)
+    full_losses, full_metrics, full_iv = run_once()
+    torch.testing.assert_close(
+        torch.tensor(losses), torch.tensor(full_losses), rtol=1e-5, atol=1e-6
+    )
+    for a, b in zip(iv.parameters(), full_iv.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert metrics.logit_diff_forward == pytest.approx(full_metrics.logit_diff_forward, abs=1e-5)
+    assert metrics.faithfulness_kl == pytest.approx(full_metrics.faithfulness_kl, abs=1e-6)
