@@ -96,22 +96,25 @@ def activation_patching(
     names = grid.hook_names()
     chunk = max(1, min(len(data), max_batch))
     mean = _mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
+    # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
+    # from the clean residual entering block l (`models.Prefix`)
+    order = sorted(range(len(comps)), key=lambda i: comps[i].layer)
     with torch.inference_mode():
         for rows in _chunks(range(len(data)), chunk):
             batch = base.subset(rows)
-            delta, base_acts = _capture(model, batch, names)
+            delta, base_acts, resid = _capture_with_resid(model, batch, names, grid)
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
             base_delta, source_delta = (
                 base_delta + float(delta.sum()),
                 source_delta + float(src_delta.sum()),
             )
             per_pass = max(1, max_batch // len(rows))
-            for start in range(0, len(comps), per_pass):
-                group = comps[start : start + per_pass]
+            for start in range(0, len(order), per_pass):
+                group = torch.tensor(order[start : start + per_pass])
                 rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
-                rows_[torch.arange(len(group)), torch.arange(start, start + len(group))] = True
-                patched = patched_deltas(model, batch, grid, rows_, src_acts)
-                totals[start : start + len(group)] += patched.sum(-1).cpu() - float(delta.sum())
+                rows_[torch.arange(len(group)), group] = True
+                patched = patched_deltas(model, batch, grid, rows_, src_acts, resid)
+                totals[group] += patched.sum(-1).cpu() - float(delta.sum())
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
     )
@@ -303,19 +306,49 @@ def _mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int)
 
 
 def patched_deltas(
-    model: Any, batch: ContrastSet, grid: Grid, rows: Tensor, source: Acts
+    model: Any,
+    batch: ContrastSet,
+    grid: Grid,
+    rows: Tensor,
+    source: Acts,
+    resid: dict[int, Tensor] | None = None,
 ) -> Float[Tensor, "copy batch"]:
     """Δ per prompt in one copy of `batch` per row of ``rows [copy, component]``; copy ``c``
-    takes `source` at every component set in ``rows[c]`` (the rest run as they are)."""
+    takes `source` at every component set in ``rows[c]`` (the rest run as they are).
+
+    With `resid` (the clean residual entering each block of the grid, `_capture_with_resid`),
+    the pass starts at the lowest block it patches (`models.Prefix`).
+    """
     copies = rows.shape[0]
     masks = grid.masks(rows)
     hooks = [
         (name, functools.partial(_patch, mask=mask.to(source[name].device), source=source[name]))
         for name, mask in masks.items()
     ]
+    prefix = None
+    first = models.first_block(list(masks))
+    if resid and first in resid:
+        prefix = models.Prefix(first, resid[first].repeat(copies, 1, 1))
     with models.attach(model, hooks):
-        logits = models.run(model, _tokens(batch, model).repeat(copies, 1), last_only=True)
+        tokens = _tokens(batch, model).repeat(copies, 1)
+        logits = models.run(model, tokens, last_only=True, prefix=prefix)
     return _deltas(logits, batch, copies).reshape(copies, len(batch))
+
+
+def _capture_with_resid(
+    model: Any, batch: ContrastSet, names: list[str], grid: Grid
+) -> tuple[Tensor, Acts, dict[int, Tensor]]:
+    """`_capture`, and the clean residual entering each block of `grid` above block 0 (where
+    the model supports starting part-way: `models.prefix_supported`)."""
+    layers = sorted({layer for site in grid.sites for layer in site.layers if layer > 0})
+    if not layers or not models.prefix_supported(model):
+        return (*_capture(model, batch, names), {})
+    extra = [f"blocks.{layer}.hook_resid_pre" for layer in layers]
+    delta, acts = _capture(model, batch, [*names, *extra])
+    resid = {layer: acts[name] for layer, name in zip(layers, extra, strict=True)}
+    for name in set(extra) - set(names):
+        del acts[name]
+    return delta, acts, resid
 
 
 def capture_source(

@@ -107,7 +107,8 @@ def _parse(
         match = pattern.match(name)
         if match:
             return site, _layers([int(match.group(1))], n_layers)
-    valid = list(SITE_HOOKS) + models.hook_names(model)
+    hooks = [h for h in models.hook_names(model) if any(p.match(h) for p in _HOOK_TO_SITE)]
+    valid = list(SITE_HOOKS) + hooks
     raise UnknownSiteError(
         f"unknown site or hook {name!r}; valid sites are {sorted(SITE_HOOKS)} or hook names "
         f"like 'blocks.0.hook_mlp_out'; closest: {closest(name, valid)}"

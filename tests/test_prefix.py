@@ -141,3 +141,30 @@ def test_fit_and_evaluate_with_prefix_equal_the_full_forward(tiny_gpt2, monkeypa
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert metrics.logit_diff_forward == pytest.approx(full_metrics.logit_diff_forward, abs=1e-5)
     assert metrics.faithfulness_kl == pytest.approx(full_metrics.faithfulness_kl, abs=1e-6)
+
+
+@pytest.mark.parametrize("sites", ["attn_out,mlp_out", "heads,resid"])
+def test_activation_patching_with_prefix_equals_the_full_forward(tiny, monkeypatch, sites):
+    from ascale.patching import activation_patching
+
+    clean_rows, corrupt_rows = ioi_like_rows(6)
+    clean = ContrastSet.from_rows(clean_rows, tiny)
+    corrupted = ContrastSet.from_rows(corrupt_rows, tiny)
+    starts = []
+    real_run = models.run
+
+    def spy(*args, prefix=None, **kwargs):
+        starts.append(0 if prefix is None else prefix.layer)
+        return real_run(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(models, "run", spy)
+    fast = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
+    assert max(starts) == tiny.cfg.n_layers - 1  # passes on the top block started there
+    monkeypatch.setattr(models, "prefix_supported", lambda model: False)
+    slow = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
+    fast_values, slow_values = (
+        torch.tensor(r.components.set_index("component")["value"].sort_index().to_numpy())
+        for r in (fast, slow)
+    )
+    assert fast_values.abs().max() > 1e-3  # the patches moved the logit difference
+    torch.testing.assert_close(fast_values, slow_values, atol=1e-5, rtol=1e-4)
