@@ -552,5 +552,8 @@ def test_demo_scores_its_own_fits_as_the_map(tmp_path, capsys, tiny_model):
     assert saved["metadata"]["hyperparameters"]["sparsity"] == "proximal"
     compared = json.loads((out / "compare.json").read_text())
     assert compared["info"]["ablation"] == "counterfactual"
+    stages = summary["timings_s"]  # where the demo's time goes
+    assert {"load_model", "fit_and_evaluate_scalars", "compare_activation_patching"} <= set(stages)
+    assert sum(v for k, v in stages.items() if k != "compare") <= summary["wall_time_s"] + 0.5
     printed = capsys.readouterr().out
     assert "moved (not clean)" in printed and "circuits on the test split" in printed

@@ -81,7 +81,10 @@ def demo_command(args: argparse.Namespace) -> int:
         replace_any=default,
     )
     with folder as run:
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
         model = ascale.load_model()
+        timings["load_model"] = time.perf_counter() - t
         data = ascale.tasks.ccc(model, n=args.n, seed=args.seed)
         train, test = data.split(test_size=0.3, seed=args.seed)
         print(
@@ -96,7 +99,9 @@ def demo_command(args: argparse.Namespace) -> int:
             # the scalars are the demo's map too: fitted sparse (exact zeros), as compare does
             sparse = argparse.Namespace(**{**vars(opts), "sparsity": "proximal"})
             settings = sparse if method == "scalars" else opts
+            t = time.perf_counter()
             metrics = fit_one(model, intervention, train, test, settings, run.stage / method)
+            timings[f"fit_and_evaluate_{method}"] = time.perf_counter() - t
             table[method] = metrics["test"]
         title = f"CCC test split, {model.cfg.model_name}, sites attn_out+mlp_out, all positions"
         print_table(table, title=title)
@@ -124,8 +129,11 @@ def demo_command(args: argparse.Namespace) -> int:
         )
         write_compare(run.stage, result, title="ascale demo: CCC", description=description)
         print_summary(result)
+        timings.update({f"compare_{k}": v for k, v in result.info["timings_s"].items()})
+        timings["compare"] = result.info["wall_time_s"]
         summary = {
             "wall_time_s": round(time.perf_counter() - start, 1),
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "test": table,
             "circuits": result.to_dict()["summary"],
         }
