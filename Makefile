@@ -20,7 +20,8 @@ demo: $(STAMP)
 	.venv/bin/ascale demo
 
 test: $(STAMP) lint browser
-	$(PY) -m pytest -q
+	# two workers at one torch thread each: on 2 cores, faster than one process at two threads
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist worksteal
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir .site -q
 
 lint: $(STAMP)
