@@ -381,7 +381,7 @@ def prefix_of(
     ``Prefix(0, ...)``: `run` then runs the whole model.
     """
     layer = int(layer)
-    if layer <= 0 or not prefix_supported(model):
+    if layer <= 0 or not prefix_supported(model, layer):
         return Prefix(0, torch.zeros((*tokens.shape, 0)))
     return Prefix(
         layer,
@@ -409,37 +409,45 @@ def _resid_before(
             yield model(tokens[rows].to(device), stop_at_layer=layer, **kwargs).detach()
 
 
-_PREFIX_OK: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_PREFIX_OK: weakref.WeakKeyDictionary[Any, dict[int, bool]] = weakref.WeakKeyDictionary()
 
 
-def prefix_supported(model: Any) -> bool:
-    """Whether running from a middle block reproduces `model`'s full forward (checked once).
+def prefix_supported(model: Any, layer: int) -> bool:
+    """Whether running from block `layer` reproduces `model`'s full forward (checked once).
 
-    A Hugging Face model that looks a layer's settings up by its index in the stack (e.g.
-    per-layer attention types indexed ``config.layer_types[i]``) would run the upper blocks
-    with the lower blocks' settings: the check compares the logits of a short prompt both ways.
+    A Hugging Face model that looks a layer's settings up by its index in the stack (Gemma 3
+    reads ``config.layer_types[i]``: sliding or full attention, local or global rotary) would
+    run the upper blocks with the lower blocks' settings. Refused when the per-layer types do
+    not repeat with that shift; otherwise the logits of a short prompt are compared both ways.
     """
-    if model in _PREFIX_OK:
-        return _PREFIX_OK[model]
-    ok = False
+    checked = _PREFIX_OK.setdefault(model, {})
+    if layer not in checked:
+        checked[layer] = _check_prefix(model, int(layer))
+    return checked[layer]
+
+
+def _check_prefix(model: Any, layer: int) -> bool:
     n_layers = int(model.cfg.n_layers)
-    if n_layers > 1 and _layer_list(model) is not None:
-        layer = n_layers // 2
-        vocab = int(model.cfg.d_vocab)
-        tokens = torch.arange(1, 9).remainder(vocab - 1).add(1)[None].repeat(2, 1)
-        tokens[1] = tokens[1].flip(0)
-        try:
-            with torch.no_grad():
-                full = model(tokens.to(getattr(model.cfg, "device", None) or "cpu"))
-                (resid,) = _resid_before(model, tokens, layer, None, len(tokens))
-                with _blocks_from(model, layer):
-                    part = model(resid, start_at_layer=layer)
-            scale = full.abs().max().clamp_min(1.0)
-            ok = bool(((full - part).abs().max() / scale) < 1e-4)
-        except Exception:  # any failure means: run the whole model
-            ok = False
-    _PREFIX_OK[model] = ok
-    return ok
+    if not 0 < layer < n_layers or _layer_list(model) is None:
+        return False
+    hf_config = getattr(getattr(model, "original_model", None), "config", None)
+    text_config = getattr(hf_config, "text_config", None) or hf_config
+    types = list(getattr(text_config, "layer_types", None) or [])
+    if types and types[layer:] != types[: len(types) - layer]:
+        return False
+    vocab = int(model.cfg.d_vocab)
+    tokens = torch.arange(1, 9).remainder(vocab - 1).add(1)[None].repeat(2, 1)
+    tokens[1] = tokens[1].flip(0)
+    try:
+        with torch.no_grad():
+            full = model(tokens.to(getattr(model.cfg, "device", None) or "cpu"))
+            (resid,) = _resid_before(model, tokens, layer, None, len(tokens))
+            with _blocks_from(model, layer):
+                part = model(resid, start_at_layer=layer)
+    except Exception:  # any failure means: run the whole model
+        return False
+    scale = full.abs().max().clamp_min(1.0)
+    return bool(((full - part).abs().max() / scale) < 1e-4)
 
 
 def _layer_list(model: Any) -> tuple[torch.nn.Module, str] | None:

@@ -65,7 +65,7 @@ def _without_prefix(runner: setups.Runner) -> setups.Runner:
 def _patching(model: Any, clean: Any, corrupted: Any, reuse: bool) -> float:
     saved = models.prefix_supported
     if not reuse:
-        models.prefix_supported = lambda model: False  # type: ignore[assignment]
+        models.prefix_supported = lambda model, layer: False  # type: ignore[assignment]
     try:
         start = time.perf_counter()
         ascale.activation_patching(model, clean, corrupted, sites="attn_out,mlp_out")

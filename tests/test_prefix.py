@@ -36,7 +36,7 @@ def _logits_and_grads(model, iv, tokens, mask, prefix):
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "neox"])
 def test_prefix_gives_the_full_forward(tiny_dirs, kind):
     model = models.load_model(tiny_dirs[kind])
-    assert models.prefix_supported(model)
+    assert models.prefix_supported(model, 1)
     top = model.cfg.n_layers - 1
     data = ContrastSet.from_rows(ioi_like_rows(4)[0], model)
     tokens = data.tokens
@@ -160,7 +160,7 @@ def test_activation_patching_with_prefix_equals_the_full_forward(tiny, monkeypat
     monkeypatch.setattr(models, "run", spy)
     fast = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
     assert max(starts) == tiny.cfg.n_layers - 1  # passes on the top block started there
-    monkeypatch.setattr(models, "prefix_supported", lambda model: False)
+    monkeypatch.setattr(models, "prefix_supported", lambda model, layer: False)
     slow = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
     fast_values, slow_values = (
         torch.tensor(r.components.set_index("component")["value"].sort_index().to_numpy())
@@ -168,3 +168,16 @@ def test_activation_patching_with_prefix_equals_the_full_forward(tiny, monkeypat
     )
     assert fast_values.abs().max() > 1e-3  # the patches moved the logit difference
     torch.testing.assert_close(fast_values, slow_values, atol=1e-5, rtol=1e-4)
+
+
+def test_prefix_is_refused_where_layer_types_do_not_repeat(tiny_dirs):
+    model = models.load_model(tiny_dirs["neox"])  # three layers
+    config = model.original_model.config
+    config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
+    try:
+        assert not models._check_prefix(model, 1)  # layer 1 would run with layer 0's type
+        config.layer_types = ["full_attention"] * 3
+        assert models._check_prefix(model, 1) and models._check_prefix(model, 2)
+    finally:
+        del config.layer_types
+    assert not models._check_prefix(model, 0)  # nothing to start from
