@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import models
+from ascale import distributed, models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.interventions import Beta, Intervention
@@ -200,6 +200,7 @@ def fit(
     clean = _clean_log_probs(model, train, batch_size, prefix)
     val_clean = None if val is None else _clean_log_probs(model, val, batch_size, val_prefix)
     params = list(intervention.parameters())
+    distributed.broadcast_parameters(params)  # one starting point on every rank
     optimizer: torch.optim.Optimizer = (
         ProximalAdamax(params, lr=lr, l1=objective.lambda_min)
         if sparsity == "proximal"
@@ -214,7 +215,12 @@ def fit(
     history: dict[str, list[float]] = {}
     tracker = _Best(intervention, patience)
     start, step, reason = time.perf_counter(), 0, "ran every step"
-    bar = tqdm(total=steps, desc=f"fit {intervention.method}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=steps,
+        desc=f"fit {intervention.method}",
+        disable=not (progress and distributed.is_main()),
+        leave=False,
+    )
     with _frozen(model):
         try:
             order, cursor = torch.randperm(len(train), generator=generator), 0
@@ -223,12 +229,16 @@ def fit(
                     order, cursor = torch.randperm(len(train), generator=generator), 0
                 index = order[cursor : cursor + batch_size]
                 cursor += batch_size
-                batch = train.subset(index)
-                terms = _step(
-                    model, intervention, batch, clean[index], smooth, _rows(prefix, index, batch)
-                )
+                # under torchrun each process runs its share of the rows, its loss weighted by
+                # that share, and the gradients are summed: the step of the whole batch
+                mine, part = distributed.shard(index), None
                 optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
+                if len(mine):
+                    batch = train.subset(mine)
+                    rows = _rows(prefix, mine, batch)
+                    part = _step(model, intervention, batch, clean[mine], smooth, rows)
+                    (part["loss"] * (len(mine) / len(index))).backward()
+                terms = distributed.reduce_step(part, params, len(index)) or {}
                 optimizer.step()
                 schedule.step()
                 _apply_masks(intervention, masks)
@@ -499,13 +509,19 @@ def _answer_logits(
         logits = models.run(
             model, batch.tokens, batch.attention_mask, last_only=last_only, prefix=prefix
         )
-    # on the model's device: the loss is computed there too (on a GPU, no copies per step)
-    return logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
+    # on the model's (last) device: the loss is computed there too (on a GPU, no copies per
+    # step), and in float32 whatever the model's dtype: a bfloat16 logit is exact only to ~0.06
+    # at 10 (8 significant bits), too coarse for the hinge margin, and the faithfulness KL sums
+    # ~50k tiny terms that bfloat16 would round to 0; the vocabulary row of the answer position
+    # alone is cast, so this costs nothing next to the forward pass
+    picked = logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
+    return picked.float()
 
 
 def _device(model: Any) -> torch.device:
-    """Where the model computes (the answer ids and the clean distribution go there)."""
-    return torch.device(getattr(model.cfg, "device", None) or "cpu")
+    """Where the model's logits come out (the answer ids and the clean distribution go there):
+    its one device, or the last of a model split over devices (``device_map``)."""
+    return models.output_device(model)
 
 
 def _clean_log_probs(

@@ -72,7 +72,7 @@ class Intervention(nn.Module, ABC):
                 raise AscaleError("positions is an empty list")
         self.n_pos: int | None = None
         self.params = nn.ParameterDict()
-        self._device = next(iter(model.parameters())).device
+        self._device = models.first_device(model)
         if positions == "shared":
             self._build(n_slots=1)
         elif n_pos is not None:
@@ -114,9 +114,13 @@ class Intervention(nn.Module, ABC):
         self._build(n_slots=n_pos if self.positions == "all" else len(self.positions))
 
     def _build(self, n_slots: int) -> None:
+        # float32 whatever the model's dtype: in bfloat16 (8 significant bits) an Adam update
+        # of 1e-3 to a scalar near 1 rounds away, and small scalars could not be told from 0;
+        # the hooks compute the edit in float32 and hand the model back its own dtype
         for site in self.sites:
             shape = (len(site.layers), n_slots, *self._unit_shape(site))
-            self.params[site.name] = nn.Parameter(torch.zeros(shape, device=self._device))
+            zeros = torch.zeros(shape, device=self._device, dtype=torch.float32)
+            self.params[site.name] = nn.Parameter(zeros)
 
     @abstractmethod
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
@@ -164,8 +168,14 @@ class Intervention(nn.Module, ABC):
         name = site.hook_name(site.layers[k])
 
         def hook(act: Tensor, hook: Any) -> Tensor:
+            # float32 edit, returned in the activation's dtype (bfloat16 models stay bfloat16)
+            return edit(act).to(act.dtype)
+
+        def edit(act: Tensor) -> Tensor:
             n = act.shape[1]
-            param = self.params[site.name][k]
+            # on the device of the activation: in a model split over devices (device_map) the
+            # hook of each layer runs where that layer lives; autograd carries the gradient back
+            param = self.params[site.name][k].to(act.device)
             if not self.position_tied:
                 return self._edit(act, param, _beta_like(beta, act))
             if n == self.n_pos:

@@ -30,9 +30,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ascale.errors import IncompatibleModelError, ModelNotAvailableError
+from ascale.errors import AscaleError, IncompatibleModelError, ModelNotAvailableError
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED_MODELS", "load_model"]
+__all__ = ["DEFAULT_MODEL", "DTYPES", "EMBEDDED_MODELS", "load_model"]
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -49,8 +49,9 @@ def load_model(
     name: str | os.PathLike[str] | None = None,
     *,
     compatibility_mode: bool = True,
-    device: str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    device_map: str | dict[str, str | int] | None = None,
 ) -> Any:
     """Load a model as a TransformerLens `TransformerBridge`, frozen and in eval mode.
 
@@ -64,8 +65,18 @@ def load_model(
             then differ from Hugging Face by a per-position constant (centred unembedding) and
             ~3e-5 otherwise; logit *differences* and probabilities match. ``False`` gives the
             plain Bridge, whose logits match Hugging Face exactly.
-        device: torch device.
-        dtype: parameter dtype.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); checked here, so
+            an unknown or absent device fails before any loading.
+        dtype: the model's parameter dtype: ``"float32"`` (default), ``"bfloat16"`` or
+            ``"float16"`` (or the torch dtype). Interventions keep float32 parameters and the
+            loss is computed in float32 whatever this is (see `ascale.fit`).
+        device_map: split the model over devices through Accelerate (Hugging Face's
+            ``device_map``): ``"auto"``, ``"balanced"``, or a dict from module names
+            (``"transformer.h.0"``, ``"model.layers.3"``, ...) to devices. Instead of `device`.
+            Hooks run where their layer lives, and an intervention's parameters are used on
+            the device of the activation they edit (``docs/scale.md``). TransformerLens refuses
+            `compatibility_mode` on maps that offload to CPU or disk beside GPUs: pass
+            ``compatibility_mode=False`` for those.
 
     Example:
         >>> model = load_model()  # doctest: +SKIP
@@ -73,18 +84,19 @@ def load_model(
         30
     """
     key = DEFAULT_MODEL if name is None else str(name)
+    place = _placement(device, dtype, device_map)
     if key in EMBEDDED_MODELS:
         folder, prepend_bos = _embedded_folder(key), EMBEDDED_MODELS[key][2]
-        model = _boot(str(folder), device, dtype, model_name=key)
+        model = _boot(str(folder), place, model_name=key)
     elif key.endswith(".gguf"):
         path = Path(key).expanduser()
         if not path.is_file():
             raise ModelNotAvailableError(f"no GGUF file at {str(path)!r}")
-        model, prepend_bos = _boot(str(_dequantised(path)), device, dtype, model_name=key), None
+        model, prepend_bos = _boot(str(_dequantised(path)), place, model_name=key), None
     elif Path(key).expanduser().is_dir():
-        model, prepend_bos = _boot(str(Path(key).expanduser()), device, dtype, key), None
+        model, prepend_bos = _boot(str(Path(key).expanduser()), place, key), None
     else:
-        model, prepend_bos = _boot_hub(key, device, dtype), None
+        model, prepend_bos = _boot_hub(key, place), None
     if prepend_bos is not None:
         model.cfg.default_prepend_bos = prepend_bos
     if compatibility_mode:
@@ -94,11 +106,74 @@ def load_model(
     return model
 
 
-def _boot(folder: str, device: str, dtype: torch.dtype, model_name: str) -> Any:
+#: the dtypes a model may be loaded in, by the names the command line takes
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"``, ``"bfloat16"``, ``"float16"`` (or those torch dtypes) as a torch dtype."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in DTYPES:
+        return DTYPES[dtype.removeprefix("torch.")]
+    raise AscaleError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here; an unknown or absent one fails in one sentence."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise AscaleError(
+            f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (parsed.index or 0) >= count:
+            raise ModelNotAvailableError(
+                f"device {str(parsed)!r} is not available here ({count} CUDA device(s) visible)"
+            )
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelNotAvailableError("device 'mps' is not available here")
+    elif parsed.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise AscaleError(f"unsupported device {str(parsed)!r}; use 'cpu', 'cuda' or 'mps'")
+    return parsed
+
+
+def _placement(
+    device: str | torch.device, dtype: str | torch.dtype, device_map: Any
+) -> dict[str, Any]:
+    """`boot_transformers`' placement arguments, checked: one device, or a device map."""
+    place: dict[str, Any] = {"dtype": parse_dtype(dtype)}
+    if device_map is None:
+        place["device"] = str(parse_device(device))
+        return place
+    if str(device) != "cpu":
+        raise AscaleError("give device or device_map, not both (device_map places every layer)")
+    if isinstance(device_map, dict):
+        for module, target in device_map.items():
+            if not (isinstance(target, int) or str(target) == "disk"):
+                parse_device(target)  # an absent GPU fails here, before loading
+            if not isinstance(module, str):
+                raise AscaleError(f"device_map keys are module names, got {module!r}")
+    elif device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise AscaleError(
+            f"device_map must be 'auto', 'balanced', 'balanced_low_0', 'sequential' or a dict "
+            f"of module name -> device, got {device_map!r}"
+        )
+    place["device_map"] = device_map
+    return place
+
+
+def _boot(folder: str, place: dict[str, Any], model_name: str) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     with _quiet():
-        model = TransformerBridge.boot_transformers(folder, device=device, dtype=dtype)
+        model = TransformerBridge.boot_transformers(folder, **place)
     model.cfg.model_name = model_name
     tokenizer = model.tokenizer
     if tokenizer.pad_token_id is None:
@@ -108,9 +183,9 @@ def _boot(folder: str, device: str, dtype: torch.dtype, model_name: str) -> Any:
     return model
 
 
-def _boot_hub(name: str, device: str, dtype: torch.dtype) -> Any:
+def _boot_hub(name: str, place: dict[str, Any]) -> Any:
     try:
-        return _boot(name, device, dtype, model_name=name)
+        return _boot(name, place, model_name=name)
     except OSError as err:
         raise ModelNotAvailableError(
             f"could not load {name!r}: it is neither a local folder, a .gguf file, nor in the "
@@ -232,6 +307,20 @@ def check_same_shape(
             f"{what} was trained on {saved['model_name']!r}, which does not match "
             f"{here['model_name']!r} ({detail})"
         )
+
+
+def first_device(model: Any) -> torch.device:
+    """Where the model's first parameter (its embeddings, where the tokens go) lives."""
+    return next(iter(model.parameters())).device
+
+
+def output_device(model: Any) -> torch.device:
+    """Where the logits come out: the model's device, or, for a model split over devices
+    (``device_map``), the device of its output embedding (the last layer's)."""
+    hf = getattr(model, "original_model", None)
+    if getattr(hf, "hf_device_map", None) and hasattr(hf, "get_output_embeddings"):
+        return torch.device(hf.get_output_embeddings().weight.device)
+    return torch.device(getattr(model.cfg, "device", None) or "cpu")
 
 
 def hook_names(model: Any) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ascale import distributed
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.fit import evaluate, fit
@@ -72,26 +73,40 @@ def sweep(
     if not lambda_min or not lambda_faith:
         raise AscaleError("lambda_min and lambda_faith need at least one value each")
     grid = list(itertools.product(methods, lambda_min, lambda_faith))
-    rows = []
-    for method, lam_min, lam_faith in tqdm(grid, desc="sweep", disable=not progress):
+    # under torchrun the settings are dealt out to the ranks, each fits its own alone, and
+    # every rank gets the one table, in grid order (rank 0 writes it); alone: every setting
+    rows: list[tuple[int, dict[str, Any]]] = []
+    shown = progress and distributed.is_main()
+    for cell in tqdm(distributed.my_share(len(grid)), desc="sweep", disable=not shown):
+        method, lam_min, lam_faith = grid[cell]
         objective = Objective(margin=margin, lambda_faith=lam_faith, lambda_min=lam_min)
         iv = build(method, model, sites=sites, layers=layers, positions=positions)
         started = time.perf_counter()
-        result = fit(
-            model, iv, train, objective=objective, seed=seed, progress=False, **(fit_options or {})
-        )
+        with distributed.alone():
+            result = fit(
+                model,
+                iv,
+                train,
+                objective=objective,
+                seed=seed,
+                progress=False,
+                **(fit_options or {}),
+            )
         fit_s = time.perf_counter() - started
         for split, data in (("train", train), ("test", test)):
             metrics = evaluate(model, iv, data).to_dict()
             rows.append(
-                {
-                    "method": method,
-                    "lambda_min": lam_min,
-                    "lambda_faith": lam_faith,
-                    "split": split,
-                    **metrics,
-                    "steps_run": result.steps_run,
-                    "fit_s": round(fit_s, 2),
-                }
+                (
+                    cell,
+                    {
+                        "method": method,
+                        "lambda_min": lam_min,
+                        "lambda_faith": lam_faith,
+                        "split": split,
+                        **metrics,
+                        "steps_run": result.steps_run,
+                        "fit_s": round(fit_s, 2),
+                    },
+                )
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in sorted(distributed.gather(rows), key=lambda r: r[0])])

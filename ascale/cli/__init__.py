@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -49,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     name = f"ascale {args.command}"
     try:
-        with _warnings_as_lines(name):
+        with _warnings_as_lines(name), _processes(args) as rank:
+            name += "" if rank is None else f" (rank {rank})"
             return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         if args.debug:
@@ -61,6 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{name}: error: {_describe(err)}", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def _processes(args: argparse.Namespace) -> Iterator[int | None]:
+    """Under torchrun: join the process group for the command (its rank), leave it after."""
+    from ascale import distributed
+
+    if not distributed.launched():
+        yield None
+        return
+    distributed.check_launch(args.command)
+    distributed.init(getattr(args, "device", "cpu"))
+    try:
+        yield int(os.environ.get("RANK", "0"))
+    finally:
+        distributed.close()
 
 
 def _describe(err: Exception) -> str:

@@ -51,9 +51,15 @@ def make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any:
 
 
 def fit_one(
-    model: Any, intervention: Any, train: Any, test: Any, args: argparse.Namespace, out: Path
+    model: Any,
+    intervention: Any,
+    train: Any,
+    test: Any,
+    args: argparse.Namespace,
+    out: Path | None,
 ) -> dict[str, Any]:
-    """Fit, evaluate on both splits, and save everything of one intervention into `out`."""
+    """Fit, evaluate on both splits, and save everything of one intervention into `out`
+    (``None``: fit only, as the ranks other than 0 of a data-parallel fit do)."""
     import ascale
     from ascale.outputs import write_json
 
@@ -72,6 +78,8 @@ def fit_one(
         sparsity=getattr(args, "sparsity", None),
         early_stop=not args.no_early_stop,
     )
+    if out is None:
+        return {}
     metrics = {
         "train": ascale.evaluate(model, intervention, train).to_dict(),
         "test": ascale.evaluate(model, intervention, test).to_dict(),
@@ -94,6 +102,21 @@ def fit_one(
     train.to_jsonl(out / "train.jsonl")
     test.to_jsonl(out / "test.jsonl")
     return metrics
+
+
+def load_model(args: argparse.Namespace, name: str | None) -> Any:
+    """`ascale.load_model` on ``--device`` (each process's own GPU under torchrun),
+    ``--device-map`` and ``--dtype``."""
+    import ascale
+    from ascale import distributed
+
+    device_map = getattr(args, "device_map", None)
+    place: dict[str, Any] = {"dtype": getattr(args, "dtype", "float32")}
+    if device_map is not None:
+        place["device_map"] = device_map
+    else:
+        place["device"] = distributed.local_device(getattr(args, "device", "cpu"))
+    return ascale.load_model(name, **place)
 
 
 def loadable(model_name: str) -> str | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ascale.cli._common import load_data, load_split, read_rows
+from ascale.cli._common import load_data, load_model, load_split, read_rows
 
 #: per task: (sites, positions) of the grid when --sites / --positions are not given
 GRIDS: dict[str, tuple[str, str | list[int]]] = {
@@ -42,7 +43,7 @@ def compare_command(args: argparse.Namespace) -> int:
             "--ablation mean"
         )
     with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
-        model = ascale.load_model(args.model)
+        model = load_model(args, args.model)
         data = load_data(args, model, rows)
         corrupted = _corrupted(args, model, rows, data)
         note = ""
@@ -134,11 +135,18 @@ def write_compare(
 
 def sweep_command(args: argparse.Namespace) -> int:
     import ascale
+    from ascale import distributed
     from ascale.outputs import RunFolder, write_atomic, write_json
 
     rows = read_rows(args)
-    with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
-        model = ascale.load_model(args.model)
+    main = distributed.is_main()  # under torchrun each rank fits its share, rank 0 writes
+    folder = (
+        RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
+        if main
+        else contextlib.nullcontext()
+    )
+    with folder as run:
+        model = load_model(args, args.model)
         tied = any(m != "dynamic" for m in args.methods)
         train, test = load_split(args, model, rows, tied=tied)
         options = {
@@ -167,6 +175,8 @@ def sweep_command(args: argparse.Namespace) -> int:
             fit_options=options,
             seed=args.seed,
         )
+        if not main:
+            return 0
         source = f"task {args.task}" if args.task else f"data {args.data}"
         info = {
             "model": model.cfg.model_name,

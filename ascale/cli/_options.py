@@ -175,6 +175,62 @@ def _data_options(p: argparse.ArgumentParser, test_size: float = 0.3) -> None:
         "--test-size", type=_SHARE, default=test_size, help=f"test share (default {test_size})"
     )
     p.add_argument("--seed", type=_whole(), default=0, help="seed for data, split and batches")
+    _placement_options(p)
+
+
+def _device(text: str) -> str:
+    from ascale.errors import AscaleError
+    from ascale.models import parse_device
+
+    try:
+        return str(parse_device(text))
+    except AscaleError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _device_map(text: str) -> str | dict[str, Any]:
+    import json
+
+    names = ("auto", "balanced", "balanced_low_0", "sequential")
+    if text in names:
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict) or not value:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither {', '.join(names)} nor a JSON object of module name -> "
+            'device, such as \'{"model.embed_tokens": 0, "model.layers.0": 0, ...}\''
+        )
+    return value
+
+
+def _placement_options(p: argparse.ArgumentParser) -> None:
+    """Where the model runs and in what precision (every command that loads a model)."""
+    from ascale.models import DTYPES
+
+    place = p.add_mutually_exclusive_group()
+    place.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="'cpu' (default), 'cuda', 'cuda:N', 'mps'; under torchrun 'cuda' is each "
+        "process's own GPU (LOCAL_RANK)",
+    )
+    place.add_argument(
+        "--device-map",
+        type=_device_map,
+        default=None,
+        help="split the model over devices through Accelerate: 'auto', 'balanced' or a JSON "
+        "object of module name -> device",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default="float32",
+        help="the model's dtype (default float32); interventions and the loss stay float32",
+    )
 
 
 def _out_options(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -247,6 +303,7 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="jsonl file of rows to evaluate on")
     p.add_argument("--model", default=None, help="default: the model it was trained on")
     p.add_argument("--out", type=Path, default=None, help="metrics file (default: DIR/eval.json)")
+    _placement_options(p)
     p.set_defaults(command="evaluate")
 
 
@@ -323,6 +380,7 @@ def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=_FINITE, default=1.0, help="the steering dial (default 1.0)")
     p.add_argument("--max-new-tokens", type=_whole(1), default=20, help="default 20")
     p.add_argument("--model", default=None, help="default: the model it was trained on")
+    _placement_options(p)
     p.set_defaults(command="generate")
 
 
@@ -331,4 +389,5 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=_whole(1), default=None, help="maximum optimiser steps")
     p.add_argument("--n", type=_whole(2), default=200, help="CCC prompts")
     p.add_argument("--seed", type=_whole(), default=0)
+    _placement_options(p)
     p.set_defaults(command="demo")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
 from ascale.cli._common import (
     fit_one,
+    load_model,
     load_split,
     loadable,
     make_intervention,
@@ -19,15 +21,23 @@ from ascale.cli._options import build_parser
 
 
 def fit_command(args: argparse.Namespace) -> int:
-    import ascale
+    from ascale import distributed
     from ascale.outputs import RunFolder
 
     rows = read_rows(args)
-    with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
-        model = ascale.load_model(args.model)
+    main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
+    folder = (
+        RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
+        if main
+        else contextlib.nullcontext()
+    )
+    with folder as run:
+        model = load_model(args, args.model)
         intervention = make_intervention(model, args.method, args)  # bad sites: before work
         train, test = load_split(args, model, rows, tied=intervention.position_tied)
-        metrics = fit_one(model, intervention, train, test, args, run.stage)
+        metrics = fit_one(model, intervention, train, test, args, run.stage if main else None)
+    if not main:
+        return 0
     print_table({args.method: metrics["test"]}, title=f"{args.method}, test split")
     print(f"wrote {run.path}/intervention.safetensors, intervention.json, metrics.json")
     return 0
@@ -38,7 +48,7 @@ def generate_command(args: argparse.Namespace) -> int:
     from ascale.io import read_metadata
 
     saved = read_metadata(args.intervention)  # a damaged or missing save: before the model
-    model = ascale.load_model(args.model or loadable(saved["model"]["model_name"]))
+    model = load_model(args, args.model or loadable(saved["model"]["model_name"]))
     intervention = ascale.load(args.intervention, model)
     text = ascale.generate(
         model, intervention, args.prompt, beta=args.beta, max_new_tokens=args.max_new_tokens
@@ -59,7 +69,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     out = (args.out or folder / "eval.json").expanduser()
     inputs = [("--data", args.data), *(("--intervention", folder / f) for f in (METADATA, TENSORS))]
     check_output_file(out, inputs)
-    model = ascale.load_model(args.model or loadable(saved["model"]["model_name"]))
+    model = load_model(args, args.model or loadable(saved["model"]["model_name"]))
     intervention = ascale.load(folder, model)
     data = ContrastSet.from_rows(rows, model)
     metrics = ascale.evaluate(model, intervention, data)
@@ -83,7 +93,7 @@ def demo_command(args: argparse.Namespace) -> int:
     with folder as run:
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        model = ascale.load_model()
+        model = load_model(args, None)
         timings["load_model"] = time.perf_counter() - t
         data = ascale.tasks.ccc(model, n=args.n, seed=args.seed)
         train, test = data.split(test_size=0.3, seed=args.seed)
