@@ -167,14 +167,12 @@ def reduce_step(
     if not _active():
         return terms
     device = params[0].device
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    grads = torch.cat([p.grad.reshape(-1) for p in params])
-    torch.distributed.all_reduce(grads)
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # one all-reduce for every parameter
+    torch.distributed.all_reduce(flat)
     offset = 0
     for p in params:
-        p.grad.copy_(grads[offset : offset + p.numel()].view_as(p))
+        p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
         offset += p.numel()
     sizes = [len(c) for c in torch.tensor_split(torch.arange(n_rows), world_size())]
     start, mine = sum(sizes[: rank()]), sizes[rank()]

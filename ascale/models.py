@@ -310,16 +310,22 @@ def check_same_shape(
 
 
 def first_device(model: Any) -> torch.device:
-    """Where the model's first parameter (its embeddings, where the tokens go) lives."""
-    return next(iter(model.parameters())).device
+    """Where the model's first parameter (its embeddings, where the tokens go) lives.
+
+    Weights offloaded through a device map sit on ``meta`` between uses; they are skipped.
+    """
+    placed = (p.device for p in model.parameters() if p.device.type != "meta")
+    return next(placed, torch.device(getattr(model.cfg, "device", None) or "cpu"))
 
 
 def output_device(model: Any) -> torch.device:
     """Where the logits come out: the model's device, or, for a model split over devices
     (``device_map``), the device of its output embedding (the last layer's)."""
-    hf = getattr(model, "original_model", None)
+    hf: Any = getattr(model, "original_model", None)
     if getattr(hf, "hf_device_map", None) and hasattr(hf, "get_output_embeddings"):
-        return torch.device(hf.get_output_embeddings().weight.device)
+        device = torch.device(hf.get_output_embeddings().weight.device)
+        if device.type != "meta":  # offloaded to CPU or disk: computed on cfg.device
+            return device
     return torch.device(getattr(model.cfg, "device", None) or "cpu")
 
 

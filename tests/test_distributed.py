@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import ioi_like_rows
+from dist_worker import CLI, FIT, SWEEP
 
 import ascale
 from ascale import distributed
 from ascale.cli import main
 from ascale.data import read_jsonl
-from conftest import ioi_like_rows
-from dist_worker import CLI, FIT, SWEEP
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent

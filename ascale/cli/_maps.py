@@ -140,7 +140,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 
     rows = read_rows(args)
     main = distributed.is_main()  # under torchrun each rank fits its share, rank 0 writes
-    folder = (
+    folder: contextlib.AbstractContextManager[Any] = (
         RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
         if main
         else contextlib.nullcontext()

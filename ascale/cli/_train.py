@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import time
 from pathlib import Path
+from typing import Any
 
 from ascale.cli._common import (
     fit_one,
@@ -26,7 +27,7 @@ def fit_command(args: argparse.Namespace) -> int:
 
     rows = read_rows(args)
     main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
-    folder = (
+    folder: contextlib.AbstractContextManager[Any] = (
         RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
         if main
         else contextlib.nullcontext()
