@@ -151,6 +151,8 @@ def fit(
     Each step runs one forward pass over the batch twice over, once at ``beta=+1`` and once at
     ``beta=-1``, stacked into one batch. The clean next-token distributions are computed once,
     before the first step. Settings left at ``None`` take the method's defaults (`DEFAULTS`).
+    Under torchrun (`ascale.distributed`) each process runs its share of every batch and the
+    gradients are summed over processes: the same steps as one process with the whole batch.
 
     Args:
         steps: most optimiser steps (cosine-decayed learning rate over them).

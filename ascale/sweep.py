@@ -58,6 +58,9 @@ def sweep(
         margin: the effectiveness margin.
         fit_options: keyword arguments for `ascale.fit` (steps, lr, sparsity, ...).
 
+    Under torchrun (`ascale.distributed`) the settings are dealt out to the processes, each fits
+    its own in one process, and every process returns the one table, in grid order.
+
     Returns:
         One row per method, weights and split: ``method, lambda_min, lambda_faith, split``,
         then every `Metrics` field (flip rates, logit differences, ``faithfulness_kl``,

@@ -87,8 +87,8 @@ def hf_config(name: str) -> Any:
 
 def build(name: str, device: str, dtype: str, folder: Path) -> Any:
     """The model as `ascale.load_model` gives it, from its config with seeded random weights."""
-    from transformers import AutoModelForCausalLM
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from conftest import _tokenizer  # a small tokenizer: the step reads token ids only
