@@ -85,6 +85,19 @@ def hf_config(name: str) -> Any:
     return GPTNeoXConfig(**sizes, **common_ids)
 
 
+def published_params(name: str) -> int:
+    """The Hugging Face model's parameters (tied embeddings once), counted on the meta device.
+
+    The Bridge's own count is larger: TransformerLens keeps split q/k/v copies of fused
+    attention weights and, in compatibility mode, an untied unembedding.
+    """
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(hf_config(name))
+    return sum(p.numel() for p in hf.parameters())
+
+
 def build(name: str, device: str, dtype: str, folder: Path) -> Any:
     """The model as `ascale.load_model` gives it, from its config with seeded random weights."""
     from transformer_lens.model_bridge import TransformerBridge
@@ -155,7 +168,8 @@ def one(name: str, device: str, dtype: str, batch: int, tokens: int, steps: int)
         "device": device,
         "batch": batch,
         "tokens": tokens,
-        "n_params": n_params,
+        "n_params": published_params(name),
+        "n_params_bridge": n_params,
         "n_scalars": scalars.n_params,
         "step_s": round(statistics.median(times), 3),
         "step_s_all": [round(t, 3) for t in times],
@@ -201,6 +215,8 @@ def main() -> None:
                 }
             else:
                 row = json.loads(done.stdout.strip().splitlines()[-1])
+                row.setdefault("n_params_bridge", row["n_params"])
+                row["n_params"] = published_params(name)
             print(json.dumps(row), flush=True)
             key = (name, dtype, args.device, args.batch, args.tokens)
             runs = [
