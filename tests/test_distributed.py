@@ -23,7 +23,10 @@ from dist_worker import CLI, FIT, SWEEP
 import ascale
 from ascale import distributed
 from ascale.cli import main
+from ascale.cli._common import load_model
+from ascale.cli._options import build_parser
 from ascale.data import read_jsonl
+from ascale.errors import AscaleError
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent
@@ -112,3 +115,6 @@ def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, capsys):
     assert main(["evaluate", "--intervention", "x", "--data", "y.jsonl"]) == 1
     assert "runs in one process; launch it without torchrun" in capsys.readouterr().err
     assert distributed.local_device("cuda") == "cuda:0"
+    fit = ["fit", "--task", "ccc", "--out", "x", "--device-map", "auto"]
+    with pytest.raises(AscaleError, match="under torchrun each process holds a whole model"):
+        load_model(build_parser().parse_args(fit), None)

@@ -113,6 +113,13 @@ def load_model(args: argparse.Namespace, name: str | None) -> Any:
     device_map = getattr(args, "device_map", None)
     place: dict[str, Any] = {"dtype": getattr(args, "dtype", "float32")}
     if device_map is not None:
+        if distributed.launched():
+            from ascale.errors import AscaleError
+
+            raise AscaleError(
+                "--device-map splits one model over the GPUs; under torchrun each process "
+                "holds a whole model: use --device cuda (each process its own GPU)"
+            )
         place["device_map"] = device_map
     else:
         place["device"] = distributed.local_device(getattr(args, "device", "cpu"))
