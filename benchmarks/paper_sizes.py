@@ -98,7 +98,7 @@ def published_params(name: str) -> int:
     return sum(p.numel() for p in hf.parameters())
 
 
-def build(name: str, device: str, dtype: str, folder: Path) -> Any:
+def build(name: str, device: str, dtype: str, folder: Path, plain: bool = False) -> Any:
     """The model as `ascale.load_model` gives it, from its config with seeded random weights."""
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM
@@ -122,19 +122,22 @@ def build(name: str, device: str, dtype: str, folder: Path) -> Any:
             str(folder), hf_model=hf, device=device, dtype=torch_dtype
         )
     model.cfg.model_name = name
-    model.enable_compatibility_mode(disable_warnings=True)  # as load_model does by default
+    if not plain:  # as load_model does by default
+        model.enable_compatibility_mode(disable_warnings=True)
     model.requires_grad_(False)
     model.eval()
     return model
 
 
-def one(name: str, device: str, dtype: str, batch: int, tokens: int, steps: int) -> dict[str, Any]:
+def one(
+    name: str, device: str, dtype: str, batch: int, tokens: int, steps: int, plain: bool
+) -> dict[str, Any]:
     """Build one model and time its steps (run in a fresh process by `main`)."""
     import ascale
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        model = build(name, device, dtype, Path(tmp))
+        model = build(name, device, dtype, Path(tmp), plain)
     built_s = time.perf_counter() - started
     n_params = sum(p.numel() for p in model.parameters())
     generator = torch.Generator().manual_seed(0)
@@ -168,6 +171,7 @@ def one(name: str, device: str, dtype: str, batch: int, tokens: int, steps: int)
         "device": device,
         "batch": batch,
         "tokens": tokens,
+        "bridge": "plain" if plain else "compatibility mode",
         "n_params": published_params(name),
         "n_params_bridge": n_params,
         "n_scalars": scalars.n_params,
@@ -188,10 +192,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
     parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument(
+        "--plain", action="store_true", help="the plain Bridge (compatibility_mode=False)"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # the child process: one model and dtype, its row as JSON on the last line
-        row = one(args.models, args.device, args.dtypes, args.batch, args.tokens, args.steps)
+        row = one(
+            args.models, args.device, args.dtypes, args.batch, args.tokens, args.steps, args.plain
+        )
         print(json.dumps(row))
         return
     out = args.out / "paper_sizes.json"
@@ -202,11 +211,16 @@ def main() -> None:
             argv = [sys.executable, "-m", "benchmarks.paper_sizes", "--one", "--models", name]
             argv += ["--dtypes", dtype, "--device", args.device, "--batch", str(args.batch)]
             argv += ["--tokens", str(args.tokens), "--steps", str(args.steps)]
+            argv += ["--plain"] if args.plain else []
+            bridge = "plain" if args.plain else "compatibility mode"
             print(f"{name} {dtype} batch {args.batch} on {args.device} ...", flush=True)
             done = subprocess.run(argv, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+                if done.returncode < 0:  # killed: -9 is the kernel's out-of-memory killer
+                    tail = [f"killed by signal {-done.returncode}", *tail]
                 row = {
+                    "bridge": bridge,
                     "model": name,
                     "dtype": dtype,
                     "device": args.device,
@@ -218,11 +232,18 @@ def main() -> None:
                 row.setdefault("n_params_bridge", row["n_params"])
                 row["n_params"] = published_params(name)
             print(json.dumps(row), flush=True)
-            key = (name, dtype, args.device, args.batch, args.tokens)
+            key = (name, dtype, args.device, args.batch, bridge)
             runs = [
                 r
                 for r in runs
-                if (r["model"], r["dtype"], r["device"], r["batch"], r.get("tokens")) != key
+                if (
+                    r["model"],
+                    r["dtype"],
+                    r["device"],
+                    r["batch"],
+                    r.get("bridge", "compatibility mode"),
+                )
+                != key
             ]
             runs.append({**row, "machine": common.machine_info(args.device)})
     args.out.mkdir(parents=True, exist_ok=True)
