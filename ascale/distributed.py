@@ -37,6 +37,7 @@ from ascale.errors import AscaleError
 __all__ = [
     "TERMS",
     "alone",
+    "from_main",
     "gather",
     "init",
     "is_main",
@@ -186,6 +187,16 @@ def reduce_step(
     out = {k: packed[i].float() for i, k in enumerate(TERMS)}
     out["satisfied"] = packed[len(TERMS) :] > 0.5
     return out
+
+
+def from_main(value: float) -> float:
+    """Rank 0's `value` on every rank: a decision taken on it (stop here) is the same on all,
+    even where a GPU's kernels make the ranks' own values differ in the last bits."""
+    if not _active():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return float(box[0])
 
 
 def gather(items: list[T]) -> list[T]:

@@ -267,6 +267,7 @@ def fit(
                     score = _score(
                         model, intervention, val, val_clean, objective, batch_size, val_prefix
                     )
+                    score = distributed.from_main(score)  # every rank stops at the same step
                     history.setdefault("val_step", []).append(step)
                     history.setdefault("val_loss", []).append(score)
                     postfix["val"] = f"{score:.3f}"

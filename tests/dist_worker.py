@@ -24,6 +24,7 @@ SWEEP = {
     "fit_options": {"steps": 2, "batch_size": 8, "stop": "none"},
     "progress": False,
 }
+VALIDATION = {"steps": 4, "batch_size": 6, "stop": "validation", "eval_every": 2, "progress": False}
 CLI = ["--steps", "3", "--batch-size", "8", "--no-early-stop", "--test-size", "0.25"]
 
 
@@ -40,8 +41,11 @@ def run(model_dir: str, data_file: str, out: Path, mode: str) -> int:
         raise RuntimeError("rank 1 fails on purpose")
     ascale.fit(model, scalars, data, **FIT)  # type: ignore[arg-type]
     table = ascale.sweep(model, data, data, **SWEEP)  # type: ignore[arg-type]
+    held_out = ascale.ActivationScalars(model, sites="mlp_out", n_pos=data.n_pos)
+    ascale.fit(model, held_out, data, **VALIDATION)  # type: ignore[arg-type]
     if distributed.is_main():
         ascale.save(scalars, out / "fit")
+        ascale.save(held_out, out / "validation")
         table.to_csv(out / "sweep.csv", index=False)
     # the command line joins the same process group, and leaves it at the end
     return main(["fit", "--model", model_dir, "--data", data_file, "--out", str(out / "cli"), *CLI])

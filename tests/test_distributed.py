@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ioi_like_rows
-from dist_worker import CLI, FIT, SWEEP
+from dist_worker import CLI, FIT, SWEEP, VALIDATION
 
 import ascale
 from ascale import distributed
@@ -71,6 +71,11 @@ def test_two_processes_fit_sweep_and_cli_equal_one_process(tiny_dirs, tiny_gpt2,
     one_metrics = ascale.evaluate(tiny_gpt2, alone, data).to_dict()
     two_metrics = ascale.evaluate(tiny_gpt2, two, data).to_dict()
     assert one_metrics == pytest.approx(two_metrics, abs=1e-5)
+    # validation stopping: the held-out score is rank 0's on every rank
+    held_out = ascale.ActivationScalars(tiny_gpt2, sites="mlp_out", n_pos=data.n_pos)
+    ascale.fit(tiny_gpt2, held_out, data, **VALIDATION)  # type: ignore[arg-type]
+    two_held_out = ascale.load(out / "validation", tiny_gpt2)
+    torch.testing.assert_close(two_held_out.params["mlp_out"], held_out.params["mlp_out"])
     # the sweep: three settings dealt to two ranks, one table in grid order
     table = pd.read_csv(out / "sweep.csv")
     reference = ascale.sweep(tiny_gpt2, data, data, **SWEEP)  # type: ignore[arg-type]
@@ -85,7 +90,7 @@ def test_two_processes_fit_sweep_and_cli_equal_one_process(tiny_dirs, tiny_gpt2,
     one_cli = json.loads((tmp_path / "one" / "metrics.json").read_text())
     for split in ("train", "test"):
         assert two_cli[split] == pytest.approx(one_cli[split], abs=1e-5)
-    assert sorted(p.name for p in out.iterdir()) == ["cli", "fit", "sweep.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["cli", "fit", "sweep.csv", "validation"]
 
 
 @pytest.mark.distributed
@@ -105,6 +110,7 @@ def test_one_process_is_untouched_by_the_distributed_helpers():
     assert torch.equal(distributed.shard(index), index)
     assert distributed.my_share(3) == [0, 1, 2]
     assert distributed.gather([1, 2]) == [1, 2]
+    assert distributed.from_main(1.5) == 1.5
     terms = {"loss": torch.tensor(1.0)}
     assert distributed.reduce_step(terms, [torch.zeros(1)], 5) is terms
     assert distributed.local_device("cuda") == "cuda"
