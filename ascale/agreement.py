@@ -8,8 +8,6 @@ Two numbers per pair of methods, over the components both rankings score:
   ``k`` largest, from 0 to 1.
 """
 
-from __future__ import annotations
-
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field

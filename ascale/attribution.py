@@ -19,8 +19,6 @@ For learned scalars each component also gets an *effect class*, read at ``beta =
 At ``beta = -1`` the factor is ``1 - alpha``, so amplify and suppress trade places there.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +96,7 @@ class AttributionResult:
     @classmethod
     def from_rows(
         cls, method: str, value_name: str, rows: pd.DataFrame, **kwargs: Any
-    ) -> AttributionResult:
+    ) -> "AttributionResult":
         """Rank `rows` (columns site, layer, head, pos, token, value[, magnitude, effect])."""
         frame = rows.copy()
         if "magnitude" not in frame:
@@ -136,7 +134,7 @@ class AttributionResult:
         """The `k` components of largest magnitude."""
         return self.components.head(k).copy()
 
-    def select(self, sites: str | Iterable[str]) -> AttributionResult:
+    def select(self, sites: str | Iterable[str]) -> "AttributionResult":
         """Only the components of some sites, ranked among themselves.
 
         Example:

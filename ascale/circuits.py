@@ -26,8 +26,6 @@ Example:
     >>> scored.summary()  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal

@@ -25,8 +25,6 @@ Example:
     >>> result.summary()  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
 import dataclasses
 import time
 from collections.abc import Sequence

@@ -5,8 +5,6 @@ components (by `rank_components`, or any other ranking on the same grid), every 
 to the identity, and the copy is measured with `ascale.evaluate`.
 """
 
-from __future__ import annotations
-
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field

@@ -17,8 +17,6 @@ counterfactual ablation (`ascale.compare`). Either every row of a set carries on
 `corrupted_from_rows` tokenises them into a `ContrastSet` aligned with the clean one.
 """
 
-from __future__ import annotations
-
 import json
 import random
 import warnings
@@ -67,7 +65,7 @@ class ContrastSet:
     str_tokens: tuple[str, ...] = field(repr=False, default=())
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> ContrastSet:
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> "ContrastSet":
         """Tokenise ``{"prompt", "correct", "wrong"}`` rows for `model`, checking every row.
 
         (Rows are typed ``Mapping[str, Any]``: they are user data that this method checks
@@ -136,7 +134,7 @@ class ContrastSet:
         positions = torch.arange(self.tokens.shape[1])
         return (positions[None, :] < self.lengths[:, None]).long()
 
-    def subset(self, index: Sequence[int] | Tensor) -> ContrastSet:
+    def subset(self, index: Sequence[int] | Tensor) -> "ContrastSet":
         """The rows at `index`, in that order (padding trimmed to the longest kept prompt)."""
         idx = torch.as_tensor(index, dtype=torch.long)
         keep = idx.tolist()
@@ -155,7 +153,7 @@ class ContrastSet:
             str_tokens,
         )
 
-    def with_length(self, n_pos: int) -> ContrastSet:
+    def with_length(self, n_pos: int) -> "ContrastSet":
         """Only the prompts of exactly `n_pos` tokens."""
         keep = (self.lengths == n_pos).nonzero().flatten()
         if len(keep) == 0:
@@ -165,7 +163,7 @@ class ContrastSet:
             )
         return self.subset(keep)
 
-    def split(self, test_size: float = 0.3, seed: int = 0) -> tuple[ContrastSet, ContrastSet]:
+    def split(self, test_size: float = 0.3, seed: int = 0) -> "tuple[ContrastSet, ContrastSet]":
         """Deterministic shuffled split into (train, test); `test_size` is a share in (0, 1)."""
         if not 0.0 < test_size < 1.0:
             raise AscaleError(f"test_size must lie in (0, 1), got {test_size}")

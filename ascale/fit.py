@@ -1,7 +1,5 @@
 """Learning an intervention (`fit`) and measuring it (`evaluate`)."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import math

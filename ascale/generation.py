@@ -11,8 +11,6 @@ see an empty cache and write degenerate text even for the clean model, so
 upstream; docs/generation.md).
 """
 
-from __future__ import annotations
-
 import math
 import warnings
 from typing import Any

@@ -11,8 +11,6 @@ correct one, ``0`` is the clean model; any float works. Every hook returns a new
 edits the activation in place.
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 from abc import ABC, abstractmethod
@@ -242,7 +240,7 @@ class Intervention(nn.Module, ABC):
         }
 
     @classmethod
-    def from_config(cls, model: Any, config: dict[str, Any]) -> Intervention:
+    def from_config(cls, model: Any, config: dict[str, Any]) -> "Intervention":
         """Rebuild (with zero parameters) from `config()`; `ascale.load` fills the tensors."""
         positions = config["positions"]
         return cls(model, sites=config["hooks"], positions=positions, n_pos=config["n_pos"])
@@ -430,7 +428,7 @@ class DynamicScalars(Intervention):
         return {**super().config(), "detach_input": self.detach_input, "normalize": self.normalize}
 
     @classmethod
-    def from_config(cls, model: Any, config: dict[str, Any]) -> DynamicScalars:
+    def from_config(cls, model: Any, config: dict[str, Any]) -> "DynamicScalars":
         return cls(
             model,
             sites=config["hooks"],

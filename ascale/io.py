@@ -10,8 +10,6 @@ reads: the version, the checksum, the method, the hooks against the sites, and e
 name, shape and values are checked, and each failure names the file and what is wrong.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from pathlib import Path

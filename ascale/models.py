@@ -10,8 +10,6 @@ The embedded default is SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF in
 safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256.
 """
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import functools

@@ -12,8 +12,6 @@
 Every file is created with mode ``0o666`` less the umask (``0644`` under the usual ``022``).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import secrets
@@ -234,7 +232,7 @@ class RunFolder:
                 "replaces only an earlier run's folder: choose another folder"
             )
 
-    def __enter__(self) -> RunFolder:
+    def __enter__(self) -> "RunFolder":
         self.check()
         self._created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)

@@ -21,8 +21,6 @@ Example:
     >>> estimated = attribution_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
 import functools
 from collections.abc import Sequence
 from typing import Any, Literal

@@ -11,8 +11,6 @@ Example:
     >>> fig.write_html("mlp_out.html")  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go

@@ -18,8 +18,6 @@ Example:
     PosixPath('out/report.html')
 """
 
-from __future__ import annotations
-
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field

@@ -13,8 +13,6 @@ Scaling ``z`` of one head scales exactly that head's contribution to the attenti
 per-head scaling needs no ``use_attn_result``.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass

@@ -11,8 +11,6 @@ Example:
     >>> ascale.plot.plot_tradeoffs(table)  # doctest: +SKIP
 """
 
-from __future__ import annotations
-
 import itertools
 import time
 from collections.abc import Sequence

@@ -1,8 +1,6 @@
 """What several commands share: reading and splitting data, fitting one intervention and saving
 it, printing a metrics table. Heavy imports happen inside the functions, when a command runs."""
 
-from __future__ import annotations
-
 import argparse
 import math
 from pathlib import Path

@@ -1,7 +1,5 @@
 """``ascale compare`` and ``ascale sweep``: many rankings or many fits, one report."""
 
-from __future__ import annotations
-
 import argparse
 import dataclasses
 from pathlib import Path

@@ -4,8 +4,6 @@
 The model must answer from memory while the context pushes the copied, false country.
 """
 
-from __future__ import annotations
-
 import csv
 import random
 import re

@@ -5,8 +5,6 @@ indirect object), wrong ``" John"`` (the subject). ABBA orders the first clause 
 BABA S-then-IO; the subject is repeated either way.
 """
 
-from __future__ import annotations
-
 import random
 import re
 from collections.abc import Sequence
