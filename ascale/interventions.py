@@ -35,6 +35,10 @@ __all__ = [
 
 Positions = Literal["all", "shared"] | Sequence[int]
 Beta = float | Float[Tensor, " batch"]
+# Activations at a hook: ``[batch, pos, d_model]``, or ``[batch, pos, head, d_head]`` for ``heads``.
+Act = Float[Tensor, "batch pos *head d"]
+# `beta` inside a hook: a float, or one value per prompt shaped to broadcast over the activation.
+HookBeta = float | Float[Tensor, "batch *#ones"]
 
 
 class Intervention(nn.Module, ABC):
@@ -121,7 +125,7 @@ class Intervention(nn.Module, ABC):
         """Shape of the parameters of one layer and slot of `site`."""
 
     @abstractmethod
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "#pos ..."], beta: HookBeta) -> Act:
         """The edited activation, ``param`` broadcast to ``act`` (``[pos, *unit]``)."""
 
     # ---- hooks ----
@@ -161,7 +165,7 @@ class Intervention(nn.Module, ABC):
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
         name = site.hook_name(site.layers[k])
 
-        def hook(act: Tensor, hook: Any) -> Tensor:
+        def hook(act: Act, hook: Any) -> Act:
             n = act.shape[1]
             param = self.params[site.name][k]
             if not self.position_tied:
@@ -186,7 +190,7 @@ class Intervention(nn.Module, ABC):
 
         return hook
 
-    def _full(self, param: Tensor) -> Tensor:
+    def _full(self, param: Float[Tensor, " slot *unit"]) -> Float[Tensor, " pos *unit"]:
         """Slot parameters scattered to every position (zeros, the identity, elsewhere)."""
         if self.positions == "all":
             return param
@@ -273,8 +277,7 @@ class ActivationScalars(Intervention):
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         return (self.dims["n_heads"],) if site.per_head else ()
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
-        # param: [pos] or [pos, head]; act: [batch, pos, d_model] or [batch, pos, head, d_head]
+    def _edit(self, act: Act, param: Float[Tensor, "#pos *head"], beta: HookBeta) -> Act:
         return act * (1 + beta * param[None, ..., None])
 
 
@@ -292,7 +295,7 @@ class SteeringVectors(Intervention):
             return (self.dims["n_heads"], self.dims["d_head"])
         return (self.dims["d_model"],)
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "#pos *head d"], beta: HookBeta) -> Act:
         return act + beta * param[None]
 
     def _magnitudes(self, param: Tensor) -> Tensor:
@@ -359,14 +362,14 @@ class DynamicScalars(Intervention):
             return (self.dims["n_heads"], self.dims["d_head"] + 1)
         return (self.dims["d_model"] + 1,)
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "1 *head d+1"], beta: HookBeta) -> Act:
         alpha = self._alpha(act, param[0])
         return act * (1 + beta * alpha[..., None])
 
     def _alpha(
         self,
-        act: Float[Tensor, "batch pos *head d"],
-        probe: Float[Tensor, "*head d_plus_1"],
+        act: Act,
+        probe: Float[Tensor, "*head d+1"],
     ) -> Float[Tensor, "batch pos *head"]:
         """``w . x + b`` at every position (and head), ``x = h / ||h||`` (or ``h``)."""
         x = act.detach() if self.detach_input else act
@@ -390,9 +393,7 @@ class DynamicScalars(Intervention):
         param = self.params[site].detach()[:, 0]
         return param[..., :-1], param[..., -1]
 
-    def alpha(
-        self, site: str, layer: int, act: Float[Tensor, "batch pos *head d"]
-    ) -> Float[Tensor, "batch pos *head"]:
+    def alpha(self, site: str, layer: int, act: Act) -> Float[Tensor, "batch pos *head"]:
         """The scalars ``alpha`` the probe of `site` at `layer` gives activations `act`.
 
         Exactly what the hook multiplies by (``h * (1 + beta * alpha)``), for inspection and
@@ -448,7 +449,7 @@ class DynamicScalars(Intervention):
 _TINY = 1e-6  # floor of ||h|| in the normalised probe: a zero activation gets alpha = b
 
 
-def _beta_like(beta: Beta, act: Tensor) -> Tensor | float:
+def _beta_like(beta: Beta, act: Act) -> HookBeta:
     """`beta` as a float, or a per-prompt tensor shaped to broadcast over `act`."""
     if isinstance(beta, Tensor):
         return beta.to(act.device, act.dtype).reshape(-1, *([1] * (act.ndim - 1)))

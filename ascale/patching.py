@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ascale import models
@@ -307,7 +307,7 @@ def patched_deltas(
     model: Any,
     batch: ContrastSet,
     grid: Grid,
-    rows: Tensor,
+    rows: Bool[Tensor, "copy component"],
     source: Acts,
     resid: dict[int, Tensor] | None = None,
 ) -> Float[Tensor, "copy batch"]:
@@ -391,15 +391,23 @@ def clean_deltas(model: Any, data: ContrastSet, batch_size: int = 64) -> Tensor:
         )
 
 
-def _patch(act: Tensor, hook: Any, mask: Tensor, source: Tensor) -> Tensor:
-    """Copy ``c`` of the batch takes `source` wherever ``mask[c]`` is set (a new tensor)."""
+def _patch(
+    act: Float[Tensor, "copy_batch pos *head d"],
+    hook: Any,
+    mask: Bool[Tensor, "copy pos *head"],
+    source: Float[Tensor, "batch pos *head d"],
+) -> Float[Tensor, "copy_batch pos *head d"]:
+    """Copy ``c`` of the batch takes `source` wherever ``mask[c]`` is set (a new tensor).
+
+    ``act`` holds the copies one after another (``copy_batch = copy * batch``).
+    """
     copies = mask.shape[0]
     grouped = act.reshape(copies, -1, *act.shape[1:])
     where = mask[:, None, ..., None]  # over the prompts of a copy, and the vector axis
     return torch.where(where, source[None], grouped).reshape(act.shape)
 
 
-def _pick(summed: Tensor, comp: Component) -> Tensor:
+def _pick(summed: Float[Tensor, " pos *head"], comp: Component) -> Float[Tensor, ""]:
     """One component's value from a ``[pos, (head)]`` map (a shared slot sums its positions)."""
     picked = summed if comp.pos is None else summed[comp.pos : comp.pos + 1]
     return (picked if comp.head is None else picked[..., comp.head]).sum()
