@@ -62,7 +62,6 @@ class ContrastSet:
     lengths: Int[Tensor, " batch"] = field(repr=False)
     correct_ids: Int[Tensor, " batch"] = field(repr=False)
     wrong_ids: Int[Tensor, " batch"] = field(repr=False)
-    str_tokens: tuple[str, ...] = field(repr=False, default=())
 
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> "ContrastSet":
@@ -101,8 +100,7 @@ class ContrastSet:
             )
         tokens, lengths = models.tokenize(model, list(prompts))
         _check_context(model, prompts, lengths)
-        str_tokens = tuple(models.str_tokens(model, tokens[0, : int(lengths[0])]))
-        return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids, str_tokens)
+        return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -140,8 +138,6 @@ class ContrastSet:
         keep = idx.tolist()
         lengths = self.lengths[idx]
         width = int(lengths.max()) if len(keep) else 0
-        first = keep[0] if keep else 0
-        str_tokens = self.str_tokens if first == 0 else ()
         return ContrastSet(
             tuple(self.prompts[i] for i in keep),
             tuple(self.correct[i] for i in keep),
@@ -150,7 +146,6 @@ class ContrastSet:
             lengths,
             self.correct_ids[idx],
             self.wrong_ids[idx],
-            str_tokens,
         )
 
     def with_length(self, n_pos: int) -> "ContrastSet":

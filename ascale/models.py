@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from ascale.errors import IncompatibleModelError, ModelNotAvailableError
 
@@ -250,7 +251,7 @@ def run(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
     last_only: bool = False,
-    prefix: Prefix | None = None,
+    prefix: "Prefix | None" = None,
 ) -> Float[Tensor, "batch out_pos d_vocab"]:
     """Logits of a forward pass (the mask only when there is padding), on the model's device.
 
@@ -344,7 +345,7 @@ class Prefix:
     layer: int
     resid: Float[Tensor, "batch pos d_model"]
 
-    def rows(self, index: Tensor | Sequence[int]) -> Prefix:
+    def rows(self, index: Tensor | Sequence[int]) -> "Prefix":
         """The prefix of a subset of the prompts (``index`` as in ``ContrastSet.subset``)."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.resid.device)
         return Prefix(self.layer, self.resid.index_select(0, index))
@@ -483,7 +484,9 @@ def _blocks_from(model: Any, layer: int) -> Iterator[None]:
         setattr(parent, attribute, whole)
 
 
-def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Tensor]:
+def tokenize(
+    model: Any, prompts: Sequence[str]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     """Token ids right-padded to the longest prompt, and each prompt's length.
 
     Each prompt is tokenised on its own, exactly as the model would see it alone.
@@ -492,9 +495,7 @@ def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     pad_id = model.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)
-    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = row
+    tokens = pad_sequence(rows, batch_first=True, padding_value=pad_id)
     return tokens, lengths
 
 
