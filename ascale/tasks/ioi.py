@@ -7,7 +7,7 @@ BABA S-then-IO; the subject is repeated either way.
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks.ccc import _pick_length
+from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
 
@@ -37,7 +37,6 @@ IOI_TEMPLATES: tuple[str, ...] = (
 )
 
 ORDERS = ("ABBA", "BABA")
-_SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
 
 @cache
@@ -114,7 +113,7 @@ def ioi(
         raise AscaleError(f"orders must be a non-empty selection of {ORDERS}, got {orders!r}")
     names = _single_token_names(model)
     rng = random.Random(seed)
-    per_order = -(-n // len(orders)) if length is None else _SAMPLE // len(orders)
+    per_order = -(-n // len(orders)) if length is None else SAMPLE // len(orders)
     pools: list[list[tuple[str, str, str]]] = []
     for order in orders:
         seen: set[tuple[str, str, str]] = set()
@@ -129,7 +128,7 @@ def ioi(
                 pool.append((_fill(key[0], order, io, s), io, s))
         pools.append(pool)
     flat = [row for pool in pools for row in pool]
-    keep, target = _pick_length(model, [p for p, _, _ in flat], length)
+    keep, target = pick_length(model, [p for p, _, _ in flat], length)
     kept = set(keep)
     by_order, start = [], 0
     for pool in pools:
@@ -192,10 +191,8 @@ def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
     """
     rng = random.Random(seed)
     names = _single_token_names(model)
-    rows = []
-    for i, (prompt, correct, wrong) in enumerate(
-        zip(data.prompts, data.correct, data.wrong, strict=True)
-    ):
+
+    def candidates(i: int, prompt: str, correct: str, wrong: str) -> Iterator[str]:
         io, s = correct.strip(), wrong.strip()
         pattern = re.compile(rf"(?<!\w)({re.escape(io)}|{re.escape(s)})(?!\w)")
         found = [m.group(1) for m in pattern.finditer(prompt)]
@@ -204,13 +201,7 @@ def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
                 f"row {i} ({prompt!r}) should name its indirect object {io!r} and, twice, its "
                 f"subject {s!r}"
             )
-        others = [x for x in names if not re.search(rf"(?<!\w){re.escape(x)}(?!\w)", prompt)]
-        size = int(data.lengths[i])
-        for _ in range(100):
-            new = _abc(prompt, pattern, io, rng.sample(others, 3))
-            if int(models.tokenize(model, [new])[1][0]) == size:
-                rows.append({"prompt": new, "correct": correct, "wrong": wrong})
-                break
-        else:
-            raise AscaleError(f"row {i} ({prompt!r}): no names keep the prompt at {size} tokens")
-    return ContrastSet.from_rows(rows, model)
+        others = [x for x in names if not mentions(prompt, x)]
+        return (_abc(prompt, pattern, io, rng.sample(others, 3)) for _ in range(100))
+
+    return corrupt(data, model, candidates, none_fit="no names keep")
