@@ -30,7 +30,7 @@ from ascale.agreement import AgreementResult
 from ascale.attribution import AttributionResult
 from ascale.circuits import CircuitResult
 from ascale.cumulative import CumulativeEffectResult
-from ascale.fit import Metrics
+from ascale.fit import Metrics, metrics_table
 from ascale.outputs import write_atomic
 
 __all__ = ["write_report"]
@@ -155,22 +155,6 @@ def write_report(
     return write_atomic(path, document)
 
 
-_METRIC_ROWS = {
-    "flip_rate_forward": "flip rate, beta=+1",
-    "clean_rate_forward": "  clean model answers wrong",
-    "moved_rate_forward": "  moved (not already wrong)",
-    "flip_rate_backward": "flip rate, beta=-1",
-    "clean_rate_backward": "  clean model answers correct",
-    "moved_rate_backward": "  moved (not already correct)",
-    "logit_diff_forward": "logit diff, beta=+1",
-    "logit_diff_backward": "logit diff, beta=-1",
-    "logit_diff_clean": "logit diff, clean",
-    "faithfulness_kl": "faithfulness KL",
-    "n_params": "parameters",
-    "n_active": "active (>0.01)",
-    "l1": "L1",
-    "n_prompts": "prompts",
-}
 _CUMULATIVE_COLUMNS = [
     "flip_rate_forward",
     "flip_rate_backward",
@@ -183,11 +167,9 @@ _CUMULATIVE_COLUMNS = [
 
 def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
     page.section("Metrics", "metrics")
-    columns = {
-        name: (m.to_dict() if isinstance(m, Metrics) else dict(m)) for name, m in metrics.items()
-    }
-    frame = pd.DataFrame(columns).reindex(list(_METRIC_ROWS)).rename(index=_METRIC_ROWS)
-    page.table(frame.dropna(how="all"))
+    rows = metrics_table(metrics)
+    frame = pd.DataFrame([cells for _, cells in rows], [label for label, _ in rows], list(metrics))
+    page.table(frame)
 
 
 def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
