@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+from conftest import ioi_rows
 
 import ascale
 from ascale.attribution import EFFECTS, rank_components
@@ -11,23 +12,7 @@ from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
 from ascale.interventions import DynamicScalars
 
-ROWS = [
-    {
-        "prompt": "When Mary and John went to the store, John gave a drink to",
-        "correct": " Mary",
-        "wrong": " John",
-    },
-    {
-        "prompt": "When Alice and Bob went to the store, Bob gave a drink to",
-        "correct": " Alice",
-        "wrong": " Bob",
-    },
-    {
-        "prompt": "When Carol and Dave went to the store, Dave gave a drink to",
-        "correct": " Carol",
-        "wrong": " Dave",
-    },
-]
+ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave")])
 
 
 @pytest.fixture(scope="module")

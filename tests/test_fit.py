@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import ioi_rows
 
 import ascale
 from ascale import models
@@ -10,14 +11,7 @@ from ascale.errors import PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
 
 NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
-ROWS = [
-    {
-        "prompt": f"When {a} and {b} went to the store, {b} gave a drink to",
-        "correct": f" {a}",
-        "wrong": f" {b}",
-    }
-    for a, b in NAMES * 2
-]
+ROWS = ioi_rows(NAMES * 2)
 
 
 @pytest.fixture(scope="module")
