@@ -80,9 +80,10 @@ def agreement(
         AscaleError: fewer than two rankings, repeated names, or no shared component.
 
     Example:
-        >>> agree = agreement([scalar_ranking, patching, attribution], k=10)  # doctest: +SKIP
-        >>> agree.to_dict()["spearman"]  # doctest: +SKIP
-        {'scalars|activation_patching': 0.41, ...}
+        >>> patching = ascale.activation_patching(model, data, corrupted, like=scalars)
+        >>> agree = agreement([ranking, patching], k=10)
+        >>> agree.to_dict()["spearman"]
+        {'scalars|activation_patching': ...}
     """
     named = _named(rankings)
     if k < 1:

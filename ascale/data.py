@@ -50,9 +50,9 @@ class ContrastSet:
     Example:
         >>> data = ContrastSet.from_rows(
         ...     [{"prompt": "Rome is in", "correct": " Italy", "wrong": " France"}], model
-        ... )  # doctest: +SKIP
-        >>> data.n_pos  # doctest: +SKIP
-        3
+        ... )
+        >>> data.n_pos  # BOS, "Rome", " is", " in" (SmolLM2 adds no BOS: 3)
+        4
     """
 
     prompts: tuple[str, ...]
@@ -186,7 +186,9 @@ def load_jsonl(path: str | Path, model: Any) -> ContrastSet:
     """Read a jsonl contrast set and tokenise it for `model` (`read_jsonl`, then `from_rows`).
 
     Example:
-        >>> data = load_jsonl("ccc.jsonl", model)  # doctest: +SKIP
+        >>> path = data.to_jsonl("ioi.jsonl")
+        >>> load_jsonl(path, model).prompts == data.prompts
+        True
     """
     return ContrastSet.from_rows(read_jsonl(path), model)
 
@@ -201,7 +203,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
             the file and the line or row.
 
     Example:
-        >>> rows = read_jsonl("ccc.jsonl")  # doctest: +SKIP
+        >>> rows = read_jsonl(data.to_jsonl("ioi.jsonl"))
+        >>> sorted(rows[0])
+        ['correct', 'prompt', 'wrong']
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -297,9 +301,10 @@ def corrupted_from_rows(
 
     Example:
         >>> rows = [{"prompt": "Rome is the capital of France. Rome is in", "correct": " Italy",
-        ...          "wrong": " France", "corrupted": "Rome is the capital of Peru. Rome is in"}]
-        >>> corrupted = corrupted_from_rows(rows, model)  # doctest: +SKIP
-        >>> ascale.compare(model, ContrastSet.from_rows(rows, model), corrupted)  # doctest: +SKIP
+        ...          "wrong": " France", "corrupted": "Rome is the capital of Spain. Rome is in"}]
+        >>> corrupted = corrupted_from_rows(rows, model)
+        >>> corrupted.prompts, corrupted.correct
+        (('Rome is the capital of Spain. Rome is in',), (' Italy',))
     """
     rows = list(rows)
     for i, row in enumerate(rows):

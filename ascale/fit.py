@@ -220,8 +220,10 @@ def fit(
         early_stop: ``False`` is ``stop="none"`` (kept for older code).
 
     Example:
-        >>> result = fit(model, scalars, train)  # doctest: +SKIP
-        >>> result.kept_step, result.stop_reason  # doctest: +SKIP
+        >>> fresh = ascale.ActivationScalars(model, sites="mlp_out", n_pos=train.n_pos)
+        >>> result = fit(model, fresh, train, steps=3, progress=False)
+        >>> result.steps_run, len(result.history["loss"])
+        (3, 3)
     """
     defaults = DEFAULTS.get(intervention.method, DEFAULTS["scalars"])
     steps = defaults.steps if steps is None else steps
@@ -474,8 +476,10 @@ def evaluate(
     """Flip rates, logit differences and faithfulness at ``beta = +1`` and ``-1``, and minimality.
 
     Example:
-        >>> print(evaluate(model, scalars, test))  # doctest: +SKIP
-        flip +1 0.97 / -1 1.00 | ...
+        >>> print(evaluate(model, scalars, test))
+        flip rate, beta=+1 ...
+          clean model ...
+        L1 ...
     """
     if intervention.position_tied:
         if not intervention.is_bound:

@@ -17,9 +17,9 @@ A position slot is a token position, or ``None`` for a slot that spans every pos
 (``positions="shared"``).
 
 Example:
-    >>> grid = Grid.of(scalars)  # doctest: +SKIP
-    >>> len(grid), grid.names[:2]  # doctest: +SKIP
-    (720, ['attn_out L0 @0', 'attn_out L0 @1'])
+    >>> grid = Grid.of(scalars)  # 2 sites x 2 layers x 15 positions here
+    >>> len(grid), grid.names[:2]
+    (60, ('attn_out L0 @0', 'attn_out L0 @1'))
 """
 
 from collections.abc import Sequence

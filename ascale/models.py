@@ -67,7 +67,7 @@ def load_model(
         dtype: parameter dtype.
 
     Example:
-        >>> model = load_model()  # doctest: +SKIP
+        >>> model = load_model()  # the real SmolLM2, too slow for the tests  # doctest: +SKIP
         >>> model.cfg.n_layers  # doctest: +SKIP
         30
     """

@@ -53,7 +53,8 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary sibling and `os.replace`; returns the path.
 
     Example:
-        >>> write_atomic("out/notes.txt", "all good\\n")  # doctest: +SKIP
+        >>> write_atomic("out/notes.txt", "all good\\n").read_text()
+        'all good\\n'
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -80,7 +81,11 @@ def check_output_file(
     """Refuse an output file that is a folder or resolves to an input (``(option, path)`` pairs).
 
     Example:
-        >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # doctest: +SKIP
+        >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # a new file: fine
+        >>> check_output_file("rows.jsonl", [("--data", "rows.jsonl")])
+        Traceback (most recent call last):
+        ...
+        ascale.errors.AscaleError: --out 'rows.jsonl' is the input 'rows.jsonl' (--data); ...
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -175,8 +180,10 @@ class RunFolder:
         flag: the option name used in messages.
 
     Example:
-        >>> with RunFolder("out/run", overwrite=False, inputs={"--data": data}) as run:  # doctest: +SKIP
-        ...     write_json(run.stage / "metrics.json", metrics)
+        >>> with RunFolder("out/run", overwrite=False, inputs={}) as run:
+        ...     _ = write_json(run.stage / "metrics.json", {"flip_rate_forward": 0.5})
+        >>> sorted(p.name for p in run.path.iterdir())  # the files, and the run's marker
+        ['.ascale-run.json', 'metrics.json']
     """
 
     def __init__(

@@ -16,9 +16,11 @@ Attribution patching (Nanda, 2023) estimates the same effects to first order fro
 pass on each input and one backward pass: ``(a_source - a_base) · ∂Δ/∂a`` at the base run.
 
 Example:
-    >>> corrupted = ascale.tasks.ioi_corrupt(clean, model)  # doctest: +SKIP
-    >>> patched = activation_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
-    >>> estimated = attribution_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
+    >>> corrupted = ascale.tasks.ioi_corrupt(data, model)
+    >>> patched = activation_patching(model, data, corrupted, like=scalars)
+    >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+    >>> len(patched.components) == len(estimated.components) == scalars.n_params
+    True
 """
 
 import functools
@@ -83,8 +85,9 @@ def activation_patching(
         An `AttributionResult` (method ``"activation_patching"``) on the grid.
 
     Example:
-        >>> patched = activation_patching(model, clean, corrupted, sites="heads", positions=[-1])  # doctest: +SKIP
-        >>> patched.top(5)  # doctest: +SKIP
+        >>> patched = activation_patching(model, data, corrupted, sites="heads", positions=[-1])
+        >>> len(patched.components)  # layers x heads, at the last position
+        8
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
@@ -141,7 +144,9 @@ def attribution_patching(
     `activation_patching`, whose effects this approximates to first order.
 
     Example:
-        >>> estimated = attribution_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
+        >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+        >>> estimated.method
+        'attribution_patching'
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)

@@ -14,7 +14,8 @@ and nothing is fetched from the network. Sections appear for whatever is passed:
 7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`.
 
 Example:
-    >>> write_report("out", [ranking, patched, estimated], agreement=agree)  # doctest: +SKIP
+    >>> patched = ascale.activation_patching(model, data, corrupted, like=scalars)
+    >>> write_report("out", [ranking, patched], agreement=ascale.agreement([ranking, patched]))
     PosixPath('out/report.html')
 """
 

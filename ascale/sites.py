@@ -71,8 +71,8 @@ def resolve_sites(
             message names the closest valid names.
 
     Example:
-        >>> resolve_sites(model, "attn_out,mlp_out", layers=[0, -1])  # doctest: +SKIP
-        (Site(name='attn_out', layers=(0, 29)), Site(name='mlp_out', layers=(0, 29)))
+        >>> resolve_sites(model, "attn_out,mlp_out", layers=[0, -1])  # 2 layers; SmolLM2: (0, 29)
+        (Site(name='attn_out', layers=(0, 1)), Site(name='mlp_out', layers=(0, 1)))
     """
     names = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
     if not names or not all(names):

@@ -95,9 +95,9 @@ def ccc(
         AscaleError: no prompt fits (e.g. no candidate has the requested length).
 
     Example:
-        >>> data = ccc(model, n=100)  # doctest: +SKIP
-        >>> data.prompts[0], data.correct[0], data.wrong[0]  # doctest: +SKIP
-        ('Oslo is the capital of Kenya. Oslo is in', ' Norway', ' Kenya')
+        >>> data = ccc(model, n=100)  # SmolLM2: 'Riga is the capital of Norway. Riga is in'
+        >>> data.prompts[0], data.correct[0], data.wrong[0]
+        ('Paris is the capital of Italy. Paris is in', ' France', ' Italy')
     """
     if n < 1:
         raise AscaleError(f"n must be at least 1, got {n}")
@@ -162,10 +162,10 @@ def ccc_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
             token length.
 
     Example:
-        >>> clean = ccc(model)  # doctest: +SKIP
-        >>> corrupt = ccc_corrupt(clean, model)  # doctest: +SKIP
-        >>> corrupt.prompts[0]  # doctest: +SKIP
-        'Oslo is the capital of Peru. Oslo is in'
+        >>> clean = ccc(model)
+        >>> corrupt = ccc_corrupt(clean, model)
+        >>> corrupt.prompts[0]
+        'Paris is the capital of Germany. Paris is in'
     """
     rng = random.Random(seed)
     countries = _single_token_countries(model)

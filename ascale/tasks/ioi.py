@@ -94,9 +94,9 @@ def ioi(
         AscaleError: an unknown order, a malformed template, or no prompt of the length.
 
     Example:
-        >>> data = ioi(model, n=100)  # doctest: +SKIP
-        >>> data.prompts[0], data.correct[0], data.wrong[0]  # doctest: +SKIP
-        ('When Anna and Tom went to the store, Tom gave a drink to', ' Anna', ' Tom')
+        >>> data = ioi(model, n=100)
+        >>> data.prompts[0], data.correct[0], data.wrong[0]
+        ('When Alice and Bob went to the store, Bob gave a drink to', ' Alice', ' Bob')
     """
     if n < 1:
         raise AscaleError(f"n must be at least 1, got {n}")
@@ -184,10 +184,10 @@ def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
             or no names keep its token length.
 
     Example:
-        >>> clean = ioi(model)  # doctest: +SKIP
-        >>> corrupt = ioi_corrupt(clean, model)  # doctest: +SKIP
-        >>> corrupt.prompts[0]  # doctest: +SKIP
-        'When Grace and Paul went to the store, Ruth gave a drink to'
+        >>> clean = ioi(model)
+        >>> corrupt = ioi_corrupt(clean, model)
+        >>> corrupt.prompts[0]
+        'When John and Carol went to the store, Mary gave a drink to'
     """
     rng = random.Random(seed)
     names = _single_token_names(model)
