@@ -3,7 +3,6 @@
 import pandas as pd
 import pytest
 import torch
-from conftest import ioi_rows
 
 import ascale
 from ascale.attribution import EFFECTS, rank_components
@@ -11,6 +10,7 @@ from ascale.cumulative import cumulative_effect
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
 from ascale.interventions import DynamicScalars
+from conftest import ioi_rows
 
 ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave")])
 

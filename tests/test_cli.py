@@ -3,10 +3,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ioi_like_rows, ioi_rows
 
 from ascale.cli import build_parser, main
 from ascale.data import ContrastSet
+from conftest import ioi_like_rows, ioi_rows
 
 ROWS = ioi_rows(
     [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary"),

@@ -3,10 +3,10 @@ import warnings
 
 import pytest
 import torch
-from conftest import ioi_rows
 
 from ascale.data import ContrastSet, corrupted_from_rows, has_corrupted, load_jsonl, read_jsonl
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
+from conftest import ioi_rows
 
 ROWS = [
     *ioi_rows([("Mary", "John"), ("Alice", "Bob")]),

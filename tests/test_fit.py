@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from conftest import ioi_rows
 
 import ascale
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
+from conftest import ioi_rows
 
 NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
 ROWS = ioi_rows(NAMES * 2)
