@@ -5,7 +5,7 @@ per position) that flip its choice between a correct and a wrong answer token, l
 its next-token distribution alone, and use few parameters (Stoehr et al., EMNLP Findings 2024).
 
 Example:
-    >>> import ascale
+    >>> import ascale  # the quickstart on the real SmolLM2: skipped in the tests (minutes)
     >>> model = ascale.load_model()  # doctest: +SKIP
     >>> train, test = ascale.tasks.ccc(model).split(test_size=0.3, seed=0)  # doctest: +SKIP
     >>> scalars = ascale.ActivationScalars(model, sites=["attn_out", "mlp_out"])  # doctest: +SKIP

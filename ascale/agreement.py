@@ -8,8 +8,6 @@ Two numbers per pair of methods, over the components both rankings score:
   ``k`` largest, from 0 to 1.
 """
 
-from __future__ import annotations
-
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,9 +80,10 @@ def agreement(
         AscaleError: fewer than two rankings, repeated names, or no shared component.
 
     Example:
-        >>> agree = agreement([scalar_ranking, patching, attribution], k=10)  # doctest: +SKIP
-        >>> agree.to_dict()["spearman"]  # doctest: +SKIP
-        {'scalars|activation_patching': 0.41, ...}
+        >>> patching = ascale.activation_patching(model, data, corrupted, like=scalars)
+        >>> agree = agreement([ranking, patching], k=10)
+        >>> agree.to_dict()["spearman"]
+        {'scalars|activation_patching': ...}
     """
     named = _named(rankings)
     if k < 1:

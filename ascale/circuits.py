@@ -22,11 +22,12 @@ Many circuits are scored per forward pass: the prompts are repeated once per cir
 copy is ablated by its own mask, as `ascale.activation_patching` does.
 
 Example:
-    >>> scored = score_circuits(model, test, [scalars_rank, patched], corrupted=test_corrupt)  # doctest: +SKIP
-    >>> scored.summary()  # doctest: +SKIP
+    >>> patched = ascale.activation_patching(model, data, corrupted, like=scalars)
+    >>> scored = score_circuits(model, data, [ranking, patched], grid=Grid.of(scalars),
+    ...                         corrupted=corrupted, n_random=1)
+    >>> list(scored.summary().index)
+    ['scalars', 'activation_patching', 'random']
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,8 +146,10 @@ def score_circuits(
         max_batch: rows per forward pass (prompts × circuits scored at once).
 
     Example:
-        >>> scored = score_circuits(model, test, {"scalars": r}, grid=Grid.of(scalars),
-        ...                         corrupted=test_corrupt)  # doctest: +SKIP
+        >>> scored = score_circuits(model, data, {"scalars": ranking}, grid=Grid.of(scalars),
+        ...                         corrupted=corrupted, n_random=0)
+        >>> sorted(set(scored.curves["method"]))
+        ['scalars']
     """
     named = _named(rankings)
     ablation = ablation or ("counterfactual" if corrupted is not None else "mean")

@@ -21,11 +21,12 @@ Methods:
 | ``random`` | seeded random orders (mean of `n_random`) |
 
 Example:
-    >>> result = compare(model, data, corrupted, sites="heads", positions=[-1])  # doctest: +SKIP
-    >>> result.summary()  # doctest: +SKIP
+    >>> result = compare(model, data, corrupted, sites="heads", positions=[-1],
+    ...                  methods=("scalars", "activation_patching"), n_random=1,
+    ...                  fit_options={"scalars": {"steps": 2}}, progress=False)
+    >>> list(result.rankings)
+    ['scalars', 'activation_patching']
 """
-
-from __future__ import annotations
 
 import dataclasses
 import time
@@ -288,8 +289,9 @@ def refit_top_k(
     only (every other scalar stays at the identity).
 
     Example:
-        >>> top10 = refit_top_k(model, scalars, ranking, train, 10)  # doctest: +SKIP
-        >>> evaluate(model, top10, test).flip_rate_forward  # doctest: +SKIP
+        >>> top10 = refit_top_k(model, scalars, ranking, train, 10, steps=2)
+        >>> top10.n_active(threshold=0.0) <= 10
+        True
     """
     grid = Grid.of(like)
     chosen = set(ranking.top(k)["component"])

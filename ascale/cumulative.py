@@ -5,8 +5,6 @@ components (by `rank_components`, or any other ranking on the same grid), every 
 to the identity, and the copy is measured with `ascale.evaluate`.
 """
 
-from __future__ import annotations
-
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -90,8 +88,9 @@ def cumulative_effect(
             pass e.g. a patching result on the same grid to test another method's ranking).
 
     Example:
-        >>> cum = cumulative_effect(model, scalars, test, ks=(1, 5, 10))  # doctest: +SKIP
-        >>> cum.to_frame()[["flip_rate_forward", "flip_kept_forward"]]  # doctest: +SKIP
+        >>> cum = cumulative_effect(model, scalars, test, ks=(1, 5, 10))
+        >>> list(cum.to_frame().index)
+        [1, 5, 10]
     """
     if ranking is None:
         ranking = rank_components(intervention, model=model, data=data)

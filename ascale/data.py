@@ -17,8 +17,6 @@ counterfactual ablation (`ascale.compare`). Either every row of a set carries on
 `corrupted_from_rows` tokenises them into a `ContrastSet` aligned with the clean one.
 """
 
-from __future__ import annotations
-
 import json
 import random
 import warnings
@@ -52,9 +50,9 @@ class ContrastSet:
     Example:
         >>> data = ContrastSet.from_rows(
         ...     [{"prompt": "Rome is in", "correct": " Italy", "wrong": " France"}], model
-        ... )  # doctest: +SKIP
-        >>> data.n_pos  # doctest: +SKIP
-        3
+        ... )
+        >>> data.n_pos  # BOS, "Rome", " is", " in" (SmolLM2 adds no BOS: 3)
+        4
     """
 
     prompts: tuple[str, ...]
@@ -64,10 +62,9 @@ class ContrastSet:
     lengths: Int[Tensor, " batch"] = field(repr=False)
     correct_ids: Int[Tensor, " batch"] = field(repr=False)
     wrong_ids: Int[Tensor, " batch"] = field(repr=False)
-    str_tokens: tuple[str, ...] = field(repr=False, default=())
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> ContrastSet:
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> "ContrastSet":
         """Tokenise ``{"prompt", "correct", "wrong"}`` rows for `model`, checking every row.
 
         (Rows are typed ``Mapping[str, Any]``: they are user data that this method checks
@@ -103,8 +100,7 @@ class ContrastSet:
             )
         tokens, lengths = models.tokenize(model, list(prompts))
         _check_context(model, prompts, lengths)
-        str_tokens = tuple(models.str_tokens(model, tokens[0, : int(lengths[0])]))
-        return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids, str_tokens)
+        return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -136,14 +132,12 @@ class ContrastSet:
         positions = torch.arange(self.tokens.shape[1])
         return (positions[None, :] < self.lengths[:, None]).long()
 
-    def subset(self, index: Sequence[int] | Tensor) -> ContrastSet:
+    def subset(self, index: Sequence[int] | Tensor) -> "ContrastSet":
         """The rows at `index`, in that order (padding trimmed to the longest kept prompt)."""
         idx = torch.as_tensor(index, dtype=torch.long)
         keep = idx.tolist()
         lengths = self.lengths[idx]
         width = int(lengths.max()) if len(keep) else 0
-        first = keep[0] if keep else 0
-        str_tokens = self.str_tokens if first == 0 else ()
         return ContrastSet(
             tuple(self.prompts[i] for i in keep),
             tuple(self.correct[i] for i in keep),
@@ -152,10 +146,9 @@ class ContrastSet:
             lengths,
             self.correct_ids[idx],
             self.wrong_ids[idx],
-            str_tokens,
         )
 
-    def with_length(self, n_pos: int) -> ContrastSet:
+    def with_length(self, n_pos: int) -> "ContrastSet":
         """Only the prompts of exactly `n_pos` tokens."""
         keep = (self.lengths == n_pos).nonzero().flatten()
         if len(keep) == 0:
@@ -165,7 +158,7 @@ class ContrastSet:
             )
         return self.subset(keep)
 
-    def split(self, test_size: float = 0.3, seed: int = 0) -> tuple[ContrastSet, ContrastSet]:
+    def split(self, test_size: float = 0.3, seed: int = 0) -> "tuple[ContrastSet, ContrastSet]":
         """Deterministic shuffled split into (train, test); `test_size` is a share in (0, 1)."""
         if not 0.0 < test_size < 1.0:
             raise AscaleError(f"test_size must lie in (0, 1), got {test_size}")
@@ -193,7 +186,9 @@ def load_jsonl(path: str | Path, model: Any) -> ContrastSet:
     """Read a jsonl contrast set and tokenise it for `model` (`read_jsonl`, then `from_rows`).
 
     Example:
-        >>> data = load_jsonl("ccc.jsonl", model)  # doctest: +SKIP
+        >>> path = data.to_jsonl("ioi.jsonl")
+        >>> load_jsonl(path, model).prompts == data.prompts
+        True
     """
     return ContrastSet.from_rows(read_jsonl(path), model)
 
@@ -208,7 +203,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, str]]:
             the file and the line or row.
 
     Example:
-        >>> rows = read_jsonl("ccc.jsonl")  # doctest: +SKIP
+        >>> rows = read_jsonl(data.to_jsonl("ioi.jsonl"))
+        >>> sorted(rows[0])
+        ['correct', 'prompt', 'wrong']
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -304,9 +301,10 @@ def corrupted_from_rows(
 
     Example:
         >>> rows = [{"prompt": "Rome is the capital of France. Rome is in", "correct": " Italy",
-        ...          "wrong": " France", "corrupted": "Rome is the capital of Peru. Rome is in"}]
-        >>> corrupted = corrupted_from_rows(rows, model)  # doctest: +SKIP
-        >>> ascale.compare(model, ContrastSet.from_rows(rows, model), corrupted)  # doctest: +SKIP
+        ...          "wrong": " France", "corrupted": "Rome is the capital of Spain. Rome is in"}]
+        >>> corrupted = corrupted_from_rows(rows, model)
+        >>> corrupted.prompts, corrupted.correct
+        (('Rome is the capital of Spain. Rome is in',), (' Italy',))
     """
     rows = list(rows)
     for i, row in enumerate(rows):

@@ -21,8 +21,6 @@ the run with an error instead of a hang (torchrun also stops the other ranks whe
 Without torchrun (``WORLD_SIZE`` unset or 1) every function here is a no-op for one process.
 """
 
-from __future__ import annotations
-
 import contextlib
 import datetime
 import os

@@ -1,7 +1,5 @@
 """One error base class, with a subclass for each way user input can be wrong."""
 
-from __future__ import annotations
-
 import difflib
 from collections.abc import Iterable
 

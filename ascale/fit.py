@@ -1,12 +1,10 @@
 """Learning an intervention (`fit`) and measuring it (`evaluate`)."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,7 +20,7 @@ from ascale.interventions import Beta, Intervention
 from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
 from ascale.optim import ProximalAdamax
 
-__all__ = ["DEFAULTS", "FitDefaults", "FitResult", "Metrics", "evaluate", "fit"]
+__all__ = ["DEFAULTS", "FitDefaults", "FitResult", "Metrics", "evaluate", "fit", "metrics_table"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +89,64 @@ class Metrics:
         return asdict(self)
 
     def __str__(self) -> str:
-        return (
-            f"flip +1 {self.flip_rate_forward:.2f} / -1 {self.flip_rate_backward:.2f} "
-            f"(clean {self.clean_rate_forward:.2f} / {self.clean_rate_backward:.2f}; "
-            f"moved {self.moved_rate_forward:.2f} / {self.moved_rate_backward:.2f}) | "
-            f"logit diff +1 {self.logit_diff_forward:+.2f} / -1 {self.logit_diff_backward:+.2f} "
-            f"(clean {self.logit_diff_clean:+.2f}) | KL {self.faithfulness_kl:.4f} | "
-            f"params {self.n_params} (active {self.n_active}, L1 {self.l1:.3g}) | "
-            f"n={self.n_prompts}"
-        )
+        return format_metrics({"": self})
+
+
+#: The metrics table: `Metrics` field, label, number format. "clean model" is the model without
+#: the intervention (what doing nothing scores); "moved (not clean)" counts only the prompts whose
+#: clean answer was not already the target (NaN, shown "n/a", when there are none).
+METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("flip_rate_forward", "flip rate, beta=+1", "{:.2f}"),
+    ("clean_rate_forward", "  clean model", "{:.2f}"),
+    ("moved_rate_forward", "  moved (not clean)", "{:.2f}"),
+    ("flip_rate_backward", "flip rate, beta=-1", "{:.2f}"),
+    ("clean_rate_backward", "  clean model", "{:.2f}"),
+    ("moved_rate_backward", "  moved (not clean)", "{:.2f}"),
+    ("logit_diff_forward", "logit diff, beta=+1", "{:+.2f}"),
+    ("logit_diff_backward", "logit diff, beta=-1", "{:+.2f}"),
+    ("logit_diff_clean", "logit diff, clean", "{:+.2f}"),
+    ("faithfulness_kl", "faithfulness KL", "{:.4f}"),
+    ("n_params", "parameters", "{:,}"),
+    ("n_active", "active (>0.01)", "{:,}"),
+    ("l1", "L1", "{:.3g}"),
+)
+
+
+def metrics_table(
+    columns: Mapping[str, Metrics | Mapping[str, Any]],
+) -> list[tuple[str, list[str]]]:
+    """The metrics of each named intervention as text: ``(label, one cell per column)`` rows.
+
+    The one formatting of metrics, which the CLI, `write_report` and ``str(metrics)`` lay out.
+    Columns are `Metrics` or their ``to_dict()``; a field no column has is left out, and a
+    missing or NaN value reads ``n/a``.
+
+    Example:
+        >>> metrics_table({"scalars": {"flip_rate_forward": 0.875, "n_params": 1200}})
+        [('flip rate, beta=+1', ['0.88']), ('parameters', ['1,200'])]
+    """
+    values = {n: m.to_dict() if isinstance(m, Metrics) else dict(m) for n, m in columns.items()}
+    return [
+        (label, [_cell(v.get(key), fmt) for v in values.values()])
+        for key, label, fmt in METRIC_ROWS
+        if any(key in v for v in values.values())
+    ]
+
+
+def format_metrics(columns: Mapping[str, Metrics | Mapping[str, Any]]) -> str:
+    """`metrics_table` as fixed-width text, a header of the column names first (if any)."""
+    names = list(columns)
+    width = max(14, *(len(n) + 2 for n in names))
+    lines = [f"{'':22}" + "".join(f"{n:>{width}}" for n in names)] if any(names) else []
+    for label, cells in metrics_table(columns):
+        lines.append(f"{label:22}" + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return fmt.format(value)
 
 
 @dataclass(frozen=True)
@@ -175,8 +222,10 @@ def fit(
         early_stop: ``False`` is ``stop="none"`` (kept for older code).
 
     Example:
-        >>> result = fit(model, scalars, train)  # doctest: +SKIP
-        >>> result.kept_step, result.stop_reason  # doctest: +SKIP
+        >>> fresh = ascale.ActivationScalars(model, sites="mlp_out", n_pos=train.n_pos)
+        >>> result = fit(model, fresh, train, steps=3, progress=False)
+        >>> result.steps_run, len(result.history["loss"])
+        (3, 3)
     """
     defaults = DEFAULTS.get(intervention.method, DEFAULTS["scalars"])
     steps = defaults.steps if steps is None else steps
@@ -440,8 +489,10 @@ def evaluate(
     """Flip rates, logit differences and faithfulness at ``beta = +1`` and ``-1``, and minimality.
 
     Example:
-        >>> print(evaluate(model, scalars, test))  # doctest: +SKIP
-        flip +1 0.97 / -1 1.00 | ...
+        >>> print(evaluate(model, scalars, test))
+        flip rate, beta=+1 ...
+          clean model ...
+        L1 ...
     """
     if intervention.position_tied:
         if not intervention.is_bound:

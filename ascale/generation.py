@@ -11,8 +11,6 @@ see an empty cache and write degenerate text even for the clean model, so
 upstream; docs/generation.md).
 """
 
-from __future__ import annotations
-
 import math
 import warnings
 from typing import Any
@@ -62,9 +60,13 @@ def generate(
             below 1.
 
     Example:
-        >>> for beta in (-1.0, 0.0, 1.0):  # doctest: +SKIP
+        >>> dyn = ascale.DynamicScalars(model, sites="mlp_out")
+        >>> for beta in (-1.0, 0.0, 1.0):
         ...     print(beta, generate(model, dyn, "Rome is the capital of France. Rome is in",
         ...                          beta=beta, max_new_tokens=8))
+        -1.0 Rome is the capital of France. Rome is in...
+        0.0 Rome is the capital of France. Rome is in...
+        1.0 Rome is the capital of France. Rome is in...
     """
     if max_new_tokens < 1:
         raise AscaleError(f"max_new_tokens must be at least 1, got {max_new_tokens}")

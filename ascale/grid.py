@@ -17,12 +17,10 @@ A position slot is a token position, or ``None`` for a slot that spans every pos
 (``positions="shared"``).
 
 Example:
-    >>> grid = Grid.of(scalars)  # doctest: +SKIP
-    >>> len(grid), grid.names[:2]  # doctest: +SKIP
-    (720, ['attn_out L0 @0', 'attn_out L0 @1'])
+    >>> grid = Grid.of(scalars)  # 2 sites x 2 layers x 15 positions here
+    >>> len(grid), grid.names[:2]
+    (60, ('attn_out L0 @0', 'attn_out L0 @1'))
 """
-
-from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,7 +81,7 @@ class Grid:
     # ---- construction ----
 
     @classmethod
-    def of(cls, intervention: Any) -> Grid:
+    def of(cls, intervention: Any) -> "Grid":
         """The grid of an intervention's parameters (position-tied ones must be bound)."""
         if intervention.position_tied and not intervention.is_bound:
             raise AscaleError(
@@ -106,7 +104,7 @@ class Grid:
         sites: str | Sequence[str] = "attn_out,mlp_out",
         layers: Sequence[int] | None = None,
         positions: str | Sequence[int] = "all",
-    ) -> Grid:
+    ) -> "Grid":
         """A grid on `model`'s hook points for prompts of `n_pos` tokens.
 
         Args:
@@ -234,7 +232,7 @@ class Grid:
                 )
         return per_hook
 
-    def with_length(self, n_pos: int) -> Grid:
+    def with_length(self, n_pos: int) -> "Grid":
         """This grid for prompts of `n_pos` tokens (a shared slot then spans those positions)."""
         if self.n_pos not in (None, n_pos):
             raise PromptLengthError(

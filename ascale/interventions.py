@@ -11,8 +11,6 @@ correct one, ``0`` is the clean model; any float works. Every hook returns a new
 edits the activation in place.
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 from abc import ABC, abstractmethod
@@ -37,6 +35,10 @@ __all__ = [
 
 Positions = Literal["all", "shared"] | Sequence[int]
 Beta = float | Float[Tensor, " batch"]
+# Activations at a hook: ``[batch, pos, d_model]``, or ``[batch, pos, head, d_head]`` for ``heads``.
+Act = Float[Tensor, "batch pos *head d"]
+# `beta` inside a hook: a float, or one value per prompt shaped to broadcast over the activation.
+HookBeta = float | Float[Tensor, "batch *#ones"]
 
 
 class Intervention(nn.Module, ABC):
@@ -127,7 +129,7 @@ class Intervention(nn.Module, ABC):
         """Shape of the parameters of one layer and slot of `site`."""
 
     @abstractmethod
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "#pos ..."], beta: HookBeta) -> Act:
         """The edited activation, ``param`` broadcast to ``act`` (``[pos, *unit]``)."""
 
     # ---- hooks ----
@@ -157,7 +159,7 @@ class Intervention(nn.Module, ABC):
         """Context manager: run `model` (forward passes or ``generate``) with this intervention.
 
         Example:
-            >>> with scalars.applied(model, beta=1.0):  # doctest: +SKIP
+            >>> with scalars.applied(model, beta=1.0):
             ...     logits = model(tokens)
         """
         models.check_same_shape(self.dims, models.dims(model))
@@ -167,7 +169,7 @@ class Intervention(nn.Module, ABC):
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
         name = site.hook_name(site.layers[k])
 
-        def hook(act: Tensor, hook: Any) -> Tensor:
+        def hook(act: Act, hook: Any) -> Act:
             # float32 edit, returned in the activation's dtype (bfloat16 models stay bfloat16)
             return edit(act).to(act.dtype)
 
@@ -198,7 +200,7 @@ class Intervention(nn.Module, ABC):
 
         return hook
 
-    def _full(self, param: Tensor) -> Tensor:
+    def _full(self, param: Float[Tensor, " slot *unit"]) -> Float[Tensor, " pos *unit"]:
         """Slot parameters scattered to every position (zeros, the identity, elsewhere)."""
         if self.positions == "all":
             return param
@@ -252,7 +254,7 @@ class Intervention(nn.Module, ABC):
         }
 
     @classmethod
-    def from_config(cls, model: Any, config: dict[str, Any]) -> Intervention:
+    def from_config(cls, model: Any, config: dict[str, Any]) -> "Intervention":
         """Rebuild (with zero parameters) from `config()`; `ascale.load` fills the tensors."""
         positions = config["positions"]
         return cls(model, sites=config["hooks"], positions=positions, n_pos=config["n_pos"])
@@ -275,9 +277,11 @@ class ActivationScalars(Intervention):
     reverses it.
 
     Example:
-        >>> scalars = ActivationScalars(model, sites=["attn_out", "mlp_out"], n_pos=14)  # doctest: +SKIP
-        >>> scalars.n_params  # doctest: +SKIP
-        840
+        >>> scalars = ActivationScalars(model, sites=["attn_out", "mlp_out"], n_pos=14)
+        >>> scalars.n_params == 2 * model.cfg.n_layers * 14  # one per site, layer and position
+        True
+        >>> scalars.params["mlp_out"].shape  # [layer, pos] (a 2-layer model here)
+        torch.Size([2, 14])
     """
 
     method: ClassVar[str] = "scalars"
@@ -285,8 +289,7 @@ class ActivationScalars(Intervention):
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         return (self.dims["n_heads"],) if site.per_head else ()
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
-        # param: [pos] or [pos, head]; act: [batch, pos, d_model] or [batch, pos, head, d_head]
+    def _edit(self, act: Act, param: Float[Tensor, "#pos *head"], beta: HookBeta) -> Act:
         return act * (1 + beta * param[None, ..., None])
 
 
@@ -294,7 +297,9 @@ class SteeringVectors(Intervention):
     """SteerVec baseline: ``h + beta * v``, one learned vector per activation vector.
 
     Example:
-        >>> vectors = SteeringVectors(model, sites="attn_out,mlp_out", n_pos=14)  # doctest: +SKIP
+        >>> vectors = SteeringVectors(model, sites="attn_out,mlp_out", n_pos=14)
+        >>> vectors.params["attn_out"].shape == (model.cfg.n_layers, 14, model.cfg.d_model)
+        True
     """
 
     method: ClassVar[str] = "vectors"
@@ -304,7 +309,7 @@ class SteeringVectors(Intervention):
             return (self.dims["n_heads"], self.dims["d_head"])
         return (self.dims["d_model"],)
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "#pos *head d"], beta: HookBeta) -> Act:
         return act + beta * param[None]
 
     def _magnitudes(self, param: Tensor) -> Tensor:
@@ -340,12 +345,12 @@ class DynamicScalars(Intervention):
             thousands across SmolLM2's layers): it needs a learning rate near ``1e-4``.
 
     Example:
-        >>> dyn = DynamicScalars(model, sites="attn_out,mlp_out")  # doctest: +SKIP
-        >>> dyn.n_params  # 2 sites x 30 layers x (576 + 1)  # doctest: +SKIP
-        34620
-        >>> w, b = dyn.probe("mlp_out")  # doctest: +SKIP
-        >>> w.shape, b.shape  # doctest: +SKIP
-        (torch.Size([30, 576]), torch.Size([30]))
+        >>> dyn = DynamicScalars(model, sites="attn_out,mlp_out")
+        >>> dyn.n_params == 2 * model.cfg.n_layers * (model.cfg.d_model + 1)
+        True
+        >>> w, b = dyn.probe("mlp_out")
+        >>> w.shape, b.shape  # on SmolLM2: [30, 576] and [30]
+        (torch.Size([2, 32]), torch.Size([2]))
     """
 
     method: ClassVar[str] = "dynamic"
@@ -371,14 +376,14 @@ class DynamicScalars(Intervention):
             return (self.dims["n_heads"], self.dims["d_head"] + 1)
         return (self.dims["d_model"] + 1,)
 
-    def _edit(self, act: Tensor, param: Tensor, beta: Tensor | float) -> Tensor:
+    def _edit(self, act: Act, param: Float[Tensor, "1 *head d+1"], beta: HookBeta) -> Act:
         alpha = self._alpha(act, param[0])
         return act * (1 + beta * alpha[..., None])
 
     def _alpha(
         self,
-        act: Float[Tensor, "batch pos *head d"],
-        probe: Float[Tensor, "*head d_plus_1"],
+        act: Act,
+        probe: Float[Tensor, "*head d+1"],
     ) -> Float[Tensor, "batch pos *head"]:
         """``w . x + b`` at every position (and head), ``x = h / ||h||`` (or ``h``)."""
         x = act.detach() if self.detach_input else act
@@ -402,9 +407,7 @@ class DynamicScalars(Intervention):
         param = self.params[site].detach()[:, 0]
         return param[..., :-1], param[..., -1]
 
-    def alpha(
-        self, site: str, layer: int, act: Float[Tensor, "batch pos *head d"]
-    ) -> Float[Tensor, "batch pos *head"]:
+    def alpha(self, site: str, layer: int, act: Act) -> Float[Tensor, "batch pos *head"]:
         """The scalars ``alpha`` the probe of `site` at `layer` gives activations `act`.
 
         Exactly what the hook multiplies by (``h * (1 + beta * alpha)``), for inspection and
@@ -440,7 +443,7 @@ class DynamicScalars(Intervention):
         return {**super().config(), "detach_input": self.detach_input, "normalize": self.normalize}
 
     @classmethod
-    def from_config(cls, model: Any, config: dict[str, Any]) -> DynamicScalars:
+    def from_config(cls, model: Any, config: dict[str, Any]) -> "DynamicScalars":
         return cls(
             model,
             sites=config["hooks"],
@@ -460,7 +463,7 @@ class DynamicScalars(Intervention):
 _TINY = 1e-6  # floor of ||h|| in the normalised probe: a zero activation gets alpha = b
 
 
-def _beta_like(beta: Beta, act: Tensor) -> Tensor | float:
+def _beta_like(beta: Beta, act: Act) -> HookBeta:
     """`beta` as a float, or a per-prompt tensor shaped to broadcast over `act`."""
     if isinstance(beta, Tensor):
         return beta.to(act.device, act.dtype).reshape(-1, *([1] * (act.ndim - 1)))
@@ -483,7 +486,8 @@ def build(
     """A fresh intervention of a registered `method` (``dynamic`` takes no positions).
 
     Example:
-        >>> build("scalars", model, sites="attn_out,mlp_out", n_pos=12)  # doctest: +SKIP
+        >>> build("scalars", model, sites="attn_out,mlp_out", n_pos=12).method
+        'scalars'
     """
     if method not in METHODS:
         raise AscaleError(f"unknown method {method!r}; known: {sorted(METHODS)}")

@@ -10,8 +10,6 @@ reads: the version, the checksum, the method, the hooks against the sites, and e
 name, shape and values are checked, and each failure names the file and what is wrong.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 from pathlib import Path
@@ -46,7 +44,8 @@ def save(
     one that also holds other files keeps them, with an `AscaleWarning` naming them.
 
     Example:
-        >>> save(scalars, "out/ccc-scalars", metadata={"task": "ccc"})  # doctest: +SKIP
+        >>> save(scalars, "out/ioi-scalars", metadata={"task": "ioi"})
+        PosixPath('out/ioi-scalars')
     """
     folder = Path(path).expanduser()
     tensors = {name: p.detach().cpu().contiguous() for name, p in intervention.params.items()}
@@ -78,7 +77,10 @@ def load(path: str | Path, model: Any) -> Intervention:
             than the model the intervention was trained on.
 
     Example:
-        >>> scalars = load("out/ccc-scalars", model)  # doctest: +SKIP
+        >>> folder = save(scalars, "out/ioi-scalars")
+        >>> loaded = load(folder, model)
+        >>> torch.equal(loaded.params["mlp_out"], scalars.params["mlp_out"])
+        True
     """
     folder = Path(path).expanduser()
     config = read_metadata(folder)

@@ -10,8 +10,6 @@ The embedded default is SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF in
 safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256.
 """
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import functools
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from ascale.errors import AscaleError, IncompatibleModelError, ModelNotAvailableError
 
@@ -79,7 +78,7 @@ def load_model(
             ``compatibility_mode=False`` for those.
 
     Example:
-        >>> model = load_model()  # doctest: +SKIP
+        >>> model = load_model()  # the real SmolLM2, too slow for the tests  # doctest: +SKIP
         >>> model.cfg.n_layers  # doctest: +SKIP
         30
     """
@@ -347,7 +346,7 @@ def run(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
     last_only: bool = False,
-    prefix: Prefix | None = None,
+    prefix: "Prefix | None" = None,
 ) -> Float[Tensor, "batch out_pos d_vocab"]:
     """Logits of a forward pass (the mask only when there is padding), on the model's device.
 
@@ -441,7 +440,7 @@ class Prefix:
     layer: int
     resid: Float[Tensor, "batch pos d_model"]
 
-    def rows(self, index: Tensor | Sequence[int]) -> Prefix:
+    def rows(self, index: Tensor | Sequence[int]) -> "Prefix":
         """The prefix of a subset of the prompts (``index`` as in ``ContrastSet.subset``)."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.resid.device)
         return Prefix(self.layer, self.resid.index_select(0, index))
@@ -580,7 +579,9 @@ def _blocks_from(model: Any, layer: int) -> Iterator[None]:
         setattr(parent, attribute, whole)
 
 
-def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos"], Tensor]:
+def tokenize(
+    model: Any, prompts: Sequence[str]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, " batch"]]:
     """Token ids right-padded to the longest prompt, and each prompt's length.
 
     Each prompt is tokenised on its own, exactly as the model would see it alone.
@@ -589,9 +590,7 @@ def tokenize(model: Any, prompts: Sequence[str]) -> tuple[Int[Tensor, "batch pos
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
     pad_id = model.tokenizer.pad_token_id
     pad_id = 0 if pad_id is None else int(pad_id)
-    tokens = torch.full((len(rows), int(lengths.max())), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = row
+    tokens = pad_sequence(rows, batch_first=True, padding_value=pad_id)
     return tokens, lengths
 
 

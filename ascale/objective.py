@@ -10,8 +10,6 @@ With ``delta = logit(wrong) - logit(correct)`` at the answer position:
 The first two are averaged over the prompts of a batch (so weights do not depend on batch size).
 """
 
-from __future__ import annotations
-
 import math
 from dataclasses import dataclass
 

@@ -15,8 +15,6 @@ lasso, so the components that survive are those the effectiveness and faithfulne
 most.
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterable
 
 import torch

@@ -12,8 +12,6 @@
 Every file is created with mode ``0o666`` less the umask (``0644`` under the usual ``022``).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import secrets
@@ -55,7 +53,8 @@ def write_atomic(path: str | Path, data: bytes | str) -> Path:
     """Write `data` to `path` through a temporary sibling and `os.replace`; returns the path.
 
     Example:
-        >>> write_atomic("out/notes.txt", "all good\\n")  # doctest: +SKIP
+        >>> write_atomic("out/notes.txt", "all good\\n").read_text()
+        'all good\\n'
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -82,7 +81,11 @@ def check_output_file(
     """Refuse an output file that is a folder or resolves to an input (``(option, path)`` pairs).
 
     Example:
-        >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # doctest: +SKIP
+        >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # a new file: fine
+        >>> check_output_file("rows.jsonl", [("--data", "rows.jsonl")])
+        Traceback (most recent call last):
+        ...
+        ascale.errors.AscaleError: --out 'rows.jsonl' is the input 'rows.jsonl' (--data); ...
     """
     path = Path(path).expanduser()
     if path.is_dir():
@@ -177,8 +180,10 @@ class RunFolder:
         flag: the option name used in messages.
 
     Example:
-        >>> with RunFolder("out/run", overwrite=False, inputs={"--data": data}) as run:  # doctest: +SKIP
-        ...     write_json(run.stage / "metrics.json", metrics)
+        >>> with RunFolder("out/run", overwrite=False, inputs={}) as run:
+        ...     _ = write_json(run.stage / "metrics.json", {"flip_rate_forward": 0.5})
+        >>> sorted(p.name for p in run.path.iterdir())  # the files, and the run's marker
+        ['.ascale-run.json', 'metrics.json']
     """
 
     def __init__(
@@ -234,7 +239,7 @@ class RunFolder:
                 "replaces only an earlier run's folder: choose another folder"
             )
 
-    def __enter__(self) -> RunFolder:
+    def __enter__(self) -> "RunFolder":
         self.check()
         self._created = [p for p in (self.path, *self.path.parents) if not p.exists()]
         self.path.mkdir(parents=True, exist_ok=True)

@@ -16,12 +16,12 @@ Attribution patching (Nanda, 2023) estimates the same effects to first order fro
 pass on each input and one backward pass: ``(a_source - a_base) · ∂Δ/∂a`` at the base run.
 
 Example:
-    >>> corrupted = ascale.tasks.ioi_corrupt(clean, model)  # doctest: +SKIP
-    >>> patched = activation_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
-    >>> estimated = attribution_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
+    >>> corrupted = ascale.tasks.ioi_corrupt(data, model)
+    >>> patched = activation_patching(model, data, corrupted, like=scalars)
+    >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+    >>> len(patched.components) == len(estimated.components) == scalars.n_params
+    True
 """
-
-from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ascale import models
@@ -85,8 +85,9 @@ def activation_patching(
         An `AttributionResult` (method ``"activation_patching"``) on the grid.
 
     Example:
-        >>> patched = activation_patching(model, clean, corrupted, sites="heads", positions=[-1])  # doctest: +SKIP
-        >>> patched.top(5)  # doctest: +SKIP
+        >>> patched = activation_patching(model, data, corrupted, sites="heads", positions=[-1])
+        >>> len(patched.components)  # layers x heads, at the last position
+        8
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
@@ -143,7 +144,9 @@ def attribution_patching(
     `activation_patching`, whose effects this approximates to first order.
 
     Example:
-        >>> estimated = attribution_patching(model, clean, corrupted, like=scalars)  # doctest: +SKIP
+        >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+        >>> estimated.method
+        'attribution_patching'
     """
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
@@ -309,7 +312,7 @@ def patched_deltas(
     model: Any,
     batch: ContrastSet,
     grid: Grid,
-    rows: Tensor,
+    rows: Bool[Tensor, "copy component"],
     source: Acts,
     resid: dict[int, Tensor] | None = None,
 ) -> Float[Tensor, "copy batch"]:
@@ -393,15 +396,23 @@ def clean_deltas(model: Any, data: ContrastSet, batch_size: int = 64) -> Tensor:
         )
 
 
-def _patch(act: Tensor, hook: Any, mask: Tensor, source: Tensor) -> Tensor:
-    """Copy ``c`` of the batch takes `source` wherever ``mask[c]`` is set (a new tensor)."""
+def _patch(
+    act: Float[Tensor, "copy_batch pos *head d"],
+    hook: Any,
+    mask: Bool[Tensor, "copy pos *head"],
+    source: Float[Tensor, "batch pos *head d"],
+) -> Float[Tensor, "copy_batch pos *head d"]:
+    """Copy ``c`` of the batch takes `source` wherever ``mask[c]`` is set (a new tensor).
+
+    ``act`` holds the copies one after another (``copy_batch = copy * batch``).
+    """
     copies = mask.shape[0]
     grouped = act.reshape(copies, -1, *act.shape[1:])
     where = mask[:, None, ..., None]  # over the prompts of a copy, and the vector axis
     return torch.where(where, source[None], grouped).reshape(act.shape)
 
 
-def _pick(summed: Tensor, comp: Component) -> Tensor:
+def _pick(summed: Float[Tensor, " pos *head"], comp: Component) -> Float[Tensor, ""]:
     """One component's value from a ``[pos, (head)]`` map (a shared slot sums its positions)."""
     picked = summed if comp.pos is None else summed[comp.pos : comp.pos + 1]
     return (picked if comp.head is None else picked[..., comp.head]).sum()

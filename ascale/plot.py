@@ -7,11 +7,9 @@ values (``alpha``, patching effects) use a diverging colour scale centred on the
 sequential scale from 0. Hovering a cell shows its exact value.
 
 Example:
-    >>> fig = plot_heatmap(rank_components(scalars, model=model, data=train), "mlp_out")  # doctest: +SKIP
-    >>> fig.write_html("mlp_out.html")  # doctest: +SKIP
+    >>> fig = plot_heatmap(ascale.rank_components(scalars, model=model, data=train), "mlp_out")
+    >>> fig.write_html("mlp_out.html")
 """
-
-from __future__ import annotations
 
 import numpy as np
 import pandas as pd
@@ -60,8 +58,9 @@ def plot_heatmap(result: AttributionResult, site: str | None = None) -> go.Figur
         site: which site to draw (default: the first one in `result`).
 
     Example:
-        >>> fig = plot_heatmap(ranking, "heads")  # doctest: +SKIP
-        >>> fig.data[0].z.shape  # layers × heads  # doctest: +SKIP
+        >>> fig = plot_heatmap(ranking, "mlp_out")
+        >>> fig.data[0].z.shape  # layers x positions
+        (2, 15)
     """
     site = _site(result, site)
     frame = result.components[result.components["site"] == site]
@@ -162,7 +161,8 @@ def plot_top_components(result: AttributionResult, k: int = 20) -> go.Figure:
     """Horizontal bars of the `k` largest components, coloured by effect class (or sign).
 
     Example:
-        >>> plot_top_components(ranking, k=10).data[0].y[0]  # the top component  # doctest: +SKIP
+        >>> len(plot_top_components(ranking, k=10).data[0].y)  # the top components
+        10
     """
     top = result.top(k)
     labels = [f"{c}  {t!r}" for c, t in zip(top["component"], top["token"], strict=True)]
@@ -220,7 +220,8 @@ def plot_rank_scatter(a: AttributionResult, b: AttributionResult) -> go.Figure:
     gives Spearman's correlation.
 
     Example:
-        >>> plot_rank_scatter(scalar_ranking, patching)  # doctest: +SKIP
+        >>> patching = ascale.activation_patching(model, data, corrupted, like=scalars)
+        >>> fig = plot_rank_scatter(ranking, patching)
     """
     table = a.components[["component", "token", "magnitude"]].merge(
         b.components[["component", "magnitude"]], on="component", suffixes=("_a", "_b")
@@ -250,7 +251,8 @@ def plot_agreement(result: AgreementResult) -> go.Figure:
     """Two matrices side by side: Spearman's ρ and the top-k overlap of every pair of methods.
 
     Example:
-        >>> plot_agreement(agreement([ranking, patching])).data[0].z  # doctest: +SKIP
+        >>> patching = ascale.activation_patching(model, data, corrupted, like=scalars)
+        >>> fig = plot_agreement(ascale.agreement([ranking, patching]))
     """
     fig = make_subplots(
         rows=1,
@@ -294,7 +296,7 @@ def plot_cumulative_effect(result: CumulativeEffectResult) -> go.Figure:
     Dotted lines mark the full intervention's flip rates.
 
     Example:
-        >>> plot_cumulative_effect(cumulative_effect(model, scalars, test))  # doctest: +SKIP
+        >>> fig = plot_cumulative_effect(ascale.cumulative_effect(model, scalars, test))
     """
     frame = result.to_frame()
     fig = go.Figure()
@@ -330,7 +332,9 @@ def plot_circuit_curves(
         absolute: order by absolute score (the CMD curve) instead of signed support (CPR).
 
     Example:
-        >>> plot_circuit_curves(compare(model, data, corrupted))  # doctest: +SKIP
+        >>> result = ascale.compare(model, data, corrupted, methods=("scalars", "random"),
+        ...                         fit_options={"scalars": {"steps": 2}}, progress=False)
+        >>> fig = plot_circuit_curves(result)
     """
     circuits = result if isinstance(result, CircuitResult) else result.circuits
     column = "f_abs" if absolute else "f_signed"
@@ -369,7 +373,9 @@ def plot_tradeoffs(table: pd.DataFrame) -> go.Figure:
     parameters) and against faithfulness (KL); train as crosses, test as dots.
 
     Example:
-        >>> plot_tradeoffs(sweep(model, train, test))  # doctest: +SKIP
+        >>> table = ascale.sweep(model, train, test, lambda_min=[1e-3, 1e-1],
+        ...                      fit_options={"steps": 2}, progress=False)
+        >>> fig = plot_tradeoffs(table)
     """
     needed = {"method", "split", "lambda_min", "n_active", "faithfulness_kl"}
     missing = needed - set(table.columns)

@@ -14,11 +14,10 @@ and nothing is fetched from the network. Sections appear for whatever is passed:
 7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`.
 
 Example:
-    >>> write_report("out", [ranking, patched, estimated], agreement=agree)  # doctest: +SKIP
+    >>> patched = ascale.activation_patching(model, data, corrupted, like=scalars)
+    >>> write_report("out", [ranking, patched], agreement=ascale.agreement([ranking, patched]))
     PosixPath('out/report.html')
 """
-
-from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
@@ -32,7 +31,7 @@ from ascale.agreement import AgreementResult
 from ascale.attribution import AttributionResult
 from ascale.circuits import CircuitResult
 from ascale.cumulative import CumulativeEffectResult
-from ascale.fit import Metrics
+from ascale.fit import Metrics, metrics_table
 from ascale.outputs import write_atomic
 
 __all__ = ["write_report"]
@@ -157,22 +156,6 @@ def write_report(
     return write_atomic(path, document)
 
 
-_METRIC_ROWS = {
-    "flip_rate_forward": "flip rate, beta=+1",
-    "clean_rate_forward": "  clean model answers wrong",
-    "moved_rate_forward": "  moved (not already wrong)",
-    "flip_rate_backward": "flip rate, beta=-1",
-    "clean_rate_backward": "  clean model answers correct",
-    "moved_rate_backward": "  moved (not already correct)",
-    "logit_diff_forward": "logit diff, beta=+1",
-    "logit_diff_backward": "logit diff, beta=-1",
-    "logit_diff_clean": "logit diff, clean",
-    "faithfulness_kl": "faithfulness KL",
-    "n_params": "parameters",
-    "n_active": "active (>0.01)",
-    "l1": "L1",
-    "n_prompts": "prompts",
-}
 _CUMULATIVE_COLUMNS = [
     "flip_rate_forward",
     "flip_rate_backward",
@@ -185,11 +168,9 @@ _CUMULATIVE_COLUMNS = [
 
 def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
     page.section("Metrics", "metrics")
-    columns = {
-        name: (m.to_dict() if isinstance(m, Metrics) else dict(m)) for name, m in metrics.items()
-    }
-    frame = pd.DataFrame(columns).reindex(list(_METRIC_ROWS)).rename(index=_METRIC_ROWS)
-    page.table(frame.dropna(how="all"))
+    rows = metrics_table(metrics)
+    frame = pd.DataFrame([cells for _, cells in rows], [label for label, _ in rows], list(metrics))
+    page.table(frame)
 
 
 def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:

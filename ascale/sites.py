@@ -13,8 +13,6 @@ Scaling ``z`` of one head scales exactly that head's contribution to the attenti
 per-head scaling needs no ``use_attn_result``.
 """
 
-from __future__ import annotations
-
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -73,8 +71,8 @@ def resolve_sites(
             message names the closest valid names.
 
     Example:
-        >>> resolve_sites(model, "attn_out,mlp_out", layers=[0, -1])  # doctest: +SKIP
-        (Site(name='attn_out', layers=(0, 29)), Site(name='mlp_out', layers=(0, 29)))
+        >>> resolve_sites(model, "attn_out,mlp_out", layers=[0, -1])  # 2 layers; SmolLM2: (0, 29)
+        (Site(name='attn_out', layers=(0, 1)), Site(name='mlp_out', layers=(0, 1)))
     """
     names = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
     if not names or not all(names):

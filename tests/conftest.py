@@ -7,6 +7,7 @@ the embedded SmolLM2 (`smol`). Nothing here touches the network.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,15 @@ def tiny_gpt2(tiny_dirs: dict[str, Path]):
     return load_model(tiny_dirs["gpt2"])
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread: on the shared 2-core machines, two threads under load run ~5x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smol():
     """The embedded SmolLM2-135M-Instruct (real behaviour)."""
@@ -113,6 +123,15 @@ def smol():
 NAMES = (" Mary", " John", " Alice", " Bob", " Carol", " Dave", " Eve")
 TEMPLATE = "When{A} and{B} went to the store,{B} gave a drink to"
 PLANTED_LAYER, PLANTED_HEAD = 1, 2
+
+
+def ioi_rows(pairs: Iterable[tuple[str, str]]) -> list[dict]:
+    """IOI rows for (indirect object, subject) name pairs: ``("Mary", "John")`` gives
+    "When Mary and John went to the store, John gave a drink to", " Mary" against " John"."""
+    return [
+        {"prompt": TEMPLATE.format(A=f" {a}", B=f" {b}"), "correct": f" {a}", "wrong": f" {b}"}
+        for a, b in pairs
+    ]
 
 
 def ioi_like_rows(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -10,24 +10,9 @@ from ascale.cumulative import cumulative_effect
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
 from ascale.interventions import DynamicScalars
+from conftest import ioi_rows
 
-ROWS = [
-    {
-        "prompt": "When Mary and John went to the store, John gave a drink to",
-        "correct": " Mary",
-        "wrong": " John",
-    },
-    {
-        "prompt": "When Alice and Bob went to the store, Bob gave a drink to",
-        "correct": " Alice",
-        "wrong": " Bob",
-    },
-    {
-        "prompt": "When Carol and Dave went to the store, Dave gave a drink to",
-        "correct": " Carol",
-        "wrong": " Dave",
-    },
-]
+ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave")])
 
 
 @pytest.fixture(scope="module")

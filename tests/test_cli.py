@@ -6,25 +6,12 @@ import pytest
 
 from ascale.cli import build_parser, main
 from ascale.data import ContrastSet
+from conftest import ioi_like_rows, ioi_rows
 
-ROWS = [
-    {
-        "prompt": f"When {a} and {b} went to the store, {b} gave a drink to",
-        "correct": f" {a}",
-        "wrong": f" {b}",
-    }
-    for a, b in [
-        ("Mary", "John"),
-        ("Alice", "Bob"),
-        ("Carol", "Dave"),
-        ("Eve", "Bob"),
-        ("John", "Mary"),
-        ("Bob", "Alice"),
-        ("Dave", "Carol"),
-        ("Bob", "Eve"),
-    ]
-    * 2
-]
+ROWS = ioi_rows(
+    [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary"),
+     ("Bob", "Alice"), ("Dave", "Carol"), ("Bob", "Eve")] * 2
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -432,8 +419,6 @@ def planted_model(monkeypatch, planted):
 
 
 def _ioi_file(path, corrupted=True, bad_row=None):
-    from conftest import ioi_like_rows
-
     clean, corrupt = ioi_like_rows(12)
     rows = [
         {**row, "corrupted": c["prompt"]} if corrupted else row

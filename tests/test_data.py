@@ -6,18 +6,10 @@ import torch
 
 from ascale.data import ContrastSet, corrupted_from_rows, has_corrupted, load_jsonl, read_jsonl
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
+from conftest import ioi_rows
 
 ROWS = [
-    {
-        "prompt": "When Mary and John went to the store, John gave a drink to",
-        "correct": " Mary",
-        "wrong": " John",
-    },
-    {
-        "prompt": "When Alice and Bob went to the store, Bob gave a drink to",
-        "correct": " Alice",
-        "wrong": " Bob",
-    },
+    *ioi_rows([("Mary", "John"), ("Alice", "Bob")]),
     {
         "prompt": "Rome is the capital of France. Rome is in",
         "correct": " Italy",

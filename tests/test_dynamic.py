@@ -22,15 +22,6 @@ ROWS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on the shared 2-core machines, two threads under load run ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random(iv: DynamicScalars, std: float = 0.3, seed: int = 0) -> DynamicScalars:
     torch.manual_seed(seed)
     with torch.no_grad():

@@ -8,16 +8,10 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
+from conftest import ioi_rows
 
 NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
-ROWS = [
-    {
-        "prompt": f"When {a} and {b} went to the store, {b} gave a drink to",
-        "correct": f" {a}",
-        "wrong": f" {b}",
-    }
-    for a, b in NAMES * 2
-]
+ROWS = ioi_rows(NAMES * 2)
 
 
 @pytest.fixture(scope="module")

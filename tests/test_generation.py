@@ -171,15 +171,6 @@ def test_cli_fit_dynamic_on_mixed_lengths(tiny_dirs, tiny_gpt2, tmp_path, capsys
     assert "differ in token length" in capsys.readouterr().err
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on the shared 2-core machines, two threads under load run ~5x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.real
 def test_generation_on_smollm2(smol, one_thread):
     prompt = "Rome is the capital of France. Rome is in"

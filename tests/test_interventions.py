@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from jaxtyping import TypeCheckError
 
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
@@ -135,6 +136,19 @@ def test_generation_under_the_dial(tiny):
     with iv.applied(tiny, beta=1.0):
         steered = tiny.generate(prompt, **kwargs)
     assert isinstance(steered, str) and steered.startswith(prompt)
+
+
+def test_hook_edit_shapes_are_checked_in_the_test_run(tiny):
+    """A per-prompt `beta` of one value for two prompts would broadcast silently; the hook's
+    annotations (``beta: Float[Tensor, " batch"]`` against ``act: "batch pos *head d"``) refuse it."""
+    tokens = _tokens(tiny)
+    iv = ActivationScalars(tiny, sites="heads", n_pos=tokens.shape[1])
+    with (
+        torch.no_grad(),
+        pytest.raises(TypeCheckError, match="batch"),
+        iv.applied(tiny, beta=torch.ones(1)),
+    ):
+        tiny(tokens)
 
 
 def test_repr_shows_sites_and_summary(tiny):

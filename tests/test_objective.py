@@ -1,4 +1,6 @@
+import pytest
 import torch
+from jaxtyping import TypeCheckError
 
 from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
 
@@ -46,3 +48,13 @@ def test_gradients_stay_finite_through_the_mask():
     kl = masked_kl(masked_log_probs(torch.randn(2, 10), *ids), logits, *ids)
     kl.sum().backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_a_wrong_shape_is_caught_by_the_run_time_checks():
+    """The test run checks the package's jaxtyping annotations with beartype (pyproject's
+    ``--jaxtyping-packages``): one answer for three prompts, which ``gather`` would silently
+    accept (it returns one value), is refused by ``correct_ids: Int[Tensor, " batch"]``."""
+    logits, one = torch.randn(3, 10), torch.tensor([1])
+    assert logits.gather(1, torch.stack([one, one], dim=1)).shape == (1, 2)  # silent without
+    with pytest.raises(TypeCheckError, match="correct_ids"):
+        answer_logit_diff(logits, one, one)

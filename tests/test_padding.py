@@ -77,12 +77,7 @@ def test_padded_batch_equals_single_prompts_on_tiny_models(tiny):
 
 
 @pytest.mark.real
-def test_padded_batch_equals_single_prompts_on_smollm2(smol):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # on the shared 2-core machines, two threads under load are ~5x slower
-    try:
-        # logits of ~20: fp32 rounding differs with the batch shape (~5e-5), and random probes
-        # on every layer amplify it, so they are kept small here
-        _check(smol, ROWS, atol=5e-4, std=0.1)
-    finally:
-        torch.set_num_threads(before)
+def test_padded_batch_equals_single_prompts_on_smollm2(smol, one_thread):
+    # logits of ~20: fp32 rounding differs with the batch shape (~5e-5), and random probes
+    # on every layer amplify it, so they are kept small here
+    _check(smol, ROWS, atol=5e-4, std=0.1)

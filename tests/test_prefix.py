@@ -10,11 +10,11 @@ import importlib
 
 import pytest
 import torch
-from conftest import ioi_like_rows
 
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.interventions import ActivationScalars, DynamicScalars
+from conftest import ioi_like_rows
 
 
 def _randomised(iv, std=0.3, seed=0):

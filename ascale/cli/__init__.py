@@ -12,8 +12,6 @@ Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), 
 (``fit``, ``evaluate``, ``generate``, ``demo``), `_maps` (``compare``, ``sweep``).
 """
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import os

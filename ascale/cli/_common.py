@@ -1,10 +1,7 @@
 """What several commands share: reading and splitting data, fitting one intervention and saving
 it, printing a metrics table. Heavy imports happen inside the functions, when a command runs."""
 
-from __future__ import annotations
-
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
@@ -133,39 +130,8 @@ def loadable(model_name: str) -> str | None:
     return None if model_name == DEFAULT_MODEL else model_name
 
 
-#: the metrics table: label, `Metrics` field, format. "clean" is the model without the
-#: intervention (what doing nothing scores); "moved" counts only the prompts whose clean answer
-#: was not already the target (NaN when there are none).
-ROWS = (
-    ("flip rate, beta=+1", "flip_rate_forward", "{:.2f}"),
-    ("  clean model", "clean_rate_forward", "{:.2f}"),
-    ("  moved (not clean)", "moved_rate_forward", "{:.2f}"),
-    ("flip rate, beta=-1", "flip_rate_backward", "{:.2f}"),
-    ("  clean model", "clean_rate_backward", "{:.2f}"),
-    ("  moved (not clean)", "moved_rate_backward", "{:.2f}"),
-    ("logit diff, beta=+1", "logit_diff_forward", "{:+.2f}"),
-    ("logit diff, beta=-1", "logit_diff_backward", "{:+.2f}"),
-    ("logit diff, clean", "logit_diff_clean", "{:+.2f}"),
-    ("faithfulness KL", "faithfulness_kl", "{:.4f}"),
-    ("parameters", "n_params", "{:,}"),
-    ("active (>0.01)", "n_active", "{:,}"),
-    ("L1", "l1", "{:.3g}"),
-)
-
-
 def print_table(columns: dict[str, dict[str, Any]], title: str) -> None:
     """Metrics (``Metrics.to_dict()``), one column per intervention."""
-    names = list(columns)
-    width = max(14, *(len(n) + 2 for n in names))
-    print(f"\n{title}")
-    print(f"{'':22}" + "".join(f"{n:>{width}}" for n in names))
-    for label, key, fmt in ROWS:
-        cells = (_cell(columns[n].get(key), fmt) for n in names)
-        print(f"{label:22}" + "".join(f"{c:>{width}}" for c in cells))
-    print()
+    from ascale.fit import format_metrics
 
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return fmt.format(value)
+    print(f"\n{title}\n{format_metrics(columns)}\n")

@@ -1,7 +1,5 @@
 """``ascale compare`` and ``ascale sweep``: many rankings or many fits, one report."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import dataclasses

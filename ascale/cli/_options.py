@@ -4,8 +4,6 @@ A malformed value is an argparse error in one line (status 2), naming the option
 what would be valid; nothing has been loaded or written by then.
 """
 
-from __future__ import annotations
-
 import argparse
 import inspect
 import math

@@ -1,7 +1,5 @@
 """``ascale fit``, ``evaluate``, ``generate`` and ``demo``: one intervention at a time."""
 
-from __future__ import annotations
-
 import argparse
 import contextlib
 import time

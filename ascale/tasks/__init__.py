@@ -10,7 +10,9 @@ Every builder is deterministic for a seed and, by default, keeps prompts of one 
 
 Example:
     >>> from ascale.tasks import ccc, ioi
-    >>> data = ioi(model, n=100)  # doctest: +SKIP
+    >>> data = ioi(model, n=100)  # the tiny model here knows seven one-token names
+    >>> data.prompts[0]
+    'When Alice and Bob went to the store, Bob gave a drink to'
 """
 
 from ascale.tasks.ccc import ccc, ccc_corrupt

@@ -4,12 +4,10 @@
 The model must answer from memory while the context pushes the copied, false country.
 """
 
-from __future__ import annotations
-
 import csv
 import random
 import re
-from collections import Counter
+from collections.abc import Iterator
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -19,6 +17,7 @@ import torch
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
+from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
 
@@ -31,8 +30,6 @@ CCC_TEMPLATES: tuple[str, ...] = (
 
 # Short names that read wrongly without "the" ("Rome is in Netherlands"): left out of prompts.
 _NEEDS_THE = frozenset({"Bahamas", "Netherlands", "Philippines"})
-
-_SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
 
 @cache
@@ -62,43 +59,6 @@ def _known(model: Any, countries: list[str], capitals: dict[str, str]) -> set[st
         logits = models.run(model, tokens, mask)
     best = logits[torch.arange(len(countries)), lengths - 1][:, ids].argmax(-1).cpu()
     return {c for i, c in enumerate(countries) if int(best[i]) == i}
-
-
-def _mentions(text: str, name: str) -> bool:
-    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
-
-
-def _pick_length(
-    model: Any,
-    prompts: list[str],
-    length: int | str | None,
-    anchors: list[str] | None = None,
-) -> tuple[list[int], int | None]:
-    """Indices of `prompts` to keep for `length` ("modal", an int, or None), and the length.
-
-    With `anchors` (one answer string per prompt, e.g. the in-context false country), only the
-    most common position of the anchor's token is kept as well: prompts of one length can still
-    differ in layout ("Dublin" is one token after a space, three at the start of a sentence),
-    and position-tied parameters must mean the same token in every prompt.
-    """
-    if length is None:
-        return list(range(len(prompts))), None
-    if length != "modal" and (not isinstance(length, int) or isinstance(length, bool)):
-        raise AscaleError(f"length must be 'modal', an int, or None; got {length!r}")
-    rows = [models.tokenize(model, [p])[0][0] for p in prompts]
-    sizes = [len(r) for r in rows]
-    target = Counter(sizes).most_common(1)[0][0] if length == "modal" else int(length)
-    keep = [i for i, s in enumerate(sizes) if s == target]
-    if anchors is not None and keep:
-        where = {i: _first_index(rows[i], models.answer_token_ids(model, anchors[i])) for i in keep}
-        modal = Counter(where.values()).most_common(1)[0][0]
-        keep = [i for i in keep if where[i] == modal]
-    return keep, target
-
-
-def _first_index(tokens: Any, ids: list[int]) -> int:
-    hits = (tokens == ids[0]).nonzero().flatten().tolist() if len(ids) == 1 else []
-    return hits[0] if hits else -1
 
 
 def ccc(
@@ -135,9 +95,9 @@ def ccc(
         AscaleError: no prompt fits (e.g. no candidate has the requested length).
 
     Example:
-        >>> data = ccc(model, n=100)  # doctest: +SKIP
-        >>> data.prompts[0], data.correct[0], data.wrong[0]  # doctest: +SKIP
-        ('Oslo is the capital of Kenya. Oslo is in', ' Norway', ' Kenya')
+        >>> data = ccc(model, n=100)  # SmolLM2: 'Riga is the capital of Norway. Riga is in'
+        >>> data.prompts[0], data.correct[0], data.wrong[0]
+        ('Paris is the capital of Italy. Paris is in', ' France', ' Italy')
     """
     if n < 1:
         raise AscaleError(f"n must be at least 1, got {n}")
@@ -159,16 +119,16 @@ def ccc(
         if true in trues
         for false in countries
         if true != false
-        and not _mentions(capitals[true], true)
-        and not _mentions(capitals[true], false)
+        and not mentions(capitals[true], true)
+        and not mentions(capitals[true], false)
     ]
     candidates = [(t, *triple) for t in templates for triple in triples]
     rng = random.Random(seed)
     rng.shuffle(candidates)
-    candidates = candidates[: n if length is None else _SAMPLE]
+    candidates = candidates[: n if length is None else SAMPLE]
     prompts = [t.format(capital=cap, false_country=false) for t, cap, _, false in candidates]
     anchors = [" " + false for _, _, _, false in candidates]
-    keep, target = _pick_length(model, prompts, length, anchors)
+    keep, target = pick_length(model, prompts, length, anchors)
     keep = keep[:n]
     if not keep:
         raise AscaleError(
@@ -202,31 +162,21 @@ def ccc_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
             token length.
 
     Example:
-        >>> clean = ccc(model)  # doctest: +SKIP
-        >>> corrupt = ccc_corrupt(clean, model)  # doctest: +SKIP
-        >>> corrupt.prompts[0]  # doctest: +SKIP
-        'Oslo is the capital of Peru. Oslo is in'
+        >>> clean = ccc(model)
+        >>> corrupt = ccc_corrupt(clean, model)
+        >>> corrupt.prompts[0]
+        'Paris is the capital of Germany. Paris is in'
     """
     rng = random.Random(seed)
     countries = _single_token_countries(model)
-    rows = []
-    for i, (prompt, correct, wrong) in enumerate(
-        zip(data.prompts, data.correct, data.wrong, strict=True)
-    ):
+
+    def candidates(i: int, prompt: str, correct: str, wrong: str) -> Iterator[str]:
         true, false = correct.strip(), wrong.strip()
         pattern = re.compile(rf"(?<!\w){re.escape(false)}(?!\w)")
         if not pattern.search(prompt):
             raise AscaleError(f"row {i} ({prompt!r}) does not mention its wrong answer {wrong!r}")
-        options = [c for c in countries if c not in (true, false) and not _mentions(prompt, c)]
+        options = [c for c in countries if c not in (true, false) and not mentions(prompt, c)]
         rng.shuffle(options)
-        size = int(data.lengths[i])
-        for other in options:
-            new = pattern.sub(other, prompt)
-            if int(models.tokenize(model, [new])[1][0]) == size:
-                rows.append({"prompt": new, "correct": correct, "wrong": wrong})
-                break
-        else:
-            raise AscaleError(
-                f"row {i} ({prompt!r}): no other country keeps the prompt at {size} tokens"
-            )
-    return ContrastSet.from_rows(rows, model)
+        return (pattern.sub(other, prompt) for other in options)
+
+    return corrupt(data, model, candidates, none_fit="no other country keeps")

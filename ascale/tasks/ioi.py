@@ -5,11 +5,9 @@ indirect object), wrong ``" John"`` (the subject). ABBA orders the first clause 
 BABA S-then-IO; the subject is repeated either way.
 """
 
-from __future__ import annotations
-
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks.ccc import _pick_length
+from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
 
@@ -39,7 +37,6 @@ IOI_TEMPLATES: tuple[str, ...] = (
 )
 
 ORDERS = ("ABBA", "BABA")
-_SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
 
 @cache
@@ -97,9 +94,9 @@ def ioi(
         AscaleError: an unknown order, a malformed template, or no prompt of the length.
 
     Example:
-        >>> data = ioi(model, n=100)  # doctest: +SKIP
-        >>> data.prompts[0], data.correct[0], data.wrong[0]  # doctest: +SKIP
-        ('When Anna and Tom went to the store, Tom gave a drink to', ' Anna', ' Tom')
+        >>> data = ioi(model, n=100)
+        >>> data.prompts[0], data.correct[0], data.wrong[0]
+        ('When Alice and Bob went to the store, Bob gave a drink to', ' Alice', ' Bob')
     """
     if n < 1:
         raise AscaleError(f"n must be at least 1, got {n}")
@@ -116,7 +113,7 @@ def ioi(
         raise AscaleError(f"orders must be a non-empty selection of {ORDERS}, got {orders!r}")
     names = _single_token_names(model)
     rng = random.Random(seed)
-    per_order = -(-n // len(orders)) if length is None else _SAMPLE // len(orders)
+    per_order = -(-n // len(orders)) if length is None else SAMPLE // len(orders)
     pools: list[list[tuple[str, str, str]]] = []
     for order in orders:
         seen: set[tuple[str, str, str]] = set()
@@ -131,7 +128,7 @@ def ioi(
                 pool.append((_fill(key[0], order, io, s), io, s))
         pools.append(pool)
     flat = [row for pool in pools for row in pool]
-    keep, target = _pick_length(model, [p for p, _, _ in flat], length)
+    keep, target = pick_length(model, [p for p, _, _ in flat], length)
     kept = set(keep)
     by_order, start = [], 0
     for pool in pools:
@@ -187,17 +184,15 @@ def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
             or no names keep its token length.
 
     Example:
-        >>> clean = ioi(model)  # doctest: +SKIP
-        >>> corrupt = ioi_corrupt(clean, model)  # doctest: +SKIP
-        >>> corrupt.prompts[0]  # doctest: +SKIP
-        'When Grace and Paul went to the store, Ruth gave a drink to'
+        >>> clean = ioi(model)
+        >>> corrupt = ioi_corrupt(clean, model)
+        >>> corrupt.prompts[0]
+        'When John and Carol went to the store, Mary gave a drink to'
     """
     rng = random.Random(seed)
     names = _single_token_names(model)
-    rows = []
-    for i, (prompt, correct, wrong) in enumerate(
-        zip(data.prompts, data.correct, data.wrong, strict=True)
-    ):
+
+    def candidates(i: int, prompt: str, correct: str, wrong: str) -> Iterator[str]:
         io, s = correct.strip(), wrong.strip()
         pattern = re.compile(rf"(?<!\w)({re.escape(io)}|{re.escape(s)})(?!\w)")
         found = [m.group(1) for m in pattern.finditer(prompt)]
@@ -206,13 +201,7 @@ def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
                 f"row {i} ({prompt!r}) should name its indirect object {io!r} and, twice, its "
                 f"subject {s!r}"
             )
-        others = [x for x in names if not re.search(rf"(?<!\w){re.escape(x)}(?!\w)", prompt)]
-        size = int(data.lengths[i])
-        for _ in range(100):
-            new = _abc(prompt, pattern, io, rng.sample(others, 3))
-            if int(models.tokenize(model, [new])[1][0]) == size:
-                rows.append({"prompt": new, "correct": correct, "wrong": wrong})
-                break
-        else:
-            raise AscaleError(f"row {i} ({prompt!r}): no names keep the prompt at {size} tokens")
-    return ContrastSet.from_rows(rows, model)
+        others = [x for x in names if not mentions(prompt, x)]
+        return (_abc(prompt, pattern, io, rng.sample(others, 3)) for _ in range(100))
+
+    return corrupt(data, model, candidates, none_fit="no names keep")

@@ -1,0 +1,87 @@
+"""What the task builders share: finding a name in a prompt, keeping one token length, and
+corrupting a clean set row by row at unchanged token lengths."""
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ascale import models
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+
+SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
+
+# (row index, clean prompt, correct answer, wrong answer) -> corrupted prompts to try, in order
+Candidates = Callable[[int, str, str, str], Iterable[str]]
+
+
+def mentions(text: str, name: str) -> bool:
+    """Whether `name` occurs in `text` as a whole word.
+
+    Example:
+        >>> mentions("Rome is the capital of France.", "France"), mentions("Francesca", "France")
+        (True, False)
+    """
+    return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
+
+
+def token_length(model: Any, prompt: str) -> int:
+    """The number of tokens `model` gives `prompt` alone."""
+    return int(models.tokenize(model, [prompt])[1][0])
+
+
+def pick_length(
+    model: Any,
+    prompts: list[str],
+    length: int | str | None,
+    anchors: list[str] | None = None,
+) -> tuple[list[int], int | None]:
+    """Indices of `prompts` to keep for `length` ("modal", an int, or None), and the length.
+
+    With `anchors` (one answer string per prompt, e.g. the in-context false country), only the
+    most common position of the anchor's token is kept as well: prompts of one length can still
+    differ in layout ("Dublin" is one token after a space, three at the start of a sentence),
+    and position-tied parameters must mean the same token in every prompt.
+    """
+    if length is None:
+        return list(range(len(prompts))), None
+    if length != "modal" and (not isinstance(length, int) or isinstance(length, bool)):
+        raise AscaleError(f"length must be 'modal', an int, or None; got {length!r}")
+    rows = [models.tokenize(model, [p])[0][0] for p in prompts]
+    sizes = [len(r) for r in rows]
+    target = Counter(sizes).most_common(1)[0][0] if length == "modal" else int(length)
+    keep = [i for i, s in enumerate(sizes) if s == target]
+    if anchors is not None and keep:
+        where = {i: _first_index(rows[i], models.answer_token_ids(model, anchors[i])) for i in keep}
+        modal = Counter(where.values()).most_common(1)[0][0]
+        keep = [i for i in keep if where[i] == modal]
+    return keep, target
+
+
+def _first_index(tokens: Any, ids: list[int]) -> int:
+    hits = (tokens == ids[0]).nonzero().flatten().tolist() if len(ids) == 1 else []
+    return hits[0] if hits else -1
+
+
+def corrupt(data: ContrastSet, model: Any, candidates: Candidates, *, none_fit: str) -> ContrastSet:
+    """Each row of `data` with the first of its `candidates` prompts that keeps its token length.
+
+    The answers stay those of the clean row. `candidates` is called once per row, in order, and
+    its prompts are tokenised one at a time until one fits, so a seeded generator draws the same
+    replacements whatever the tokenizer. A row none of whose candidates fits raises an
+    `AscaleError` that names the row: ``"row i (prompt): {none_fit} the prompt at n tokens"``.
+    """
+    rows = []
+    for i, (prompt, correct, wrong) in enumerate(
+        zip(data.prompts, data.correct, data.wrong, strict=True)
+    ):
+        size = int(data.lengths[i])
+        new = next(
+            (c for c in candidates(i, prompt, correct, wrong) if token_length(model, c) == size),
+            None,
+        )
+        if new is None:
+            raise AscaleError(f"row {i} ({prompt!r}): {none_fit} the prompt at {size} tokens")
+        rows.append({"prompt": new, "correct": correct, "wrong": wrong})
+    return ContrastSet.from_rows(rows, model)
