@@ -19,6 +19,7 @@ For learned scalars each component also gets an *effect class*, read at ``beta =
 At ``beta = -1`` the factor is ``1 - alpha``, so amplify and suppress trade places there.
 """
 
+import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,27 @@ class AttributionResult:
 
     def __len__(self) -> int:
         return len(self.components)
+
+    def plot(self, site: str | None = None) -> Any:
+        """The scaling map of one site (`ascale.plot.plot_heatmap`), a plotly figure."""
+        from ascale.plot import plot_heatmap
+
+        return plot_heatmap(self, site)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: what was ranked, then the top 10 components."""
+        shown = [
+            c for c in ("rank", "component", "token", "value", "effect") if c in self.components
+        ]
+        top = self.top(10)[shown]
+        if top["effect"].isna().all():
+            top = top.drop(columns="effect")
+        head = (
+            f"<p><b>AttributionResult</b> {html.escape(self.method)}: {len(self)} components "
+            f"on {html.escape(', '.join(self.sites))}, ranked by |{html.escape(self.value_name)}|"
+            "; top 10:</p>"
+        )
+        return head + top.to_html(index=False, float_format="{:.4g}".format)
 
     def __repr__(self) -> str:
         top = ", ".join(

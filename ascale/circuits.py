@@ -106,8 +106,19 @@ class CircuitResult:
         pairs = ", ".join(f"{m}: CPR {r.cpr} CMD {r.cmd}" for m, r in table.iterrows())
         return f"CircuitResult(n={self.n_components}, ablation={self.ablation!r}, {pairs})"
 
+    def plot(self, *, absolute: bool = False) -> Any:
+        """The faithfulness curves (`ascale.plot.plot_circuit_curves`), a plotly figure."""
+        from ascale.plot import plot_circuit_curves
+
+        return plot_circuit_curves(self, absolute=absolute)
+
     def _repr_html_(self) -> str:
-        return self.summary().to_html(float_format="{:.3f}".format)
+        head = (
+            f"<p><b>CircuitResult</b>: {self.n_components} components, {self.ablation} "
+            f"ablation, {self.n_prompts} prompts, m(N) {self.m_clean:.3f}, "
+            f"m(∅) {self.m_ablated:.3f}</p>"
+        )
+        return head + self.summary().to_html(float_format="{:.3f}".format)
 
 
 def circuit_sizes(n: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:

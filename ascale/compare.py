@@ -135,8 +135,19 @@ class CompareResult:
     def __repr__(self) -> str:
         return f"CompareResult(grid={len(self.grid)} components, {self.circuits!r})"
 
+    def plot(self, *, absolute: bool = False) -> Any:
+        """The circuits' faithfulness curves (`ascale.plot.plot_circuit_curves`)."""
+        from ascale.plot import plot_circuit_curves
+
+        return plot_circuit_curves(self, absolute=absolute)
+
     def _repr_html_(self) -> str:
-        return self.summary().to_html(float_format="{:.3f}".format, na_rep="")
+        head = (
+            f"<p><b>CompareResult</b>: {len(self.grid)} components, "
+            f"{self.circuits.ablation} ablation on {self.circuits.n_prompts} test prompts "
+            "(CPR: higher is better; CMD: lower is better)</p>"
+        )
+        return head + self.summary().to_html(float_format="{:.3f}".format, na_rep="")
 
 
 def compare(
@@ -237,7 +248,8 @@ def compare(
     ):
         if method in methods:
             t = time.perf_counter()
-            rankings[method] = run(model, clean, source, like=grid)
+            bar = {"progress": progress} if run is activation_patching else {}
+            rankings[method] = run(model, clean, source, like=grid, **bar)
             timings[method] = time.perf_counter() - t
     t = time.perf_counter()
     circuits = score_circuits(

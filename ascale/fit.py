@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import html
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -52,6 +53,20 @@ class FitResult:
             val = pd.Series(self.history["val_loss"], index=self.history["val_step"])
             frame["val_loss"] = val.reindex(frame.index)
         return frame
+
+    def _repr_html_(self) -> str:
+        """Jupyter: what ran and why it stopped, then the loss terms at the first, kept and
+        last steps."""
+        head = (
+            f"<p><b>FitResult</b> {html.escape(self.method)}: {self.steps_run} steps "
+            f"({self.wall_time_s:.1f} s), kept step {self.kept_step}; "
+            f"{html.escape(self.stop_reason)}</p>"
+        )
+        if not self.steps_run:
+            return head
+        frame = self.to_frame()
+        steps = sorted({1, self.kept_step or self.steps_run, self.steps_run})
+        return head + frame.loc[steps].to_html(float_format="{:.4g}".format, na_rep="")
 
 
 @dataclass(frozen=True)
@@ -147,6 +162,35 @@ def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return fmt.format(value)
+
+    def to_frame(self) -> Any:
+        """Jupyter-sized: one row each for ``beta = +1``, ``-1`` and the clean model."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "share at target": [
+                    self.flip_rate_forward,
+                    self.flip_rate_backward,
+                    self.clean_rate_forward,
+                ],
+                "moved": [self.moved_rate_forward, self.moved_rate_backward, float("nan")],
+                "logit diff (wrong - correct)": [
+                    self.logit_diff_forward,
+                    self.logit_diff_backward,
+                    self.logit_diff_clean,
+                ],
+            },
+            index=pd.Index(["beta=+1 (to wrong)", "beta=-1 (to correct)", "clean"], name=""),
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter: `to_frame` and a line of faithfulness and minimality."""
+        tail = (
+            f"<p>KL {self.faithfulness_kl:.4f} | params {self.n_params} "
+            f"(active {self.n_active}, L1 {self.l1:.3g}) | n={self.n_prompts}</p>"
+        )
+        return self.to_frame().to_html(float_format="{:.3f}".format, na_rep="") + tail
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ edits the activation in place.
 """
 
 import contextlib
+import html
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -258,6 +259,38 @@ class Intervention(nn.Module, ABC):
         """Rebuild (with zero parameters) from `config()`; `ascale.load` fills the tensors."""
         positions = config["positions"]
         return cls(model, sites=config["hooks"], positions=positions, n_pos=config["n_pos"])
+
+    def summary(self) -> Any:
+        """One row per site: layers, parameters, active ones (magnitude above 0.01), L1, and
+        the smallest and largest value (scalars) or magnitude (vectors, probes), as a DataFrame.
+
+        Example:
+            >>> scalars.summary()  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        self._require_bound()
+        rows = {}
+        for site in self.sites:
+            param = self.params[site.name].detach()
+            size = self._magnitudes(param)
+            values = (param if self.method == "scalars" else size).float().cpu()
+            rows[site.name] = {
+                "layers": len(site.layers),
+                "params": param.numel(),
+                "active": int((size > 1e-2).sum()),
+                "l1": float(param.abs().sum()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("site")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the repr line and, once fitted, `summary` as a table."""
+        head = f"<p><code>{html.escape(type(self).__name__)}({html.escape(self.extra_repr())})</code></p>"
+        if not self.is_bound:
+            return head
+        return head + self.summary().to_html(float_format="{:.4g}".format)
 
     def extra_repr(self) -> str:
         sites = ", ".join(str(s) for s in self.sites)

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from ascale import models
 from ascale.attribution import AttributionResult, token_labels
@@ -59,6 +60,7 @@ def activation_patching(
     direction: Direction = "noising",
     ablation: Ablation = "mean",
     max_batch: int = 128,
+    progress: bool = True,
 ) -> AttributionResult:
     """Patch every component of the grid, many per forward pass, and rank them by effect.
 
@@ -80,6 +82,7 @@ def activation_patching(
         direction: ``"noising"`` or ``"denoising"`` (needs `corrupted`).
         ablation: ``"zero"`` or ``"mean"``, used when `corrupted` is ``None``.
         max_batch: rows per forward pass (prompts × components patched at once).
+        progress: show a progress bar (`tqdm.auto`: a widget in Jupyter), one tick a pass.
 
     Returns:
         An `AttributionResult` (method ``"activation_patching"``) on the grid.
@@ -100,8 +103,11 @@ def activation_patching(
     # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
     # from the clean residual entering block l (`models.Prefix`)
     order = sorted(range(len(comps)), key=lambda i: comps[i].layer)
+    chunks = _chunks(range(len(data)), chunk)
+    passes = sum(-(-len(comps) // max(1, max_batch // len(rows))) for rows in chunks)
+    bar = tqdm(total=passes, desc="activation patching", disable=not progress, leave=False)
     with torch.inference_mode():
-        for rows in _chunks(range(len(data)), chunk):
+        for rows in chunks:
             batch = base.subset(rows)
             delta, base_acts, resid = _capture_with_resid(model, batch, names, grid)
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
@@ -116,6 +122,8 @@ def activation_patching(
                 rows_[torch.arange(len(group)), group] = True
                 patched = patched_deltas(model, batch, grid, rows_, src_acts, resid)
                 totals[group] += patched.sum(-1).cpu() - float(delta.sum())
+                bar.update(1)
+    bar.close()
     effect = _normalise(
         totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
     )
