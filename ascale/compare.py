@@ -242,15 +242,16 @@ def compare(
     patch_rows = range(min(patch_n, len(train)))
     clean = train.subset(patch_rows)
     source = None if ctrain is None else ctrain.subset(patch_rows)
-    for method, run in (
-        ("activation_patching", activation_patching),
-        ("attribution_patching", attribution_patching),
-    ):
-        if method in methods:
-            t = time.perf_counter()
-            bar = {"progress": progress} if run is activation_patching else {}
-            rankings[method] = run(model, clean, source, like=grid, **bar)
-            timings[method] = time.perf_counter() - t
+    if "activation_patching" in methods:
+        t = time.perf_counter()
+        rankings["activation_patching"] = activation_patching(
+            model, clean, source, like=grid, progress=progress
+        )
+        timings["activation_patching"] = time.perf_counter() - t
+    if "attribution_patching" in methods:
+        t = time.perf_counter()
+        rankings["attribution_patching"] = attribution_patching(model, clean, source, like=grid)
+        timings["attribution_patching"] = time.perf_counter() - t
     t = time.perf_counter()
     circuits = score_circuits(
         model,
