@@ -4,7 +4,7 @@ PIP     := $(PY) -m pip
 STAMP   := .venv/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup demo test lint docs clean browser screenshot
+.PHONY: setup demo test lint docs clean browser screenshot gallery
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -45,6 +45,11 @@ $(CHROMIUM):
 # docs/img/report.png: the HTML report of a tiny random model, as headless Chromium draws it.
 screenshot: $(STAMP) browser
 	$(PY) -m benchmarks.report_screenshot
+
+# docs/gallery.md and docs/notebooks/: each notebook run in its full setting (minutes each), its
+# figures drawn as PNGs by headless Chromium; `make gallery NB=02_ioi_circuit` for one notebook.
+gallery: $(STAMP) browser
+	$(PY) notebooks/gallery.py $(NB)
 
 docs: $(STAMP)
 	$(PY) -m mkdocs serve

@@ -54,6 +54,20 @@ class AgreementResult:
             columns=["a", "b", "spearman", "topk_overlap"],
         )
 
+    def plot(self) -> Any:
+        """Spearman and top-k overlap matrices (`ascale.plot.plot_agreement`)."""
+        from ascale.plot import plot_agreement
+
+        return plot_agreement(self)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: one row per pair of methods."""
+        head = (
+            f"<p><b>AgreementResult</b>: {self.n_components} shared components, "
+            f"top-{self.k} overlap</p>"
+        )
+        return head + self.to_frame().to_html(index=False, float_format="{:.3f}".format)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers for JSON: ``{"spearman": {"a|b": r}, "topk_overlap": {...}, "k": k}``."""
         frame = self.to_frame()

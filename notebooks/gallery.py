@@ -21,7 +21,6 @@ are committed, so ``mkdocs build --strict`` needs nothing but the repository.
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
 import re
@@ -40,6 +39,7 @@ PAGES = ROOT / "docs" / "notebooks"
 GALLERY = ROOT / "docs" / "gallery.md"
 CHROMIUM = "/usr/bin/chromium"
 PLOTLY = "application/vnd.plotly.v1+json"
+WIDGET = "application/vnd.jupyter.widget-view+json"
 WIDTH, HEIGHT = 900, 450
 MAX_TEXT = 3000  # characters of one text output kept on a page
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -49,6 +49,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="notebook stems (default: all)")
     parser.add_argument("--executed", type=Path, help="read executed copies from this folder")
+    parser.add_argument("--save", type=Path, help="also write the executed notebooks here")
     args = parser.parse_args()
     paths = sorted(NOTEBOOKS.glob("*.ipynb"))
     if args.names:
@@ -64,6 +65,9 @@ def main() -> int:
             nb = nbformat.read(args.executed / path.name, as_version=4)
         else:
             nb = execute(path)
+            if args.save:
+                args.save.mkdir(parents=True, exist_ok=True)
+                nbformat.write(nb, args.save / path.name)
         figures = write_page(path.stem, nb)
         seconds = time.perf_counter() - started
         print(f"{path.stem}: {len(figures)} figure(s), {seconds:.0f} s", flush=True)
@@ -82,7 +86,10 @@ def execute(path: Path) -> nbformat.NotebookNode:
     os.environ.update(env)  # the kernel inherits this environment
     try:
         NotebookClient(
-            nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+            nb,
+            timeout=1800,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOKS)}},
         ).execute()
     finally:
         os.environ.clear()
@@ -125,13 +132,15 @@ def _output(stem: str, out: dict, figures: list[str]) -> list[str]:
     if kind == "error":
         return _text("\n".join(out.get("traceback", [])))
     data = out.get("data", {})
+    if WIDGET in data:  # a progress bar (its text/plain is a stale snapshot)
+        return []
     if PLOTLY in data:
         figure = pio.from_json(json.dumps(data[PLOTLY]))
         name = f"{stem}-{len(figures) + 1}.png"
         _png(figure, PAGES / "img" / name)
         title = figure.layout.title.text or f"figure {len(figures) + 1}"
         figures.append(title)
-        return [f"![{html.escape(title)}](img/{name})", ""]
+        return [f"![{title.replace('[', '(').replace(']', ')')}](img/{name})", ""]
     if "text/html" in data:
         return [_html(data["text/html"]), ""]
     if "text/plain" in data:
@@ -162,9 +171,7 @@ def _png(figure, target: Path) -> None:
     figure = figure.update_layout(width=width, height=height)
     with tempfile.TemporaryDirectory(prefix="ascale-gallery-") as tmp:
         page = Path(tmp) / "figure.html"
-        figure.write_html(
-            page, include_plotlyjs=True, full_html=True, config={"staticPlot": True}
-        )
+        figure.write_html(page, include_plotlyjs=True, full_html=True, config={"staticPlot": True})
         page.write_text(
             page.read_text().replace("<head>", "<head><style>body{margin:0}</style>", 1)
         )
@@ -208,7 +215,7 @@ def write_gallery() -> None:
         lines += [f"## [{title}](notebooks/{page.name})", ""]
         for caption, image in images:
             lines += [
-                f"[![{caption}](notebooks/{image}){{ width=\"420\" }}](notebooks/{page.name})",
+                f'[![{caption}](notebooks/{image}){{ width="420" }}](notebooks/{page.name})',
                 "",
             ]
     GALLERY.write_text("\n".join(lines))

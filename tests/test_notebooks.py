@@ -26,3 +26,12 @@ def test_notebook_runs(path, monkeypatch):
 
 def test_there_is_a_quickstart():
     assert NOTEBOOKS[0].name == "01_quickstart.ipynb"
+
+
+def test_every_docs_page_of_a_notebook_has_its_notebook():
+    """`make gallery` pages in docs/notebooks/ are made from notebooks that still exist."""
+    docs = Path(__file__).parents[1] / "docs" / "notebooks"
+    stems = {p.stem for p in NOTEBOOKS}
+    assert {p.stem for p in docs.glob("*.md")} <= stems
+    for image in (docs / "img").glob("*.png"):
+        assert image.stem.rsplit("-", 1)[0] in stems, image
