@@ -18,8 +18,6 @@ are committed, so ``mkdocs build --strict`` needs nothing but the repository.
     .venv/bin/python notebooks/gallery.py 02_ioi_circuit  # one
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
