@@ -106,6 +106,35 @@ class Metrics:
     def __str__(self) -> str:
         return format_metrics({"": self})
 
+    def to_frame(self) -> Any:
+        """Jupyter-sized: one row each for ``beta = +1``, ``-1`` and the clean model."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "share at target": [
+                    self.flip_rate_forward,
+                    self.flip_rate_backward,
+                    self.clean_rate_forward,
+                ],
+                "moved": [self.moved_rate_forward, self.moved_rate_backward, float("nan")],
+                "logit diff (wrong - correct)": [
+                    self.logit_diff_forward,
+                    self.logit_diff_backward,
+                    self.logit_diff_clean,
+                ],
+            },
+            index=pd.Index(["beta=+1 (to wrong)", "beta=-1 (to correct)", "clean"], name=""),
+        )
+
+    def _repr_html_(self) -> str:
+        """Jupyter: `to_frame` and a line of faithfulness and minimality."""
+        tail = (
+            f"<p>KL {self.faithfulness_kl:.4f} | params {self.n_params} "
+            f"(active {self.n_active}, L1 {self.l1:.3g}) | n={self.n_prompts}</p>"
+        )
+        return self.to_frame().to_html(float_format="{:.3f}".format, na_rep="") + tail
+
 
 #: The metrics table: `Metrics` field, label, number format. "clean model" is the model without
 #: the intervention (what doing nothing scores); "moved (not clean)" counts only the prompts whose
@@ -162,35 +191,6 @@ def _cell(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return fmt.format(value)
-
-    def to_frame(self) -> Any:
-        """Jupyter-sized: one row each for ``beta = +1``, ``-1`` and the clean model."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "share at target": [
-                    self.flip_rate_forward,
-                    self.flip_rate_backward,
-                    self.clean_rate_forward,
-                ],
-                "moved": [self.moved_rate_forward, self.moved_rate_backward, float("nan")],
-                "logit diff (wrong - correct)": [
-                    self.logit_diff_forward,
-                    self.logit_diff_backward,
-                    self.logit_diff_clean,
-                ],
-            },
-            index=pd.Index(["beta=+1 (to wrong)", "beta=-1 (to correct)", "clean"], name=""),
-        )
-
-    def _repr_html_(self) -> str:
-        """Jupyter: `to_frame` and a line of faithfulness and minimality."""
-        tail = (
-            f"<p>KL {self.faithfulness_kl:.4f} | params {self.n_params} "
-            f"(active {self.n_active}, L1 {self.l1:.3g}) | n={self.n_prompts}</p>"
-        )
-        return self.to_frame().to_html(float_format="{:.3f}".format, na_rep="") + tail
 
 
 @dataclass(frozen=True)
