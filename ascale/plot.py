@@ -282,6 +282,8 @@ def plot_agreement(result: AgreementResult) -> go.Figure:
             col=col,
         )
     fig.update_yaxes(autorange="reversed")
+    # the rows are the same methods in both panels: labelled once, clear of the first colour bar
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
     fig.update_layout(
         title=f"agreement over {result.n_components} shared components",
         height=420,

@@ -95,6 +95,10 @@ def test_rank_scatter_and_agreement_matrices():
     fig = plot.plot_agreement(agreement([a, b], k=3))
     assert fig.data[0].z[0][1] == pytest.approx(rho)
     assert fig.data[0].z[0][0] == 1.0 and list(fig.data[1].x) == ["scalars", "activation_patching"]
+    # rows labelled once: the second panel's labels sat under the first panel's colour bar
+    assert (
+        fig.layout.yaxis.showticklabels is not False and fig.layout.yaxis2.showticklabels is False
+    )
 
 
 def test_cumulative_effect_lines():
