@@ -514,34 +514,51 @@ def prefix_supported(model: Any, layer: int) -> bool:
     run the upper blocks with the lower blocks' settings. Refused when the per-layer types do
     not repeat with that shift; otherwise the logits of a short prompt are compared both ways.
     """
+    return layer in prefix_layers(model, [layer])
+
+
+def prefix_layers(model: Any, layers: Sequence[int]) -> list[int]:
+    """The `layers` a forward pass can start at (`prefix_supported`), checked together: one full
+    forward of a short prompt, then one partial forward per layer not checked before."""
     checked = _PREFIX_OK.setdefault(model, {})
-    if layer not in checked:
-        checked[layer] = _check_prefix(model, int(layer))
-    return checked[layer]
+    todo = sorted({int(layer) for layer in layers} - set(checked))
+    if todo:
+        checked.update(_check_prefix(model, todo))
+    return [layer for layer in layers if checked[int(layer)]]
 
 
-def _check_prefix(model: Any, layer: int) -> bool:
+def _check_prefix(model: Any, layers: Sequence[int]) -> dict[int, bool]:
     n_layers = int(model.cfg.n_layers)
-    if not 0 < layer < n_layers or _layer_list(model) is None:
-        return False
+    ok = {layer: 0 < layer < n_layers for layer in layers}
+    if _layer_list(model) is None:
+        return dict.fromkeys(layers, False)
     hf_config = getattr(getattr(model, "original_model", None), "config", None)
     text_config = getattr(hf_config, "text_config", None) or hf_config
     types = list(getattr(text_config, "layer_types", None) or [])
-    if types and types[layer:] != types[: len(types) - layer]:
-        return False
+    for layer in layers:
+        if types and types[layer:] != types[: len(types) - layer]:
+            ok[layer] = False
+    wanted = [layer for layer in layers if ok[layer]]
+    if not wanted:
+        return ok
     vocab = int(model.cfg.d_vocab)
     tokens = torch.arange(1, 9).remainder(vocab - 1).add(1)[None].repeat(2, 1)
     tokens[1] = tokens[1].flip(0)
+    names = [f"blocks.{layer}.hook_resid_pre" for layer in wanted]
     try:
         with torch.no_grad():
-            full = model(tokens.to(getattr(model.cfg, "device", None) or "cpu"))
-            (resid,) = _resid_before(model, tokens, layer, None, len(tokens))
-            with _blocks_from(model, layer):
-                part = model(resid, start_at_layer=layer)
+            full, resid = capture(model, tokens, names)
     except Exception:  # any failure means: run the whole model
-        return False
+        return dict.fromkeys(layers, False)
     scale = full.abs().max().clamp_min(1.0)
-    return bool(((full - part).abs().max() / scale) < 1e-4)
+    for layer, name in zip(wanted, names, strict=True):
+        try:
+            with torch.no_grad(), _blocks_from(model, layer):
+                part = model(resid[name], start_at_layer=layer)
+            ok[layer] = bool(((full - part).abs().max() / scale) < 1e-4)
+        except Exception:  # any failure means: run the whole model
+            ok[layer] = False
+    return ok
 
 
 def _layer_list(model: Any) -> tuple[torch.nn.Module, str] | None:

@@ -352,7 +352,7 @@ def _capture_with_resid(
     """`_capture`, and the clean residual entering each block of `grid` above block 0 (where
     the model supports starting part-way: `models.prefix_supported`)."""
     layers = sorted({layer for site in grid.sites for layer in site.layers if layer > 0})
-    layers = [layer for layer in layers if models.prefix_supported(model, layer)]
+    layers = models.prefix_layers(model, layers)
     if not layers:
         return (*_capture(model, batch, names), {})
     extra = [f"blocks.{layer}.hook_resid_pre" for layer in layers]

@@ -18,7 +18,7 @@ the clean distributions and the prefix are computed; runners called round-robin)
 
 Patching: ``activation_patching`` of the demo's grid (attn_out, mlp_out x every position) on
 `--patch-n` CCC prompts with their corruptions, with and without prefix reuse
-(``models.prefix_supported`` switched off), alternating.
+(``models.prefix_layers`` switched off), alternating.
 
 Run: ``.venv/bin/python -m benchmarks.prefix [--rounds 5] [--threads 2]``; writes
 results/prefix.json.
@@ -63,15 +63,15 @@ def _without_prefix(runner: setups.Runner) -> setups.Runner:
 
 
 def _patching(model: Any, clean: Any, corrupted: Any, reuse: bool) -> float:
-    saved = models.prefix_supported
+    saved = models.prefix_layers
     if not reuse:
-        models.prefix_supported = lambda model, layer: False  # type: ignore[assignment]
+        models.prefix_layers = lambda model, layers: []  # type: ignore[assignment]
     try:
         start = time.perf_counter()
         ascale.activation_patching(model, clean, corrupted, sites="attn_out,mlp_out")
         return time.perf_counter() - start
     finally:
-        models.prefix_supported = saved  # type: ignore[assignment]
+        models.prefix_layers = saved  # type: ignore[assignment]
 
 
 def main() -> None:

@@ -160,7 +160,7 @@ def test_activation_patching_with_prefix_equals_the_full_forward(tiny, monkeypat
     monkeypatch.setattr(models, "run", spy)
     fast = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
     assert max(starts) == tiny.cfg.n_layers - 1  # passes on the top block started there
-    monkeypatch.setattr(models, "prefix_supported", lambda model, layer: False)
+    monkeypatch.setattr(models, "prefix_layers", lambda model, layers: [])
     slow = activation_patching(tiny, clean, corrupted, sites=sites, max_batch=12)
     fast_values, slow_values = (
         torch.tensor(r.components.set_index("component")["value"].sort_index().to_numpy())
@@ -175,9 +175,11 @@ def test_prefix_is_refused_where_layer_types_do_not_repeat(tiny_dirs):
     config = model.original_model.config
     config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
     try:
-        assert not models._check_prefix(model, 1)  # layer 1 would run with layer 0's type
+        # layer 1 would run with layer 0's type
+        assert models._check_prefix(model, [1]) == {1: False}
         config.layer_types = ["full_attention"] * 3
-        assert models._check_prefix(model, 1) and models._check_prefix(model, 2)
+        assert models._check_prefix(model, [1, 2]) == {1: True, 2: True}
     finally:
         del config.layer_types
-    assert not models._check_prefix(model, 0)  # nothing to start from
+    assert models._check_prefix(model, [0, 3]) == {0: False, 3: False}  # nothing to start from
+    assert models.prefix_layers(model, [2, 0, 1]) == [2, 1]
