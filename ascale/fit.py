@@ -290,6 +290,9 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     # the blocks below the intervention's lowest layer see clean prompts: computed once
     first = models.first_block(intervention.hook_names)
+    # before any work that could exhaust memory (each prompt runs at both signs of beta)
+    width = int(train.tokens.shape[1])
+    models.check_step_memory(model, 2, min(batch_size, len(train)), width, first)
     prefix = _prefix(model, train, first, batch_size)
     val_prefix = None if val is None else _prefix(model, val, first, batch_size)
     clean = _clean_log_probs(model, train, batch_size, prefix)

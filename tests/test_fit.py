@@ -8,7 +8,7 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
-from conftest import ioi_rows
+from conftest import ioi_like_rows, ioi_rows
 
 NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
 ROWS = ioi_rows(NAMES * 2)
@@ -189,3 +189,39 @@ def test_bad_settings_are_refused_before_any_step(tiny_gpt2, tiny_rows, kwargs, 
 def test_objective_refuses_non_finite_or_negative_weights(field, value):
     with pytest.raises(ascale.AscaleError, match=field):
         ascale.Objective(**{field: value})
+
+
+def test_a_step_that_would_not_fit_in_memory_is_refused_before_any_work(tiny_gpt2, monkeypatch):
+    data = ContrastSet.from_rows(ioi_like_rows(12)[0], tiny_gpt2)
+    scalars = ActivationScalars(tiny_gpt2, sites="heads", n_pos=data.n_pos)
+    per_prompt = models.step_bytes(tiny_gpt2, 2, data.n_pos)
+    monkeypatch.setattr(models, "available_bytes", lambda model: 3 * per_prompt + 1)
+    ran = []
+    monkeypatch.setattr(models, "run", lambda *a, **k: ran.append(1))
+    with pytest.raises(
+        ascale.AscaleError, match=r"8 prompts of .* tokens needs about .* lower batch_size to 3"
+    ):
+        ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
+    assert not ran  # nothing ran: not even the clean pass
+    monkeypatch.setattr(models, "available_bytes", lambda model: per_prompt // 2)
+    with pytest.raises(ascale.AscaleError, match="shorten the prompts"):
+        ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
+
+
+def test_the_step_memory_estimate_matches_the_measured_step():
+    """The estimate's constants against the step measured by benchmarks/memory.py on SmolLM2."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    smol = SimpleNamespace(
+        cfg=SimpleNamespace(d_model=576, d_mlp=1536, n_heads=9, n_layers=30, dtype=torch.float32)
+    )
+    results = Path(__file__).parents[1] / "benchmarks" / "results" / "memory.json"
+    measured = json.loads(results.read_text())["median_mb"]["ascale"]["step_extra_mb"] * 2**20
+    estimate = models.step_bytes(smol, rows=64, n_pos=12)  # batch 32 at both signs of beta
+    assert 0.8 < estimate / measured < 1.25
+    # what the step keeps grows with rows, quadratically with length, and only above the prefix
+    assert models.step_bytes(smol, 128, 12) == 2 * estimate
+    assert models.step_bytes(smol, 4, 3000) > 16 * 2**30  # the 3,000-token pair: killed at 22 GB
+    assert models.step_bytes(smol, 64, 12, first_layer=15) == estimate // 2
