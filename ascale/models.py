@@ -425,16 +425,18 @@ def step_bytes(model: Any, rows: int, n_pos: int, first_layer: int = 0) -> int:
 
     Per row, position and block from `first_layer` on (the blocks below need no gradient, and
     with prefix reuse do not run): ``8 d_model + 3 d_mlp`` floats (residual stream, norms,
-    attention and MLP inputs and outputs); per row, head and block, eager attention's scores
-    and probabilities, ``3 n_pos**2`` floats. On SmolLM2 (batch 32, 64 rows of 12 tokens, every
-    layer) that is 879 MB against 883 MB measured (``benchmarks/results/memory.json``).
+    attention and MLP inputs and outputs); per row, head and block, ``2 n_pos**2`` floats for
+    eager attention (the pattern kept for the backward pass, and the scores beside it while a
+    layer runs). On SmolLM2 (batch 32, 64 rows of 12 tokens, every layer) that is 869 MB against
+    883 MB measured (``benchmarks/results/memory.json``); the attention term, which dominates
+    long prompts, is not calibrated by that measurement.
     """
     cfg = model.cfg
     d_mlp = int(getattr(cfg, "d_mlp", None) or 4 * int(cfg.d_model))
     width = torch.finfo(getattr(cfg, "dtype", None) or torch.float32).bits // 8
     blocks = max(1, int(cfg.n_layers) - max(0, first_layer))
     per_token = 8 * int(cfg.d_model) + 3 * d_mlp
-    attention = 3 * int(cfg.n_heads) * n_pos * n_pos
+    attention = 2 * int(cfg.n_heads) * n_pos * n_pos
     return int(rows * blocks * (n_pos * per_token + attention) * width)
 
 
