@@ -104,9 +104,8 @@ def build(name: str, device: str, dtype: str, folder: Path, plain: bool = False)
     from transformers import AutoModelForCausalLM
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from conftest import _tokenizer  # a small tokenizer: the step reads token ids only
-
     import ascale
+    from conftest import _tokenizer  # a small tokenizer: the step reads token ids only
 
     config = hf_config(name)
     config.architectures = [

@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import PLANTED_HEAD, PLANTED_LAYER
 
 import ascale
 from ascale import models
@@ -12,6 +11,7 @@ from ascale.attribution import AttributionResult
 from ascale.circuits import circuit_sizes, score_circuits
 from ascale.grid import Grid
 from ascale.objective import answer_logit_diff
+from conftest import PLANTED_HEAD, PLANTED_LAYER
 
 
 def _ranking(grid, values, method="made_up"):

@@ -17,7 +17,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ioi_like_rows
 from dist_worker import CLI, FIT, SWEEP, VALIDATION
 
 import ascale
@@ -27,6 +26,7 @@ from ascale.cli._common import load_model
 from ascale.cli._options import build_parser
 from ascale.data import read_jsonl
 from ascale.errors import AscaleError
+from conftest import ioi_like_rows
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent

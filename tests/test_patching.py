@@ -3,8 +3,6 @@
 import pandas as pd
 import pytest
 import torch
-from conftest import PLANTED_HEAD, PLANTED_LAYER
-from conftest import ioi_like_rows as _rows
 from transformer_lens import patching as tl_patching
 
 import ascale
@@ -12,6 +10,8 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.patching import activation_patching, attribution_patching
+from conftest import PLANTED_HEAD, PLANTED_LAYER
+from conftest import ioi_like_rows as _rows
 
 
 def test_planted_head_is_ranked_first_by_every_method(planted):

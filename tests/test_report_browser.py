@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import ioi_like_rows
 
 import ascale
+from conftest import ioi_like_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = (
