@@ -372,7 +372,8 @@ def plot_circuit_curves(
 
 def plot_tradeoffs(table: pd.DataFrame) -> go.Figure:
     """The paper's trade-offs from a `sweep` table: effectiveness against minimality (active
-    parameters) and against faithfulness (KL); train as crosses, test as dots.
+    units: a scalar, or a whole steering vector) and against faithfulness (KL); train as
+    crosses, test as dots.
 
     Example:
         >>> table = ascale.sweep(model, train, test, lambda_min=[1e-3, 1e-1],
@@ -419,7 +420,9 @@ def plot_tradeoffs(table: pd.DataFrame) -> go.Figure:
                 row=1,
                 col=col,
             )
-    fig.update_xaxes(type="log", title_text="active parameters (|value| > 0.01)", row=1, col=1)
+    # n_active counts units: a scalar, a whole steering vector (by its norm) or a probe
+    active = "active units: scalars, vectors or probes (magnitude > 0.01)"
+    fig.update_xaxes(type="log", title_text=active, row=1, col=1)
     fig.update_xaxes(title_text="faithfulness KL (lower is better)", row=1, col=2)
     fig.update_yaxes(title_text="mean flip rate (both directions)", range=[-0.02, 1.02])
     fig.update_layout(height=420, title="trade-offs over lambda_min (x: train, o: test)")

@@ -78,6 +78,7 @@ def test_sweep_returns_one_row_per_setting_and_split(planted):
     )
     fig = ascale.plot.plot_tradeoffs(table)
     assert len(fig.data) == 4 and fig.layout.xaxis.type == "log"
+    assert "vectors" in fig.layout.xaxis.title.text  # a vector counts as one unit, not d_model
 
 
 def test_effect_ranking_puts_the_planted_head_first_with_support_from_its_gradient(planted):
