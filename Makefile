@@ -25,7 +25,7 @@ test: $(STAMP) lint browser
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir .site -q
 
 lint: $(STAMP)
-	.venv/bin/ruff check --no-cache ascale tests benchmarks conftest.py
+	.venv/bin/ruff check --no-cache ascale tests benchmarks notebooks conftest.py
 	.venv/bin/ruff format --no-cache --check ascale tests benchmarks conftest.py
 	.venv/bin/mypy
 

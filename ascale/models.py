@@ -544,12 +544,8 @@ def prefix_of(
     layer = int(layer)
     if layer <= 0 or not prefix_supported(model, layer):
         return Prefix(0, torch.zeros((*tokens.shape, 0)))
-    return Prefix(
-        layer,
-        torch.cat(
-            [resid for resid in _resid_before(model, tokens, layer, attention_mask, batch_size)]
-        ),
-    )
+    parts = _resid_before(model, tokens, layer, attention_mask, batch_size)
+    return Prefix(layer, torch.cat(list(parts)))
 
 
 def _resid_before(

@@ -170,15 +170,20 @@ def test_activation_patching_with_prefix_equals_the_full_forward(tiny, monkeypat
     torch.testing.assert_close(fast_values, slow_values, atol=1e-5, rtol=1e-4)
 
 
-def test_prefix_is_refused_where_layer_types_do_not_repeat(tiny_dirs):
+def test_prefix_is_refused_where_layer_types_do_not_repeat(tiny_dirs, monkeypatch):
     model = models.load_model(tiny_dirs["neox"])  # three layers
     config = model.original_model.config
     config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
+    forwards = []
+    real_capture = models.capture
+    monkeypatch.setattr(
+        models, "capture", lambda *a, **k: forwards.append(1) or real_capture(*a, **k)
+    )
     try:
-        # layer 1 would run with layer 0's type
-        assert models._check_prefix(model, [1]) == {1: False}
+        # layer 1 would run with layer 0's type: refused from the config, before any forward
+        assert models._check_prefix(model, [1]) == {1: False} and not forwards
         config.layer_types = ["full_attention"] * 3
-        assert models._check_prefix(model, [1, 2]) == {1: True, 2: True}
+        assert models._check_prefix(model, [1, 2]) == {1: True, 2: True} and forwards
     finally:
         del config.layer_types
     assert models._check_prefix(model, [0, 3]) == {0: False, 3: False}  # nothing to start from

@@ -2,6 +2,7 @@
 it, printing a metrics table. Heavy imports happen inside the functions, when a command runs."""
 
 import argparse
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,17 @@ def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
     from ascale.data import read_jsonl
 
     return None if args.data is None else read_jsonl(args.data)
+
+
+def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
+    """``--out`` as a `RunFolder` on the process that writes (rank 0 under torchrun); a no-op
+    context on the other ranks, which fit their share and write nothing."""
+    from ascale import distributed
+    from ascale.outputs import RunFolder
+
+    if not distributed.is_main():
+        return contextlib.nullcontext()
+    return RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
 
 
 def load_data(args: argparse.Namespace, model: Any, rows: list[dict[str, str]] | None) -> Any:

@@ -1,12 +1,11 @@
 """``ascale compare`` and ``ascale sweep``: many rankings or many fits, one report."""
 
 import argparse
-import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ascale.cli._common import load_data, load_model, load_split, read_rows
+from ascale.cli._common import load_data, load_model, load_split, read_rows, run_folder
 
 #: per task: (sites, positions) of the grid when --sites / --positions are not given
 GRIDS: dict[str, tuple[str, str | list[int]]] = {
@@ -134,16 +133,11 @@ def write_compare(
 def sweep_command(args: argparse.Namespace) -> int:
     import ascale
     from ascale import distributed
-    from ascale.outputs import RunFolder, write_atomic, write_json
+    from ascale.outputs import write_atomic, write_json
 
     rows = read_rows(args)
     main = distributed.is_main()  # under torchrun each rank fits its share, rank 0 writes
-    folder: contextlib.AbstractContextManager[Any] = (
-        RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
-        if main
-        else contextlib.nullcontext()
-    )
-    with folder as run:
+    with run_folder(args) as run:
         model = load_model(args, args.model)
         tied = any(m != "dynamic" for m in args.methods)
         train, test = load_split(args, model, rows, tied=tied)

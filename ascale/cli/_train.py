@@ -1,10 +1,8 @@
 """``ascale fit``, ``evaluate``, ``generate`` and ``demo``: one intervention at a time."""
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
-from typing import Any
 
 from ascale.cli._common import (
     fit_one,
@@ -14,6 +12,7 @@ from ascale.cli._common import (
     make_intervention,
     print_table,
     read_rows,
+    run_folder,
 )
 from ascale.cli._maps import print_summary, write_compare
 from ascale.cli._options import build_parser
@@ -21,16 +20,10 @@ from ascale.cli._options import build_parser
 
 def fit_command(args: argparse.Namespace) -> int:
     from ascale import distributed
-    from ascale.outputs import RunFolder
 
     rows = read_rows(args)
     main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
-    folder: contextlib.AbstractContextManager[Any] = (
-        RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
-        if main
-        else contextlib.nullcontext()
-    )
-    with folder as run:
+    with run_folder(args) as run:
         model = load_model(args, args.model)
         intervention = make_intervention(model, args.method, args)  # bad sites: before work
         train, test = load_split(args, model, rows, tied=intervention.position_tied)
