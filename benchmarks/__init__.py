@@ -1,1 +1,2 @@
-"""Benchmark scripts (not tests): run as ``python -m benchmarks.<name>``; results go to results/."""
+"""Benchmark scripts (not tests): ``python -m benchmarks NAME [args]`` runs one (see
+``__main__.py``); each writes its results under ``results/`` through ``common.write_result``."""

@@ -40,7 +40,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("setting", choices=sorted(SETTINGS))
     parser.add_argument("--methods", default=",".join(ALL_METHODS))
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--lambda-min", type=float, default=None, help="sparse scalars' L1 weight")
     parser.add_argument("--refit", default="10", help="sizes of the refit curve, e.g. 5,10")
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
     started = time.perf_counter()
@@ -94,8 +94,9 @@ def main() -> None:
         "result": result.to_dict(),
         "machine": common.machine_info(),
     }
-    print("wrote", common.write_result(f"circuits_{args.setting}", payload))
+    common.write_result(f"circuits_{args.setting}", payload)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,9 +1,10 @@
 """Shared helpers of the benchmark scripts: machine facts, quiet-machine wait, timing, results.
 
-Every script writes one JSON file under ``benchmarks/results/`` holding ``machine`` (CPU model,
-cores, threads, load average, versions) beside its numbers, so a result always says where it came
-from. Timings are medians over repeated rounds; configurations compared with each other run in
-one process, interleaved round by round, so background load hits them alike.
+Every script writes its results through `write_result`: one JSON file under
+``benchmarks/results/`` holding ``machine`` (CPU model, cores, threads, load average, versions)
+beside its numbers, so a result always says where it came from. Timings are medians over repeated
+rounds; configurations compared with each other run in one process, interleaved round by round,
+so background load hits them alike.
 """
 
 from __future__ import annotations
@@ -131,13 +132,23 @@ def paired_ratios(samples: dict[str, list[float]], floor: str) -> dict[str, floa
     }
 
 
-def write_result(name: str, payload: dict[str, Any], folder: Path | None = None) -> Path:
-    """Write ``{folder}/{name}.json`` (default ``benchmarks/results``) and return its path."""
+def write_result(
+    name: str, payload: dict[str, Any], folder: Path | None = None, *, device: str = "cpu"
+) -> Path:
+    """Write ``{folder}/{name}.json`` (default ``benchmarks/results``) and return its path.
+
+    The one writer of every script's results. A payload without a ``machine`` entry gets
+    `machine_info` (on `device`) as taken now, at the end of the run, so that no result file
+    leaves out where it came from. The file is replaced at once (written beside, then renamed):
+    a run cut off mid-write leaves the previous file whole.
+    """
+    if "machine" not in payload:
+        payload = {**payload, "machine": machine_info(device)}
     folder = folder or RESULTS
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     print(f"wrote {path}", flush=True)
     return path

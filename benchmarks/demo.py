@@ -42,14 +42,14 @@ def run_demo(cache: Path, out: Path, extra: list[str], threads: int | None) -> d
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--warm-runs", type=int, default=1)
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the demo")
     parser.add_argument("--name", default="demo")
     parser.add_argument("demo_args", nargs="*", help="extra arguments for `ascale demo`")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load = common.wait_for_quiet() if args.wait else None
     machine = common.machine_info()
     if args.threads:
@@ -79,7 +79,8 @@ def main() -> None:
             "warm_median_s": common.summary([w["seconds"] for w in warm])["median"],
         },
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,8 +23,6 @@ length, wall times, versions and device) and prints a summary table.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ import torch
 
 import ascale
 from ascale import ContrastSet
+from benchmarks import common
 
 RESULTS = Path(__file__).parent / "results" / "dynamic_generalisation.json"
 SITES = "attn_out,mlp_out"
@@ -171,22 +170,13 @@ def write(args: argparse.Namespace, model: Any, records: dict[str, Any], start: 
     result = {
         "description": __doc__.splitlines()[0],
         "model": model.cfg.model_name,
-        "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-        "threads": args.threads,
-        "platform": platform.platform(),
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
-            "ascale": ascale.__version__,
-        },
         "settings": {"sites": SITES, "steps": STEPS, "batch_size": BATCH, "lr": LR, "n_max": N_MAX},
         "objective": vars(ascale.Objective()),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "jobs": records,
+        "machine": common.machine_info(args.device),  # device, GPU name, threads, versions
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    common.write_result(args.out.stem, result, folder=args.out.parent)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ def ascale_run(model: Any, data: Any, batch: int, steps: int, dev: str) -> Any:
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per round and config")
     parser.add_argument("--out", type=Path, default=common.RESULTS)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     dev = args.device
     _stub_datasets()
     import ascale
@@ -193,7 +193,8 @@ def main() -> None:
         },
         folder=args.out,
     )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

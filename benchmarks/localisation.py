@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import torch
 
 import ascale
+from benchmarks import common
 
 TASKS: dict[str, dict[str, Any]] = {
     # IOI mixes ABBA and BABA on purpose: every name is one token, so positions line up.
@@ -148,7 +148,7 @@ def _top(result: ascale.AttributionResult, k: int) -> list[dict[str, Any]]:
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="ioi,ccc")
     parser.add_argument("--n", type=int, default=48, help="prompts per task")
@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reports", default=None, help="folder for one HTML report per task")
     parser.add_argument("--out", default="benchmarks/results/localisation.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
@@ -172,17 +172,17 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("out", "reports")}
     summary = {
         "model": "smollm2-135m",
-        "machine": f"{platform.machine()}, torch threads {args.threads}",
+        "machine": common.machine_info(),
         "settings": settings,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "tasks": results,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    common.write_result(Path(args.out).stem, summary, folder=Path(args.out).parent)
     for task, r in results.items():
         print(task, json.dumps(r["agreement"]), json.dumps(r["top10_scalars_only"]))
-    print(f"wrote {args.out} in {summary['wall_time_s']} s")
+    print(f"done in {summary['wall_time_s']} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -89,7 +89,7 @@ def grid_cost(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--grids", default="heads@last,blocks@all")
     parser.add_argument("--n", type=int, default=32, help="IOI prompts (fit and patching)")
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
     parser.add_argument("--name", default="localisation_cost")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -129,7 +129,8 @@ def main() -> None:
     )
     for row in rows:
         print(row["grid"], row["components"], row["seconds"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -84,7 +84,7 @@ def measure(config: str, batch: int, steps: int, data_file: str) -> dict[str, An
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--one", choices=CONFIGS, help="(internal) measure one configuration")
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -95,12 +95,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per config")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--name", default="memory")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(measure(args.one, args.batch, args.steps, args.data)))
-        return
+        return 0
     import tempfile
 
     import ascale
@@ -144,7 +144,8 @@ def main() -> None:
     )
     for c, m in medians.items():
         print(f"{c:22s} {m}  x{ratios.get(c, {}).get('peak_rss_mb')}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

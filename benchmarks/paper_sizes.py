@@ -182,7 +182,7 @@ def one(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--models", default="gpt2-small,gpt2-xl,pythia-1.4b")
@@ -195,13 +195,13 @@ def main() -> None:
         "--plain", action="store_true", help="the plain Bridge (compatibility_mode=False)"
     )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.one:  # the child process: one model and dtype, its row as JSON on the last line
         row = one(
             args.models, args.device, args.dtypes, args.batch, args.tokens, args.steps, args.plain
         )
         print(json.dumps(row))
-        return
+        return 0
     out = args.out / "paper_sizes.json"
     old = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     runs = old.get("runs", [])
@@ -245,15 +245,15 @@ def main() -> None:
                 != key
             ]
             runs.append({**row, "machine": common.machine_info(args.device)})
-    args.out.mkdir(parents=True, exist_ok=True)
     payload = {
         "what": "scalars training step (attn_out + mlp_out, all positions, both signs of beta) "
         "on the paper's model sizes built from published configs with random weights",
         "runs": runs,
     }
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {out}")
+    # each run keeps the machine it ran on; the top-level `machine` is this (last) run's
+    common.write_result(out.stem, payload, folder=args.out, device=args.device)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -184,7 +184,7 @@ def equivalence(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2, help="steps per round and config")
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--peers", default="nnsight,pyvene")
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
     parser.add_argument("--name", default="peers")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -268,7 +268,8 @@ def main() -> None:
     common.write_result(args.name, result)
     for n, m in medians.items():
         print(f"{n:10s} {m:.3f} s  x{result['ratio_to_floor'][n]:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ writes ``docs/img/benchmarks.html`` (plotly.js inline) instead.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def figure() -> go.Figure:
     return fig
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     DOCS_IMG.mkdir(parents=True, exist_ok=True)
     fig = figure()
     try:
@@ -93,7 +95,8 @@ def main() -> None:
     except Exception as err:  # no kaleido or no Chromium here: an interactive page instead
         fig.write_html(DOCS_IMG / "benchmarks.html", include_plotlyjs=True)
         print(f"no static export ({type(err).__name__}); wrote {DOCS_IMG / 'benchmarks.html'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

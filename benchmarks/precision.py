@@ -40,11 +40,11 @@ def _cpu_flags() -> list[str]:
     return [flag for flag in line.split(":", 1)[1].split() if flag in wanted]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, w = torch.randn(768, 576), torch.randn(576, 1536)
@@ -74,7 +74,8 @@ def main() -> None:
     for n, v in samples.items():
         ratio = result["paired_ratio_to_float32"][n]
         print(f"{n:18s} {statistics.median(v) * 1e3:9.2f} ms  x{ratio:.1f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -74,7 +74,7 @@ def _patching(model: Any, clean: Any, corrupted: Any, reuse: bool) -> float:
         models.prefix_layers = saved  # type: ignore[assignment]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per round and config")
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--patch-rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--name", default="prefix")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,7 +149,8 @@ def main() -> None:
     for n, v in samples.items():
         print(f"{n:20s} {statistics.median(v):.3f} s/step  x{result['ratio_to_floor'][n]:.3f}")
     print(f"patching: prefix/full {result['patching_ratio_prefix_to_full']:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ screenshot. The image is the top of the page: title, metrics and the first scali
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +21,8 @@ OUT = ROOT / "docs" / "img" / "report.png"
 SIZE = (1280, 1500)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: the tiny model, report, browser
     from test_report_browser import check_page, tiny_report
 

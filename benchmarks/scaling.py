@@ -61,7 +61,7 @@ def point(
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default="batch,length,sites")
     parser.add_argument("--rounds", type=int, default=3)
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
     parser.add_argument("--name", default="scaling")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     models = setups.load_all(plain_bridge=False, sdpa=False)
@@ -110,7 +110,8 @@ def main() -> None:
     for axis, rows in out.items():
         for row in rows:
             print(axis, row.get("label", ""), row["batch_prompts"], row["n_pos"], row["ratio"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,7 +27,7 @@ import torch
 from benchmarks import common, setups
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="steps per round and config")
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--name", default="step")
     parser.add_argument("--quick", action="store_true", help="floor and ascale only")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -99,7 +99,8 @@ def main() -> None:
     common.write_result(args.name, result)
     for n in step_names:
         print(f"{n:22s} {statistics.median(samples[n]):.3f} s  x{result['ratio_to_floor'][n]:.3f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

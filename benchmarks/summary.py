@@ -5,6 +5,7 @@ Run: ``.venv/bin/python -m benchmarks.summary``.
 
 from __future__ import annotations
 
+import argparse
 import json
 from typing import Any
 
@@ -217,7 +218,8 @@ def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     notes = _load("notes") or {}
     lines = [
         "# Benchmark results",
@@ -248,7 +250,8 @@ def main() -> None:
             lines += [paragraph, ""]
     (RESULTS / "README.md").write_text("\n".join(lines))
     print(f"wrote {RESULTS / 'README.md'}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
