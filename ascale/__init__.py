@@ -14,23 +14,14 @@ Example:
 """
 
 from ascale import tasks
-from ascale.agreement import AgreementResult, agreement
-from ascale.attribution import AttributionResult, rank_components
-from ascale.circuits import CircuitResult, score_circuits
-from ascale.compare import CompareResult, compare
-from ascale.cumulative import CumulativeEffectResult, cumulative_effect
+from ascale.agreement import agreement
+from ascale.attribution import rank_components
+from ascale.circuits import score_circuits
+from ascale.compare import compare
+from ascale.cumulative import cumulative_effect
 from ascale.data import ContrastSet, load_jsonl
-from ascale.errors import (
-    AnswerTokenError,
-    AscaleError,
-    AscaleWarning,
-    IncompatibleModelError,
-    ModelNotAvailableError,
-    PromptLengthError,
-    SavedFileError,
-    UnknownSiteError,
-)
-from ascale.fit import FitResult, Metrics, evaluate, fit
+from ascale.errors import AscaleError
+from ascale.fit import evaluate, fit
 from ascale.generation import generate
 from ascale.grid import Grid
 from ascale.interventions import (
@@ -40,37 +31,24 @@ from ascale.interventions import (
     SteeringVectors,
 )
 from ascale.io import load, save
-from ascale.models import load_model
+from ascale.loading import load_model
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
 from ascale.report import write_report
-from ascale.sites import Site
 from ascale.sweep import sweep
 
+# What a user needs, each name a verb or a noun that says what it is. Results are reachable from
+# their modules (`ascale.fit.FitResult`, `ascale.attribution.AttributionResult`, ...), the specific
+# errors from `ascale.errors` (`AscaleError` is their base), the figures from `ascale.plot`.
 __all__ = [
     "ActivationScalars",
-    "AgreementResult",
-    "AnswerTokenError",
     "AscaleError",
-    "AscaleWarning",
-    "AttributionResult",
-    "CircuitResult",
-    "CompareResult",
     "ContrastSet",
-    "CumulativeEffectResult",
     "DynamicScalars",
-    "FitResult",
     "Grid",
-    "IncompatibleModelError",
     "Intervention",
-    "Metrics",
-    "ModelNotAvailableError",
     "Objective",
-    "PromptLengthError",
-    "SavedFileError",
-    "Site",
     "SteeringVectors",
-    "UnknownSiteError",
     "activation_patching",
     "agreement",
     "attribution_patching",

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 import ascale
+from ascale.fit import FitResult
 from benchmarks import common
 
 HERE = Path(__file__).resolve().parent
@@ -125,7 +126,7 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def fit_report(result: ascale.FitResult) -> dict[str, Any]:
+def fit_report(result: FitResult) -> dict[str, Any]:
     """Everything `fit` reports except the per-step history (kept short: its length only)."""
     out = {
         f.name: jsonable(getattr(result, f.name))

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import ascale
+from ascale.attribution import AttributionResult
 from benchmarks import common
 
 TASKS: dict[str, dict[str, Any]] = {
@@ -140,7 +141,7 @@ def _aligned(data: ascale.ContrastSet) -> tuple[ascale.ContrastSet, int]:
     return data.subset(keep), len(data) - len(keep)
 
 
-def _top(result: ascale.AttributionResult, k: int) -> list[dict[str, Any]]:
+def _top(result: AttributionResult, k: int) -> list[dict[str, Any]]:
     rows = result.top(k)
     return [
         {"component": c, "token": t, "value": round(float(v), 4)}

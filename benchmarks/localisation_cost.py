@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 import ascale
+from ascale.attribution import AttributionResult
+from ascale.fit import FitResult
 from benchmarks import common
 
 GRIDS: dict[str, dict[str, Any]] = {
@@ -46,7 +48,7 @@ def grid_cost(
     spec = GRIDS[grid]
     scalars = ascale.ActivationScalars(model, sites=spec["sites"], positions=spec["positions"])
 
-    def fit_and_rank() -> tuple[ascale.FitResult, ascale.AttributionResult]:
+    def fit_and_rank() -> tuple[FitResult, AttributionResult]:
         result = ascale.fit(
             model, scalars, clean, steps=args.steps, batch_size=args.batch, progress=False
         )
