@@ -33,6 +33,7 @@ from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError, closest
 from ascale.grid import Grid, component_name
+from ascale.hooked import HookedModel
 from ascale.interventions import DynamicScalars, Intervention
 from ascale.sites import SITE_HOOKS
 
@@ -216,7 +217,7 @@ class AttributionResult:
 def rank_components(
     intervention: Intervention,
     *,
-    model: Any = None,
+    model: HookedModel | None = None,
     data: ContrastSet | None = None,
     sites: str | Iterable[str] | None = None,
     threshold: float = 1e-2,
@@ -303,7 +304,7 @@ def rank_components(
 
 def _rank_dynamic(
     intervention: Intervention,
-    model: Any,
+    model: HookedModel | None,
     data: ContrastSet | None,
     threshold: float,
     ablate_tol: float,
@@ -317,7 +318,7 @@ def _rank_dynamic(
         raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
     names = [s.hook_name(layer) for s in intervention.sites for layer in s.layers]
     sums: dict[str, Tensor] = {}
-    device = next(iter(model.parameters())).device
+    device = models.first_device(model)
     with torch.inference_mode():
         for start in range(0, len(data), 32):
             batch = data.subset(range(start, min(start + 32, len(data))))
@@ -362,7 +363,7 @@ def _rank_dynamic(
 
 
 def _attributions(
-    intervention: Intervention, grid: Grid, model: Any, data: ContrastSet
+    intervention: Intervention, grid: Grid, model: HookedModel, data: ContrastSet
 ) -> dict[str, Tensor]:
     """``E[h . dΔ/dh]`` at each of the grid's components, on the clean run, per site as
     ``[layer, slot, (head)]`` (a shared slot sums its positions)."""
@@ -401,7 +402,7 @@ def effect_classes(
     return pd.Categorical(labels, categories=EFFECTS)
 
 
-def token_labels(model: Any, data: ContrastSet) -> tuple[str, ...]:
+def token_labels(model: HookedModel, data: ContrastSet) -> tuple[str, ...]:
     """The first prompt's token at each position (prompts must share one length).
 
     A label speaks for every prompt only when they share a layout, not just a length (see

@@ -43,6 +43,7 @@ from ascale.attribution import AttributionResult
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.grid import Grid
+from ascale.hooked import HookedModel
 from ascale.patching import capture_source, clean_deltas, mean_acts, patched_deltas
 
 __all__ = ["FRACTIONS", "CircuitResult", "circuit_sizes", "score_circuits"]
@@ -127,7 +128,7 @@ def circuit_sizes(n: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:
 
 
 def score_circuits(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     rankings: Sequence[AttributionResult] | Mapping[str, AttributionResult],
     *,
@@ -234,7 +235,7 @@ def _orders(ranking: AttributionResult, grid: Grid) -> tuple[np.ndarray, np.ndar
 
 
 def _circuit_metrics(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     corrupted: ContrastSet | None,
     grid: Grid,
@@ -267,7 +268,7 @@ def _circuit_metrics(
     return {k: float(t) / len(data) for k, t in zip(keys, totals, strict=True)}
 
 
-def _clean_metric(model: Any, data: ContrastSet) -> float:
+def _clean_metric(model: HookedModel, data: ContrastSet) -> float:
     return float(-clean_deltas(model, data).mean())
 
 

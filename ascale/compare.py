@@ -44,6 +44,7 @@ from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.fit import Metrics, evaluate, fit
 from ascale.grid import Grid
+from ascale.hooked import HookedModel
 from ascale.interventions import ActivationScalars, Intervention, build
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
@@ -151,7 +152,7 @@ class CompareResult:
 
 
 def compare(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
@@ -291,7 +292,7 @@ def compare(
 
 
 def refit_top_k(
-    model: Any,
+    model: HookedModel,
     like: Intervention,
     ranking: AttributionResult,
     data: ContrastSet,
@@ -375,7 +376,7 @@ def _on(ranking: AttributionResult, grid: Grid) -> AttributionResult:
 
 
 def _refit_curve(
-    model: Any,
+    model: HookedModel,
     like: Intervention,
     ranking: AttributionResult,
     train: ContrastSet,

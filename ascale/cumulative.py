@@ -8,7 +8,6 @@ to the identity, and the copy is measured with `ascale.evaluate`.
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +18,7 @@ from ascale.attribution import AttributionResult, rank_components
 from ascale.data import ContrastSet
 from ascale.fit import Metrics, evaluate
 from ascale.grid import Grid
+from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
 
 __all__ = ["CumulativeEffectResult", "cumulative_effect"]
@@ -66,7 +66,7 @@ class CumulativeEffectResult:
 
 
 def cumulative_effect(
-    model: Any,
+    model: HookedModel,
     intervention: Intervention,
     data: ContrastSet,
     *,

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from ascale import models
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
+from ascale.hooked import HookedModel
 from ascale.outputs import write_atomic
 
 __all__ = ["ContrastSet", "corrupted_from_rows", "has_corrupted", "load_jsonl", "read_jsonl"]
@@ -64,7 +65,7 @@ class ContrastSet:
     wrong_ids: Int[Tensor, " batch"] = field(repr=False)
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: Any) -> "ContrastSet":
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]], model: HookedModel) -> "ContrastSet":
         """Tokenise ``{"prompt", "correct", "wrong"}`` rows for `model`, checking every row.
 
         (Rows are typed ``Mapping[str, Any]``: they are user data that this method checks
@@ -182,7 +183,7 @@ class ContrastSet:
         return write_atomic(path, text)
 
 
-def load_jsonl(path: str | Path, model: Any) -> ContrastSet:
+def load_jsonl(path: str | Path, model: HookedModel) -> ContrastSet:
     """Read a jsonl contrast set and tokenise it for `model` (`read_jsonl`, then `from_rows`).
 
     Example:
@@ -282,7 +283,7 @@ def has_corrupted(rows: Sequence[Mapping[str, Any]], *, where: str = "the rows")
 
 
 def corrupted_from_rows(
-    rows: Iterable[Mapping[str, Any]], model: Any, *, clean: ContrastSet | None = None
+    rows: Iterable[Mapping[str, Any]], model: HookedModel, *, clean: ContrastSet | None = None
 ) -> ContrastSet | None:
     """The rows' counterfactual prompts (``"corrupted"``), tokenised for `model` and aligned
     row by row with their clean set: same answers, same token lengths. ``None`` when no row
@@ -334,7 +335,7 @@ def _short(value: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-def _check_context(model: Any, prompts: Sequence[str], lengths: Tensor) -> None:
+def _check_context(model: HookedModel, prompts: Sequence[str], lengths: Tensor) -> None:
     """Refuse prompts longer than the model's context window (they would be cut silently)."""
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is None:
@@ -386,7 +387,7 @@ def _rows(index: Sequence[int], total: int) -> str:
 
 
 def _answer_ids(
-    model: Any, answers: Sequence[str], prompts: Sequence[str], kind: str
+    model: HookedModel, answers: Sequence[str], prompts: Sequence[str], kind: str
 ) -> Int[Tensor, " batch"]:
     ids = []
     for i, answer in enumerate(answers):

@@ -17,6 +17,7 @@ from typing import Any
 
 from ascale import models
 from ascale.errors import AscaleError, AscaleWarning
+from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
 
 # False while the Bridge's KV cache is broken (tests/test_generation.py tracks it upstream)
@@ -26,7 +27,7 @@ __all__ = ["generate"]
 
 
 def generate(
-    model: Any,
+    model: HookedModel,
     intervention: Intervention | None,
     prompt: str,
     *,

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ascale import models
 from ascale.errors import AscaleError, PromptLengthError
+from ascale.hooked import HookedModel
 from ascale.sites import Site, resolve_sites
 
 __all__ = ["Component", "Grid", "component_name"]
@@ -98,7 +99,7 @@ class Grid:
     @classmethod
     def build(
         cls,
-        model: Any,
+        model: HookedModel,
         n_pos: int,
         *,
         sites: str | Sequence[str] = "attn_out,mlp_out",

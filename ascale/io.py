@@ -21,6 +21,7 @@ from safetensors.torch import save as save_bytes
 
 from ascale import models
 from ascale.errors import AscaleError, SavedFileError
+from ascale.hooked import HookedModel
 from ascale.interventions import METHODS, Intervention
 from ascale.outputs import dumps_json, write_folder
 from ascale.sites import SITE_HOOKS
@@ -65,7 +66,7 @@ def save(
     return write_folder(folder, {TENSORS: blob, METADATA: text})  # tensors first, JSON last
 
 
-def load(path: str | Path, model: Any) -> Intervention:
+def load(path: str | Path, model: HookedModel) -> Intervention:
     """Rebuild a saved intervention on `model`, checking everything it reads.
 
     Raises:

@@ -38,6 +38,7 @@ from ascale.attribution import AttributionResult, token_labels
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.grid import Component, Grid
+from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
 from ascale.objective import answer_logit_diff
 
@@ -49,7 +50,7 @@ Acts = dict[str, Tensor]
 
 
 def activation_patching(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
@@ -133,7 +134,7 @@ def activation_patching(
 
 
 def attribution_patching(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
@@ -188,7 +189,7 @@ def attribution_patching(
 
 
 def _grid(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     like: Intervention | Grid | None,
     sites: str | Sequence[str],
@@ -248,17 +249,19 @@ def _deltas(
     return answer_logit_diff(logits[:, -1], *(i.to(logits.device) for i in ids))
 
 
-def _tokens(batch: ContrastSet, model: Any) -> Int[Tensor, "batch pos"]:
-    return batch.tokens.to(next(iter(model.parameters())).device)
+def _tokens(batch: ContrastSet, model: HookedModel) -> Int[Tensor, "batch pos"]:
+    return batch.tokens.to(models.first_device(model))
 
 
-def _capture(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor, Acts]:
+def _capture(model: HookedModel, batch: ContrastSet, names: list[str]) -> tuple[Tensor, Acts]:
     """Δ per prompt and the activations at `names`, from one forward pass."""
     logits, acts = models.capture(model, _tokens(batch, model), names, last_only=True)
     return _deltas(logits, batch), acts
 
 
-def _gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor, Acts, Acts]:
+def _gradients(
+    model: HookedModel, batch: ContrastSet, names: list[str]
+) -> tuple[Tensor, Acts, Acts]:
     """Δ per prompt, activations, and ``∂(ΣΔ)/∂activation`` at `names` (one forward, one backward).
 
     Each hook adds a zero tensor that requires grad, so the gradient flows through every path
@@ -283,7 +286,7 @@ def _gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Tensor
 
 
 def _source(
-    model: Any,
+    model: HookedModel,
     source: ContrastSet | None,
     rows: list[int],
     names: list[str],
@@ -305,7 +308,7 @@ def _needs_mean(corrupted: ContrastSet | None, ablation: str) -> bool:
     return corrupted is None and ablation == "mean"
 
 
-def _mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int) -> Acts:
+def _mean_acts(model: HookedModel, data: ContrastSet, names: list[str], batch_size: int) -> Acts:
     """Each hook's activation averaged over every prompt, per position: ``[1, pos, ...]``."""
     sums: Acts = {}
     with torch.inference_mode():
@@ -317,7 +320,7 @@ def _mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int)
 
 
 def patched_deltas(
-    model: Any,
+    model: HookedModel,
     batch: ContrastSet,
     grid: Grid,
     rows: Bool[Tensor, "copy component"],
@@ -347,7 +350,7 @@ def patched_deltas(
 
 
 def _capture_with_resid(
-    model: Any, batch: ContrastSet, names: list[str], grid: Grid
+    model: HookedModel, batch: ContrastSet, names: list[str], grid: Grid
 ) -> tuple[Tensor, Acts, dict[int, Tensor]]:
     """`_capture`, and the clean residual entering each block of `grid` above block 0 (where
     the model supports starting part-way: `models.prefix_supported`)."""
@@ -364,7 +367,7 @@ def _capture_with_resid(
 
 
 def capture_source(
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     corrupted: ContrastSet | None,
     rows: list[int],
@@ -385,18 +388,20 @@ def capture_source(
     return {n: torch.zeros_like(a) for n, a in acts.items()}
 
 
-def gradients(model: Any, batch: ContrastSet, names: list[str]) -> tuple[Acts, Acts]:
+def gradients(model: HookedModel, batch: ContrastSet, names: list[str]) -> tuple[Acts, Acts]:
     """Activations and ``∂(ΣΔ)/∂activation`` at `names` on `batch`'s clean run."""
     _, acts, grads = _gradients(model, batch, names)
     return acts, grads
 
 
-def mean_acts(model: Any, data: ContrastSet, names: list[str], batch_size: int = 64) -> Acts:
+def mean_acts(
+    model: HookedModel, data: ContrastSet, names: list[str], batch_size: int = 64
+) -> Acts:
     """Each hook's activation averaged over the prompts, per position: ``[1, pos, ...]``."""
     return _mean_acts(model, data, names, batch_size)
 
 
-def clean_deltas(model: Any, data: ContrastSet, batch_size: int = 64) -> Tensor:
+def clean_deltas(model: HookedModel, data: ContrastSet, batch_size: int = 64) -> Tensor:
     """Δ of every prompt on the clean model."""
     with torch.inference_mode():
         return torch.cat(
@@ -441,7 +446,7 @@ def _normalise(change: Tensor, base: float, source: float, corrupted: ContrastSe
 
 def _result(
     method: str,
-    model: Any,
+    model: HookedModel,
     data: ContrastSet,
     comps: list[Component],
     effect: Tensor,

@@ -16,10 +16,10 @@ per-head scaling needs no ``use_attn_result``.
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from ascale import models
 from ascale.errors import UnknownSiteError, closest
+from ascale.hooked import HookedModel
 
 __all__ = ["SITE_HOOKS", "Site", "resolve_sites"]
 
@@ -56,7 +56,7 @@ class Site:
 
 
 def resolve_sites(
-    model: Any, sites: str | Iterable[str], layers: Sequence[int] | None = None
+    model: HookedModel, sites: str | Iterable[str], layers: Sequence[int] | None = None
 ) -> tuple[Site, ...]:
     """Turn site names (or hook names) into validated `Site`s.
 
@@ -97,7 +97,7 @@ def resolve_sites(
 
 
 def _parse(
-    name: str, layers: tuple[int, ...], n_layers: int, model: Any
+    name: str, layers: tuple[int, ...], n_layers: int, model: HookedModel
 ) -> tuple[str, tuple[int, ...]]:
     if name in SITE_HOOKS:
         return name, layers

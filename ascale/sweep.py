@@ -23,6 +23,7 @@ from ascale import distributed
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.fit import evaluate, fit
+from ascale.hooked import HookedModel
 from ascale.interventions import METHODS, build
 from ascale.objective import Objective
 
@@ -30,7 +31,7 @@ __all__ = ["sweep"]
 
 
 def sweep(
-    model: Any,
+    model: HookedModel,
     train: ContrastSet,
     test: ContrastSet,
     *,

@@ -114,9 +114,9 @@ def build(name: str, device: str, dtype: str, folder: Path, plain: bool = False)
     config.save_pretrained(folder)
     _tokenizer(folder)
     torch.manual_seed(0)
-    torch_dtype = ascale.models.parse_dtype(dtype)
+    torch_dtype = ascale.loading.parse_dtype(dtype)
     hf = AutoModelForCausalLM.from_config(config, dtype=torch_dtype).to(device)
-    with ascale.models._quiet():
+    with ascale.loading.quiet():
         model = TransformerBridge.boot_transformers(
             str(folder), hf_model=hf, device=device, dtype=torch_dtype
         )

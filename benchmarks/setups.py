@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 import ascale
-from ascale.models import _embedded_folder
+from ascale.loading import embedded_folder
 from benchmarks.floor import FloorScalars, FloorTrainer, load_hf
 
 Runner = Callable[[], float]
@@ -28,7 +28,7 @@ ALL_SITES = "heads,mlp_out"
 
 def smollm2_folder() -> str:
     """The cached fp32 SmolLM2 folder that ``ascale.load_model()`` boots from."""
-    return str(_embedded_folder("smollm2-135m"))
+    return str(embedded_folder("smollm2-135m"))
 
 
 def ccc_data(model: Any, n: int, prefix_repeats: int = 0) -> ascale.ContrastSet:

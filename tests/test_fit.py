@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ascale
-from ascale import models
+from ascale import memory, models
 from ascale.data import ContrastSet
 from ascale.errors import PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
@@ -195,7 +195,7 @@ def test_a_step_that_would_not_fit_in_memory_is_refused_before_any_work(tiny_gpt
     data = ContrastSet.from_rows(ioi_like_rows(12)[0], tiny_gpt2)
     scalars = ActivationScalars(tiny_gpt2, sites="heads", n_pos=data.n_pos)
     per_prompt = models.step_bytes(tiny_gpt2, 2, data.n_pos)
-    monkeypatch.setattr(models, "available_bytes", lambda model: 3 * per_prompt + 1)
+    monkeypatch.setattr(memory, "available_bytes", lambda model: 3 * per_prompt + 1)
     ran = []
     monkeypatch.setattr(models, "run", lambda *a, **k: ran.append(1))
     with pytest.raises(
@@ -203,7 +203,7 @@ def test_a_step_that_would_not_fit_in_memory_is_refused_before_any_work(tiny_gpt
     ):
         ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
     assert not ran  # nothing ran: not even the clean pass
-    monkeypatch.setattr(models, "available_bytes", lambda model: per_prompt // 2)
+    monkeypatch.setattr(memory, "available_bytes", lambda model: per_prompt // 2)
     with pytest.raises(ascale.AscaleError, match="shorten the prompts"):
         ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
 

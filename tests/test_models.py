@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from ascale import models
+from ascale import loading, models
 from ascale.errors import ModelNotAvailableError
 from ascale.models import cache_dir, load_model
 
@@ -65,7 +65,7 @@ def test_embedded_model_is_cached_by_gguf_hash(smol):
         "d_vocab": 49152,
     }
     assert smol.cfg.default_prepend_bos is False
-    gguf = models._embedded_gguf("smollm2-135m")
+    gguf = loading._embedded_gguf("smollm2-135m")
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]
     assert (cache_dir() / f"{gguf.stem}-{digest}" / "model.safetensors").is_file()
     assert smol.to_str_tokens("Rome is in")[0] == "Rome"  # no BOS

@@ -6,6 +6,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from ascale.hooked import HookedModel
+
 
 def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
     """The rows of ``--data``, checked before any model is loaded (``None`` for ``--task``)."""
@@ -25,7 +27,9 @@ def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[An
     return RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data})
 
 
-def load_data(args: argparse.Namespace, model: Any, rows: list[dict[str, str]] | None) -> Any:
+def load_data(
+    args: argparse.Namespace, model: HookedModel, rows: list[dict[str, str]] | None
+) -> Any:
     """The contrast set of ``--data`` rows or of ``--task``, tokenised for `model`."""
     import ascale
 
@@ -35,7 +39,7 @@ def load_data(args: argparse.Namespace, model: Any, rows: list[dict[str, str]] |
 
 
 def load_split(
-    args: argparse.Namespace, model: Any, rows: list[dict[str, str]] | None, tied: bool
+    args: argparse.Namespace, model: HookedModel, rows: list[dict[str, str]] | None, tied: bool
 ) -> tuple[Any, Any]:
     """The data, tokenised and split; checked for one prompt length if `tied` (a
     position-tied intervention) needs one."""
@@ -45,7 +49,7 @@ def load_split(
     return data.split(test_size=args.test_size, seed=args.seed)
 
 
-def make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any:
+def make_intervention(model: HookedModel, method: str, args: argparse.Namespace) -> Any:
     from ascale.interventions import build
 
     detach = {"detach_input": bool(getattr(args, "detach_input", False))}
@@ -60,7 +64,7 @@ def make_intervention(model: Any, method: str, args: argparse.Namespace) -> Any:
 
 
 def fit_one(
-    model: Any,
+    model: HookedModel,
     intervention: Any,
     train: Any,
     test: Any,
@@ -137,7 +141,7 @@ def load_model(args: argparse.Namespace, name: str | None) -> Any:
 
 def loadable(model_name: str) -> str | None:
     """The name to pass to `load_model` for a saved model name (``None``: the default)."""
-    from ascale.models import DEFAULT_MODEL
+    from ascale.loading import DEFAULT_MODEL
 
     return None if model_name == DEFAULT_MODEL else model_name
 

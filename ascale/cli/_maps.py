@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ascale.cli._common import load_data, load_model, load_split, read_rows, run_folder
+from ascale.hooked import HookedModel
 
 #: per task: (sites, positions) of the grid when --sites / --positions are not given
 GRIDS: dict[str, tuple[str, str | list[int]]] = {
@@ -197,7 +198,7 @@ def sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _corrupted(args: argparse.Namespace, model: Any, rows: Any, data: Any) -> Any:
+def _corrupted(args: argparse.Namespace, model: HookedModel, rows: Any, data: Any) -> Any:
     """The counterfactual prompts aligned with `data`: the task's corruption, or the rows'
     ``corrupted`` prompts (``None`` when the rows carry none)."""
     import ascale

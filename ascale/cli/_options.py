@@ -178,7 +178,7 @@ def _data_options(p: argparse.ArgumentParser, test_size: float = 0.3) -> None:
 
 def _device(text: str) -> str:
     from ascale.errors import AscaleError
-    from ascale.models import parse_device
+    from ascale.loading import parse_device
 
     try:
         return str(parse_device(text))
@@ -206,7 +206,7 @@ def _device_map(text: str) -> str | dict[str, Any]:
 
 def _placement_options(p: argparse.ArgumentParser) -> None:
     """Where the model runs and in what precision (every command that loads a model)."""
-    from ascale.models import DTYPES
+    from ascale.loading import DTYPES
 
     place = p.add_mutually_exclusive_group()
     place.add_argument(

@@ -9,6 +9,7 @@ from typing import Any
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
+from ascale.hooked import HookedModel
 
 SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
@@ -26,13 +27,13 @@ def mentions(text: str, name: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text) is not None
 
 
-def token_length(model: Any, prompt: str) -> int:
+def token_length(model: HookedModel, prompt: str) -> int:
     """The number of tokens `model` gives `prompt` alone."""
     return int(models.tokenize(model, [prompt])[1][0])
 
 
 def pick_length(
-    model: Any,
+    model: HookedModel,
     prompts: list[str],
     length: int | str | None,
     anchors: list[str] | None = None,
@@ -64,7 +65,9 @@ def _first_index(tokens: Any, ids: list[int]) -> int:
     return hits[0] if hits else -1
 
 
-def corrupt(data: ContrastSet, model: Any, candidates: Candidates, *, none_fit: str) -> ContrastSet:
+def corrupt(
+    data: ContrastSet, model: HookedModel, candidates: Candidates, *, none_fit: str
+) -> ContrastSet:
     """Each row of `data` with the first of its `candidates` prompts that keeps its token length.
 
     The answers stay those of the clean row. `candidates` is called once per row, in order, and

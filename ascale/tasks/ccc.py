@@ -10,13 +10,13 @@ import re
 from collections.abc import Iterator
 from functools import cache
 from importlib.resources import files
-from typing import Any
 
 import torch
 
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
+from ascale.hooked import HookedModel
 from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
@@ -39,7 +39,7 @@ def _table() -> tuple[tuple[str, str], ...]:
     return tuple((r["country"], r["capital"]) for r in csv.DictReader(text.splitlines()))
 
 
-def _single_token_countries(model: Any) -> list[str]:
+def _single_token_countries(model: HookedModel) -> list[str]:
     return [
         country
         for country, _ in _table()
@@ -47,7 +47,7 @@ def _single_token_countries(model: Any) -> list[str]:
     ]
 
 
-def _known(model: Any, countries: list[str], capitals: dict[str, str]) -> set[str]:
+def _known(model: HookedModel, countries: list[str], capitals: dict[str, str]) -> set[str]:
     """Countries the model names first, among `countries`, after ``"{capital} is in"``."""
     tokens, lengths = models.tokenize(model, [f"{capitals[c]} is in" for c in countries])
     mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
@@ -62,7 +62,7 @@ def _known(model: Any, countries: list[str], capitals: dict[str, str]) -> set[st
 
 
 def ccc(
-    model: Any,
+    model: HookedModel,
     *,
     n: int = 200,
     seed: int = 0,
@@ -142,7 +142,7 @@ def ccc(
     return ContrastSet.from_rows(rows, model)
 
 
-def ccc_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
+def ccc_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> ContrastSet:
     """The corrupted inputs for activation patching: another false country in each context.
 
     Each prompt's false country (the wrong answer) is replaced by a different single-token

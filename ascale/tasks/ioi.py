@@ -10,11 +10,11 @@ import re
 from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.resources import files
-from typing import Any
 
 from ascale import models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
+from ascale.hooked import HookedModel
 from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
@@ -45,7 +45,7 @@ def _names() -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
-def _single_token_names(model: Any) -> list[str]:
+def _single_token_names(model: HookedModel) -> list[str]:
     return [n for n in _names() if len(models.answer_token_ids(model, " " + n)) == 1]
 
 
@@ -64,7 +64,7 @@ def _check_template(t: str) -> None:
 
 
 def ioi(
-    model: Any,
+    model: HookedModel,
     *,
     n: int = 200,
     seed: int = 0,
@@ -163,7 +163,7 @@ def _abc(prompt: str, pattern: re.Pattern[str], io: str, xyz: list[str]) -> str:
     return pattern.sub(swap, prompt)
 
 
-def ioi_corrupt(data: ContrastSet, model: Any, *, seed: int = 0) -> ContrastSet:
+def ioi_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> ContrastSet:
     """The ABC corruption of Wang et al.: three fresh, distinct names in the three name slots.
 
     ``"When Mary and John went to the store, John gave a drink to"`` becomes e.g. ``"When

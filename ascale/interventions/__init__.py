@@ -1,0 +1,79 @@
+"""Interventions: learnable edits of activation vectors, attached through TransformerLens hooks.
+
+| class | edit of ``h`` | parameters | identity at |
+|---|---|---|---|
+| `ActivationScalars` | ``h * (1 + beta * alpha)`` | one scalar per site, layer, (head), position | ``alpha = 0`` |
+| `SteeringVectors` | ``h + beta * v`` | one vector per site, layer, (head), position | ``v = 0`` |
+| `DynamicScalars` | ``h * (1 + beta * (w . h / norm(h) + b))`` | one probe per site, layer, (head) | ``w, b = 0`` |
+
+``beta`` is the steering dial: ``+1`` steers towards the wrong answer, ``-1`` back towards the
+correct one, ``0`` is the clean model; any float works. Every hook returns a new tensor and never
+edits the activation in place.
+
+The base class and its hooks live in ``_base``, the position-tied methods in ``_static``, dynamic
+scalars in ``_dynamic``. `METHODS` registers them by name: the command line, `compare` and `sweep`
+build through `build`, and `ascale.load` finds a saved file's class there.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from ascale.errors import AscaleError
+from ascale.hooked import HookedModel
+from ascale.interventions._base import Beta, Intervention, Positions
+from ascale.interventions._dynamic import DynamicScalars
+from ascale.interventions._static import ActivationScalars, SteeringVectors
+
+__all__ = [
+    "METHODS",
+    "ActivationScalars",
+    "Beta",
+    "DynamicScalars",
+    "Intervention",
+    "Positions",
+    "SteeringVectors",
+    "build",
+    "register",
+]
+
+
+METHODS: Final[dict[str, type[Intervention]]] = {}
+
+
+def build(
+    method: str,
+    model: HookedModel,
+    *,
+    sites: str | Sequence[str],
+    layers: Sequence[int] | None = None,
+    positions: Any = "all",
+    n_pos: int | None = None,
+    **options: Any,
+) -> Intervention:
+    """A fresh intervention of a registered `method` (``dynamic`` takes no positions).
+
+    Example:
+        >>> build("scalars", model, sites="attn_out,mlp_out", n_pos=12).method
+        'scalars'
+    """
+    if method not in METHODS:
+        raise AscaleError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    cls: Any = METHODS[method]
+    if method == "dynamic":
+        return cls(model, sites=sites, layers=layers, **options)  # type: ignore[no-any-return]
+    return cls(  # type: ignore[no-any-return]
+        model, sites=sites, layers=layers, positions=positions, n_pos=n_pos, **options
+    )
+
+
+def register(cls: type[Intervention]) -> type[Intervention]:
+    """Add an intervention class to `METHODS` under its ``method`` name; refuses duplicates."""
+    if cls.method in METHODS:
+        raise AscaleError(f"method {cls.method!r} is already registered by {METHODS[cls.method]}")
+    METHODS[cls.method] = cls
+    return cls
+
+
+register(ActivationScalars)
+register(SteeringVectors)
+register(DynamicScalars)

@@ -1,0 +1,297 @@
+"""The base of every intervention: parameters per site, layer, (head) and position, and hooks.
+
+A subclass says what one unit of parameters is (`_unit_shape`) and how it edits an activation
+(`_edit`); attaching, binding to a prompt length, the L1 summary and the config written by
+`ascale.save` are here, once.
+"""
+
+import contextlib
+import html
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from ascale import models
+from ascale.errors import AscaleError, PromptLengthError
+from ascale.hooked import HookedModel
+from ascale.sites import Site, resolve_sites
+
+Positions = Literal["all", "shared"] | Sequence[int]
+Beta = float | Float[Tensor, " batch"]
+# Activations at a hook: ``[batch, pos, d_model]``, or ``[batch, pos, head, d_head]`` for ``heads``.
+Act = Float[Tensor, "batch pos *head d"]
+# `beta` inside a hook: a float, or one value per prompt shaped to broadcast over the activation.
+HookBeta = float | Float[Tensor, "batch *#ones"]
+
+
+class Intervention(nn.Module, ABC):
+    """Base class: parameters per site, layer, (head) and position slot, and their hooks.
+
+    Parameters of site ``s`` live in ``self.params[s]`` with shape
+    ``[n_layers_of_site, n_slots, *unit]``: one slot per chosen position (``positions="all"``: every
+    position of the training length; a list: those positions; ``"shared"``: one slot used at
+    every position, for prompts of any length).
+    """
+
+    method: ClassVar[str]
+
+    def __init__(
+        self,
+        model: HookedModel,
+        *,
+        sites: str | Sequence[str],
+        layers: Sequence[int] | None = None,
+        positions: Positions = "all",
+        n_pos: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.sites: tuple[Site, ...] = resolve_sites(model, sites, layers)
+        self.dims: dict[str, Any] = models.dims(model)
+        if isinstance(positions, str):
+            if positions not in ("all", "shared"):
+                raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
+            self.positions: str | tuple[int, ...] = positions
+        else:
+            self.positions = tuple(int(p) for p in positions)
+            if not self.positions:
+                raise AscaleError("positions is an empty list")
+        self.n_pos: int | None = None
+        self.params = nn.ParameterDict()
+        self._device = models.first_device(model)
+        if positions == "shared":
+            self._build(n_slots=1)
+        elif n_pos is not None:
+            self.bind(n_pos)
+
+    # ---- shape ----
+
+    @property
+    def position_tied(self) -> bool:
+        """Whether parameters belong to positions (and so to one prompt length)."""
+        return self.positions != "shared"
+
+    @property
+    def is_bound(self) -> bool:
+        """Whether the parameters exist (position-tied ones need the prompt length first)."""
+        return len(self.params) > 0
+
+    def bind(self, n_pos: int) -> None:
+        """Fix the prompt length and create the parameters (`fit` does this from the data)."""
+        if not self.position_tied:
+            return
+        if int(n_pos) < 1:
+            raise PromptLengthError(f"n_pos must be at least 1 token, got {n_pos!r}")
+        if self.is_bound:
+            if n_pos != self.n_pos:
+                raise PromptLengthError(
+                    f"this {type(self).__name__} is tied to prompts of {self.n_pos} tokens; "
+                    f"got prompts of {n_pos} tokens"
+                )
+            return
+        if isinstance(self.positions, tuple):
+            bad = [p for p in self.positions if not -n_pos <= p < n_pos]
+            if bad:
+                raise PromptLengthError(
+                    f"positions {bad} do not exist in prompts of {n_pos} tokens"
+                )
+            self.positions = tuple(sorted({p % n_pos for p in self.positions}))
+        self.n_pos = n_pos
+        self._build(n_slots=n_pos if self.positions == "all" else len(self.positions))
+
+    def _build(self, n_slots: int) -> None:
+        # float32 whatever the model's dtype: in bfloat16 (8 significant bits) an Adam update
+        # of 1e-3 to a scalar near 1 rounds away, and small scalars could not be told from 0;
+        # the hooks compute the edit in float32 and hand the model back its own dtype
+        for site in self.sites:
+            shape = (len(site.layers), n_slots, *self._unit_shape(site))
+            zeros = torch.zeros(shape, device=self._device, dtype=torch.float32)
+            self.params[site.name] = nn.Parameter(zeros)
+
+    @abstractmethod
+    def _unit_shape(self, site: Site) -> tuple[int, ...]:
+        """Shape of the parameters of one layer and slot of `site`."""
+
+    @abstractmethod
+    def _edit(self, act: Act, param: Float[Tensor, "#pos ..."], beta: HookBeta) -> Act:
+        """The edited activation, ``param`` broadcast to ``act`` (``[pos, *unit]``)."""
+
+    # ---- hooks ----
+
+    def hooks(self, beta: Beta = 1.0) -> list[tuple[str, Any]]:
+        """``(hook_name, hook_fn)`` pairs for TransformerLens' ``hooks()``.
+
+        Position-tied hooks accept prompts of the training length and, during generation, the
+        tokens added after it (one-token KV-cached steps, or the sequence grown by one token a
+        step without the cache): those positions are left unchanged, nothing was trained there.
+        """
+        self._require_bound()
+        finite = (
+            bool(torch.isfinite(beta).all()) if isinstance(beta, Tensor) else math.isfinite(beta)
+        )
+        if not finite:
+            raise AscaleError(f"beta must be finite, got {beta!r}")
+        tracker: dict[str, int] = {}
+        return [
+            (site.hook_name(layer), self._hook(site, k, beta, tracker))
+            for site in self.sites
+            for k, layer in enumerate(site.layers)
+        ]
+
+    @contextlib.contextmanager
+    def applied(self, model: HookedModel, beta: Beta = 1.0) -> Iterator[Any]:
+        """Context manager: run `model` (forward passes or ``generate``) with this intervention.
+
+        Example:
+            >>> with scalars.applied(model, beta=1.0):
+            ...     logits = model(tokens)
+        """
+        models.check_same_shape(self.dims, models.dims(model))
+        with models.attach(model, self.hooks(beta)):
+            yield model
+
+    def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
+        name = site.hook_name(site.layers[k])
+
+        def hook(act: Act, hook: Any) -> Act:
+            # float32 edit, returned in the activation's dtype (bfloat16 models stay bfloat16)
+            return edit(act).to(act.dtype)
+
+        def edit(act: Tensor) -> Tensor:
+            n = act.shape[1]
+            # on the device of the activation: in a model split over devices (device_map) the
+            # hook of each layer runs where that layer lives; autograd carries the gradient back
+            param = self.params[site.name][k].to(act.device)
+            if not self.position_tied:
+                return self._edit(act, param, _beta_like(beta, act))
+            if n == self.n_pos:
+                tracker[name] = n
+                return self._edit(act, self._full(param), _beta_like(beta, act))
+            if tracker.get(name, 0) >= (self.n_pos or 0) and n == 1:
+                return act  # a generated token beyond the trained prompt positions (KV cache)
+            if n > (self.n_pos or 0) and tracker.get(name) == n - 1:
+                # Generation without the KV cache: the sequence grows by one token a step;
+                # the trained prompt positions are edited again, the generated ones left alone.
+                tracker[name] = n
+                full = self._full(param)
+                grown = torch.cat([full, full.new_zeros((n - full.shape[0], *full.shape[1:]))])
+                return self._edit(act, grown, _beta_like(beta, act))
+            raise PromptLengthError(
+                f"{type(self).__name__} is tied to prompts of {self.n_pos} tokens, got {n} at "
+                f"{name}; filter with `data.with_length({self.n_pos})`, or use "
+                "positions='shared' or DynamicScalars for prompts of other lengths"
+            )
+
+        return hook
+
+    def _full(self, param: Float[Tensor, " slot *unit"]) -> Float[Tensor, " pos *unit"]:
+        """Slot parameters scattered to every position (zeros, the identity, elsewhere)."""
+        if self.positions == "all":
+            return param
+        assert isinstance(self.positions, tuple) and self.n_pos is not None
+        index = torch.tensor(self.positions, device=param.device)
+        full = param.new_zeros((self.n_pos, *param.shape[1:]))
+        return full.index_copy(0, index, param)
+
+    def _require_bound(self) -> None:
+        if not self.is_bound:
+            raise AscaleError(
+                f"{type(self).__name__} with positions='all' needs the prompt length: pass "
+                "n_pos=..., call .bind(n_pos), or fit it on data first"
+            )
+
+    # ---- summaries ----
+
+    def l1(self) -> Tensor:
+        """Sum of absolute parameter values (the minimality term)."""
+        self._require_bound()
+        return torch.stack([p.abs().sum() for p in self.params.values()]).sum()
+
+    @property
+    def n_params(self) -> int:
+        """Number of learned parameters."""
+        return sum(p.numel() for p in self.params.values())
+
+    def n_active(self, threshold: float = 1e-2) -> int:
+        """Parameters (scalars) or vectors whose magnitude exceeds `threshold`."""
+        return sum(int((self._magnitudes(p) > threshold).sum()) for p in self.params.values())
+
+    def _magnitudes(self, param: Tensor) -> Tensor:
+        return param.detach().abs()
+
+    @property
+    def hook_names(self) -> list[str]:
+        """The hook points this intervention edits, one per site and layer."""
+        return [s.hook_name(layer) for s in self.sites for layer in s.layers]
+
+    def config(self) -> dict[str, Any]:
+        """What it takes to rebuild this intervention (saved beside the tensors)."""
+        return {
+            "method": self.method,
+            "sites": {s.name: list(s.layers) for s in self.sites},
+            "hooks": self.hook_names,
+            "positions": self.positions
+            if isinstance(self.positions, str)
+            else list(self.positions),
+            "n_pos": self.n_pos,
+            "model": self.dims,
+        }
+
+    @classmethod
+    def from_config(cls, model: HookedModel, config: dict[str, Any]) -> "Intervention":
+        """Rebuild (with zero parameters) from `config()`; `ascale.load` fills the tensors."""
+        positions = config["positions"]
+        return cls(model, sites=config["hooks"], positions=positions, n_pos=config["n_pos"])
+
+    def summary(self) -> Any:
+        """One row per site: layers, parameters, active ones (magnitude above 0.01), L1, and
+        the smallest and largest value (scalars) or magnitude (vectors, probes), as a DataFrame.
+
+        Example:
+            >>> scalars.summary()  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        self._require_bound()
+        rows = {}
+        for site in self.sites:
+            param = self.params[site.name].detach()
+            size = self._magnitudes(param)
+            values = (param if self.method == "scalars" else size).float().cpu()
+            rows[site.name] = {
+                "layers": len(site.layers),
+                "params": param.numel(),
+                "active": int((size > 1e-2).sum()),
+                "l1": float(param.abs().sum()),
+                "min": float(values.min()),
+                "max": float(values.max()),
+            }
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("site")
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the repr line and, once fitted, `summary` as a table."""
+        head = f"<p><code>{html.escape(type(self).__name__)}({html.escape(self.extra_repr())})</code></p>"
+        if not self.is_bound:
+            return head
+        return head + self.summary().to_html(float_format="{:.4g}".format)
+
+    def extra_repr(self) -> str:
+        sites = ", ".join(str(s) for s in self.sites)
+        if not self.is_bound:
+            return f"sites=[{sites}], positions={self.positions!r}, unbound (no prompt length yet)"
+        pos = f"all({self.n_pos})" if self.positions == "all" else repr(self.positions)
+        return (
+            f"sites=[{sites}], positions={pos}, n_params={self.n_params}, "
+            f"l1={float(self.l1().detach()):.4g}, n_active={self.n_active()}"
+        )
+
+
+def _beta_like(beta: Beta, act: Act) -> HookBeta:
+    """`beta` as a float, or a per-prompt tensor shaped to broadcast over `act`."""
+    if isinstance(beta, Tensor):
+        return beta.to(act.device, act.dtype).reshape(-1, *([1] * (act.ndim - 1)))
+    return float(beta)
