@@ -1,0 +1,39 @@
+"""The benchmarks' one entry point and one result writer (the benchmarks themselves are not run)."""
+
+import importlib
+import inspect
+import json
+
+import pytest
+
+from benchmarks import common
+from benchmarks.__main__ import SCRIPTS, main
+
+
+def test_every_script_has_a_main_that_takes_argv():
+    for name in SCRIPTS:
+        entry = importlib.import_module(f"benchmarks.{name}").main
+        assert list(inspect.signature(entry).parameters) == ["argv"], name
+
+
+def test_the_entry_point_passes_the_arguments_on(capsys):
+    with pytest.raises(SystemExit) as done:  # argparse's --help exits 0
+        main(["precision", "--help"])
+    assert done.value.code == 0
+    assert "--rounds" in capsys.readouterr().out
+
+
+def test_an_unknown_name_lists_the_scripts_and_the_closest(capsys):
+    assert main(["stpe"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean step?" in err
+    assert all(name in err for name in SCRIPTS)
+
+
+def test_every_result_file_says_where_it_came_from(tmp_path):
+    path = common.write_result("r", {"x": 1}, folder=tmp_path)
+    written = json.loads(path.read_text())
+    assert written["x"] == 1
+    assert {"cpu", "torch_threads", "load_average_1_5_15", "versions"} <= set(written["machine"])
+    kept = {"x": 2, "machine": {"cpu": "given"}}
+    assert json.loads(common.write_result("r", kept, folder=tmp_path).read_text()) == kept
