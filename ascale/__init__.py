@@ -37,8 +37,9 @@ from ascale.patching import activation_patching, attribution_patching
 from ascale.report import write_report
 from ascale.sweep import sweep
 
-# What a user needs, each name a verb or a noun that says what it is. Results are reachable from
-# their modules (`ascale.fit.FitResult`, `ascale.attribution.AttributionResult`, ...), the specific
+# What a user needs, each name a verb or a noun that says what it is. Results are imported from
+# their modules (`from ascale.fit import FitResult`, `from ascale.attribution import
+# AttributionResult`, ...), the specific
 # errors from `ascale.errors` (`AscaleError` is their base), the figures from `ascale.plot`.
 __all__ = [
     "ActivationScalars",
