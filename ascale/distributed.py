@@ -161,7 +161,7 @@ def reduce_step(
     Each rank's loss was weighted by its share of the step's `n_rows` before ``backward``, so
     the summed gradient is the gradient of the whole batch's loss. `terms` are this rank's
     (``None`` for a rank with no rows this step); the returned terms are the weighted sums,
-    ``satisfied`` holds the flags of all `n_rows` rows in step order. One process: unchanged.
+    ``flipped`` holds the flags of all `n_rows` rows in step order. One process: unchanged.
     """
     if not _active():
         return terms
@@ -179,11 +179,11 @@ def reduce_step(
     packed = torch.zeros(len(TERMS) + n_rows, dtype=torch.float64, device=device)
     if terms is not None:
         packed[: len(TERMS)] = torch.stack([terms[k].detach().double() * share for k in TERMS])
-        flags = terms["satisfied"].to(device, torch.float64)
+        flags = terms["flipped"].to(device, torch.float64)
         packed[len(TERMS) + start : len(TERMS) + start + mine] = flags
     torch.distributed.all_reduce(packed)
     out = {k: packed[i].float() for i, k in enumerate(TERMS)}
-    out["satisfied"] = packed[len(TERMS) :] > 0.5
+    out["flipped"] = packed[len(TERMS) :] > 0.5
     return out
 
 

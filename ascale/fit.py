@@ -203,15 +203,28 @@ class FitDefaults:
     sparsity: str
 
 
-# Measured on the hand-written sets (benchmarks/results/fit_defaults.json, scalars, test flips
-# +1 / -1): lr 0.1, batch 32, stop on training flips gave country_language 0.53 / 1.00, antonyms
-# 0.80 / 1.00, plural 0.79 / 1.00; full batch (64) with validation-based stopping gave 0.60 / 0.93,
-# 0.53 / 0.87, 0.71 / 0.93 (it stopped too early). So "train" stays the default stop and 32 the
-# batch; "validation" is an option. Dynamic scalars at lr 0.01 (lr 0.1 gave KL 3.9 on mixed
-# lengths). Maps use the proximal fit (ascale.compare.SPARSE_MAP). Not measured: vectors.
+# Chosen by measurement (benchmarks/results/fit_defaults.json; sites attn_out+mlp_out at every
+# position, 70/30 splits, 2 CPU threads; test flips +1 / -1, KL, steps):
+# - The stop. The rule before waited for every training prompt to flip by the margin; a few CCC
+#   prompts never do, so every fit ran all 100 steps (the demo: 100 steps, 0.93 / 0.97, KL 0.58,
+#   proximal scalars). The flips are met early: 95% of the CCC training prompts flip both ways by
+#   step ~12. Stopping there: 1.00 / 1.00, KL 1.08 (scalars); 10 settling steps with a falling
+#   rate after it: 22 steps, 1.00 / 1.00, KL 0.99; IOI 20 steps, 1.00 / 1.00, KL 0.43. A fixed
+#   40-step cosine run: CCC 1.00 / 1.00, KL 0.80; IOI KL 0.33: KL is what the extra steps buy.
+# - vectors: lr 0.1 moves each of a vector's 576 numbers by 0.1 at the first Adam step, and the
+#   L1 term then dominated all 100 steps (CCC loss 300 -> 9.7; 1.00 / 1.00, KL 0.90, 584 of 720
+#   vectors active); lr 0.01: 19 steps, 0.98 / 1.00, KL 0.88 (40 steps: 0.98 / 0.98, KL 0.71,
+#   217 active); lr 0.001 over 40 steps: 0.93 / 0.97, KL 0.49.
+# - The small hand-written sets (35 train / 15 test) never reach the flip target, so they run
+#   every step, as before (plural 100 steps: 0.79 / 1.00 both times). 40 steps there gave 0.57
+#   (plural) and 0.60 (antonyms) forward; no setting tried reached 0.85 forward on antonyms and
+#   country_language (lambda_min 1e-3, margin 4, lr 0.3, shared positions, lambda_faith 0.3);
+#   lambda_min 1e-3 reached 0.86 on plural. Stopping on a validation split stopped too early.
+# - dynamic: lr 0.01 (lr 0.1 gave KL 3.9 on mixed lengths).
+# Maps use the proximal fit (compare.SPARSE_MAP).
 DEFAULTS: dict[str, FitDefaults] = {
     "scalars": FitDefaults(lr=0.1, steps=100, batch_size=32, sparsity="l1"),
-    "vectors": FitDefaults(lr=0.1, steps=100, batch_size=32, sparsity="l1"),
+    "vectors": FitDefaults(lr=0.01, steps=100, batch_size=32, sparsity="l1"),
     "dynamic": FitDefaults(lr=0.01, steps=200, batch_size=64, sparsity="l1"),
 }
 SPARSITY = ("l1", "proximal")
@@ -229,6 +242,8 @@ def fit(
     objective: Objective | None = None,
     sparsity: str | None = None,
     stop: str = "train",
+    flip_target: float = 0.95,
+    settle: int = 10,
     val_size: float = 0.2,
     eval_every: int = 5,
     patience: int = 4,
@@ -253,14 +268,20 @@ def fit(
         sparsity: ``"l1"``: Adam on the whole objective (dense maps); ``"proximal"``: the L1
             term as a soft-threshold after each step (`ascale.optim.ProximalAdamax`), which
             leaves exact zeros (sparse maps).
-        stop: ``"train"`` (default): stop once every training prompt has been seen flipped by
-            the margin in both directions; ``"validation"``: hold out `val_size` of `data`,
+        stop: ``"train"`` (default): once at least `flip_target` of the training prompts
+            flipped both ways (the wrong answer at ``beta=+1``, the correct one at ``-1``) when
+            their batch last ran (``history["flipped"]``), run `settle` more steps with the
+            learning rate falling linearly to zero, then stop; ``"validation"``: hold out `val_size` of `data`,
             score the objective on it every `eval_every` steps, keep the parameters of the best
             score and stop after `patience` scores without improvement (falls back to
             ``"train"`` below 10 prompts; on the small sets measured it stopped too early);
             ``"none"``: run every step. Ctrl-C (``KeyboardInterrupt``) stops
             any of them cleanly: `fit` returns, with the best validation step's parameters
             where there is a validation split, and says so in ``stop_reason``.
+        flip_target: the share of training prompts ``stop="train"`` waits for, in (0, 1].
+        settle: steps ``stop="train"`` runs after reaching `flip_target`: the flips are met
+            early, at a high learning rate, and these steps trade the rest of the budget for
+            faithfulness (on CCC: KL 1.08 stopping at once, see `DEFAULTS`).
         keep: per site, a 0/1 mask broadcastable to its parameters: parameters where it is 0
             stay at the identity (a refit on a chosen set of components).
         early_stop: ``False`` is ``stop="none"`` (kept for older code).
@@ -279,6 +300,10 @@ def fit(
     objective = objective or Objective()
     stop = stop if early_stop else "none"
     _check_settings(steps, lr, batch_size, sparsity, stop, val_size, eval_every, patience)
+    if not 0.0 < flip_target <= 1.0:
+        raise AscaleError(f"flip_target must be a share in (0, 1], got {flip_target!r}")
+    if not isinstance(settle, int) or settle < 0:
+        raise AscaleError(f"settle must be a whole number of steps >= 0, got {settle!r}")
     if intervention.position_tied:
         intervention.bind(data.n_pos)
     train, val = data, None
@@ -309,10 +334,12 @@ def fit(
     # cosine decay to zero over `steps`: late steps settle the parameters
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     masks = _masks(intervention, keep)
-    satisfied = torch.zeros(len(train), dtype=torch.bool)
+    flipped = torch.zeros(len(train), dtype=torch.bool)  # each prompt as last seen
     history: dict[str, list[float]] = {}
     tracker = _Best(intervention, patience)
     start, step, reason = time.perf_counter(), 0, "ran every step"
+    reached: int | None = None  # the step at which stop="train" met its flip target
+    peak: list[float] = []
     bar = tqdm(
         total=steps,
         desc=f"fit {intervention.method}",
@@ -338,22 +365,28 @@ def fit(
                     (part["loss"] * (len(mine) / len(index))).backward()
                 terms = distributed.reduce_step(part, params, len(index)) or {}
                 optimizer.step()
-                schedule.step()
+                if reached is None:
+                    schedule.step()
+                else:  # settling: linear decay from the rate at which the target was reached
+                    left = 1 - (step - reached) / (settle + 1)
+                    for group, rate in zip(optimizer.param_groups, peak, strict=True):
+                        group["lr"] = rate * left
                 _apply_masks(intervention, masks)
                 if not all(bool(torch.isfinite(p).all()) for p in params):
                     raise AscaleError(
                         f"the parameters became NaN or infinite at step {step} (lr={lr}): "
                         "lower the learning rate"
                     )
-                satisfied[index] = terms.pop("satisfied").cpu()
+                flipped[index] = terms.pop("flipped").cpu()
                 terms["l1"] = intervention.l1().detach()
                 if sparsity == "proximal":  # log the whole objective, as the "l1" mode does
                     terms["loss"] = terms["loss"].detach() + objective.lambda_min * terms["l1"]
                 for key, value in terms.items():
                     history.setdefault(key, []).append(float(value.detach()))
+                history.setdefault("flipped", []).append(float(flipped.float().mean()))
                 postfix = {
                     "loss": f"{history['loss'][-1]:.3f}",
-                    "flipped": f"{satisfied.float().mean():.2f}",
+                    "flipped": f"{history['flipped'][-1]:.2f}",
                 }
                 if (
                     val is not None
@@ -372,8 +405,13 @@ def fit(
                         break
                 bar.update(1)
                 bar.set_postfix(postfix)
-                if stop == "train" and bool(satisfied.all()):
-                    reason = "every training prompt flipped both ways"
+                if stop == "train" and reached is None and history["flipped"][-1] >= flip_target:
+                    reached, peak = step, [g["lr"] for g in optimizer.param_groups]
+                    reason = (
+                        f"{history['flipped'][-1]:.0%} of the training prompts flipped both ways "
+                        f"(target {flip_target:.0%}) at step {step}; {settle} steps settled after"
+                    )
+                if reached is not None and step >= reached + settle:
                     break
         except KeyboardInterrupt:  # Ctrl-C: keep what was learned (the best step, with validation)
             reason = f"interrupted (Ctrl-C) during step {step}"
@@ -390,6 +428,8 @@ def fit(
         "batch_size": batch_size,
         "sparsity": sparsity,
         "stop": stop,
+        "flip_target": flip_target,
+        "settle": settle,
         "val_size": val_size if val is not None else 0.0,
         "seed": seed,
         "n_train": len(train),
@@ -521,7 +561,7 @@ def _step(
     delta = answer_logit_diff(logits, correct, wrong)
     kl = masked_kl(clean.repeat(2, 1), logits, correct, wrong)
     terms = objective(delta[:n], delta[n:], kl[:n], kl[n:], intervention.l1())
-    terms["satisfied"] = (delta[:n] >= objective.margin) & (delta[n:] <= -objective.margin)
+    terms["flipped"] = (delta[:n] > 0) & (delta[n:] < 0)  # the answer changes both ways
     return terms
 
 

@@ -30,6 +30,7 @@ SCRIPTS = (
     "scaling",
     "step",
     "summary",
+    "tradeoffs",
 )
 
 

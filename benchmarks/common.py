@@ -15,6 +15,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -152,3 +154,39 @@ def write_result(
     tmp.replace(path)
     print(f"wrote {path}", flush=True)
     return path
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def screenshot(figure: Any, target: Path, width: int = 900, height: int = 450) -> Path:
+    """Draw a plotly `figure` in headless Chromium (Debian's, the one the report's browser test
+    uses) from a page with plotly.js inlined, and save the PNG: no network, no kaleido."""
+    width = int(figure.layout.width or width)
+    height = int(figure.layout.height or height)
+    figure = figure.update_layout(width=width, height=height)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ascale-png-") as tmp:
+        page = Path(tmp) / "figure.html"
+        figure.write_html(page, include_plotlyjs=True, full_html=True, config={"staticPlot": True})
+        page.write_text(
+            page.read_text().replace("<head>", "<head><style>body{margin:0}</style>", 1)
+        )
+        subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--user-data-dir={tmp}/profile",
+                f"--window-size={width},{height}",
+                "--virtual-time-budget=10000",
+                f"--screenshot={target}",
+                page.as_uri(),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return target

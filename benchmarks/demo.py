@@ -6,12 +6,17 @@ first run of ascale, not of the machine). ``warm`` runs again with that folder f
 is a fresh process (``ascale demo``, defaults: CCC, scalars and vectors, patching, report),
 writing into a temporary folder.
 
-Run: ``.venv/bin/python -m benchmarks.demo [--warm-runs 1]``; writes results/demo.json.
+Each run's own ``summary.json`` (where the time went, ``timings_s``; test flips; circuit scores)
+is kept in the result. ``--warm-only`` skips the cold run and uses the model cache as it is.
+
+Run: ``.venv/bin/python -m benchmarks.demo [--warm-runs 1]``; writes results/demo.json;
+``python -m benchmarks demo --warm-only --name demo_stages`` writes results/demo_stages.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -24,10 +29,12 @@ from typing import Any
 from benchmarks import common
 
 
-def run_demo(cache: Path, out: Path, extra: list[str], threads: int | None) -> dict[str, Any]:
+def run_demo(
+    cache: Path | None, out: Path, extra: list[str], threads: int | None
+) -> dict[str, Any]:
     exe = Path(sys.executable).with_name("ascale")
     cmd = [str(exe), "demo", "--out", str(out), *extra]
-    env = {**os.environ, "ASCALE_CACHE": str(cache)}
+    env = dict(os.environ) if cache is None else {**os.environ, "ASCALE_CACHE": str(cache)}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)  # torch's default thread count follows it
     start = time.perf_counter()
@@ -39,6 +46,7 @@ def run_demo(cache: Path, out: Path, extra: list[str], threads: int | None) -> d
         "seconds": round(seconds, 1),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "stdout_tail": proc.stdout.strip().splitlines()[-12:],
+        "summary": json.loads((out / "summary.json").read_text()),
     }
 
 
@@ -48,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait", action="store_true", help="wait for a quiet machine first")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the demo")
     parser.add_argument("--name", default="demo")
+    parser.add_argument(
+        "--warm-only", action="store_true", help="no cold run; the model cache as it is"
+    )
     parser.add_argument("demo_args", nargs="*", help="extra arguments for `ascale demo`")
     args = parser.parse_args(argv)
     load = common.wait_for_quiet() if args.wait else None
@@ -56,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         machine["torch_threads"] = args.threads
     root = Path(tempfile.mkdtemp(prefix="ascale-demo-bench-"))
     try:
-        cache = root / "cache"
-        cache.mkdir()
-        cold = run_demo(cache, root / "out-cold", args.demo_args, args.threads)
-        print(f"cold: {cold['seconds']} s", flush=True)
+        cache, cold = None, None
+        if not args.warm_only:
+            cache = root / "cache"
+            cache.mkdir()
+            cold = run_demo(cache, root / "out-cold", args.demo_args, args.threads)
+            print(f"cold: {cold['seconds']} s", flush=True)
         warm = []
         for i in range(args.warm_runs):
             warm.append(run_demo(cache, root / f"out-warm-{i}", args.demo_args, args.threads))

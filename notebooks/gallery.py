@@ -22,9 +22,7 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +30,12 @@ import nbformat
 import plotly.io as pio
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the repository root: benchmarks/ is not installed
+from benchmarks.common import CHROMIUM, screenshot  # noqa: E402
+
 NOTEBOOKS = ROOT / "notebooks"
 PAGES = ROOT / "docs" / "notebooks"
 GALLERY = ROOT / "docs" / "gallery.md"
-CHROMIUM = "/usr/bin/chromium"
 PLOTLY = "application/vnd.plotly.v1+json"
 WIDGET = "application/vnd.jupyter.widget-view+json"
 WIDTH, HEIGHT = 900, 450
@@ -135,7 +135,7 @@ def _output(stem: str, out: dict, figures: list[str]) -> list[str]:
     if PLOTLY in data:
         figure = pio.from_json(json.dumps(data[PLOTLY]))
         name = f"{stem}-{len(figures) + 1}.png"
-        _png(figure, PAGES / "img" / name)
+        screenshot(figure, PAGES / "img" / name, WIDTH, HEIGHT)
         title = figure.layout.title.text or f"figure {len(figures) + 1}"
         figures.append(title)
         return [f"![{title.replace('[', '(').replace(']', ')')}](img/{name})", ""]
@@ -160,36 +160,6 @@ def _html(fragment: str) -> str:
     Markdown's raw-HTML block."""
     body = "\n".join(line for line in fragment.splitlines() if line.strip())
     return f'<div class="nb-output">\n{body}\n</div>'
-
-
-def _png(figure, target: Path) -> None:
-    """Draw `figure` in headless Chromium and save the screenshot."""
-    width = int(figure.layout.width or WIDTH)
-    height = int(figure.layout.height or HEIGHT)
-    figure = figure.update_layout(width=width, height=height)
-    with tempfile.TemporaryDirectory(prefix="ascale-gallery-") as tmp:
-        page = Path(tmp) / "figure.html"
-        figure.write_html(page, include_plotlyjs=True, full_html=True, config={"staticPlot": True})
-        page.write_text(
-            page.read_text().replace("<head>", "<head><style>body{margin:0}</style>", 1)
-        )
-        subprocess.run(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                f"--user-data-dir={tmp}/profile",
-                f"--window-size={width},{height}",
-                "--virtual-time-budget=10000",
-                f"--screenshot={target}",
-                page.as_uri(),
-            ],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
 
 
 def write_gallery() -> None:

@@ -1,0 +1,170 @@
+"""The paper's trade-offs: scalars and steering vectors over a grid of ``lambda_min``, CCC and IOI.
+
+For each task (SmolLM2-135M, ``ascale.tasks.<task>(model, n, seed=0)`` split 70/30 with seed 0,
+sites ``attn_out,mlp_out`` at every position), `ascale.sweep` fits scalars and vectors at every
+``lambda_min`` of the grid (``lambda_faith`` 1, margin 2) on the training split and evaluates
+both splits. Every fit runs the same steps and batch without early stopping, with the proximal
+L1 step (`ascale.optim.ProximalAdamax`), which leaves exact zeros: so ``n_active`` (scalars
+above 0.01; vectors by norm) shows what each weight buys. The learning rate is each method's
+default (`ascale.fit.DEFAULTS`).
+
+The question (issue 8, from the paper): do scalars reach vectors' effectiveness and
+faithfulness with >= 100x fewer parameters, on training and on test prompts?
+
+Writes ``benchmarks/results/tradeoffs.json`` (one table row per task, method, weight and split)
+and ``docs/img/tradeoffs_<task>.png`` (`ascale.plot.plot_tradeoffs`, drawn by headless Chromium).
+
+Run (tens of minutes on 2 CPU cores; the budget is per fit)::
+
+    .venv/bin/python -m benchmarks tradeoffs                       # CCC and IOI, 8 weights
+    .venv/bin/python -m benchmarks tradeoffs --tasks ccc --steps 2 --lambda-min 1e-3,1 \\
+        --out /tmp/smoke                                            # smoke: a minute
+"""
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ascale
+from ascale.fit import DEFAULTS
+from ascale.sweep import sweep
+from benchmarks import common
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS_IMG = ROOT / "docs" / "img"
+LAMBDAS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+SITES = "attn_out,mlp_out"
+
+
+def run_task(
+    model: Any, task: str, n: int, lambdas: list[float], steps: int, batch: int
+) -> dict[str, Any]:
+    """One task's sweep and its summary."""
+    data = getattr(ascale.tasks, task)(model, n=n, seed=0)
+    train, test = data.split(test_size=0.3, seed=0)
+    start = time.perf_counter()
+    table = sweep(
+        model,
+        train,
+        test,
+        methods=["scalars", "vectors"],
+        lambda_min=lambdas,
+        sites=SITES,
+        fit_options={"steps": steps, "batch_size": batch, "stop": "none", "sparsity": "proximal"},
+        progress=True,
+    )
+    wall = time.perf_counter() - start
+    return {
+        "task": task,
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_pos": data.n_pos,
+        "wall_time_s": round(wall, 1),
+        "rows": json.loads(table.to_json(orient="records")),
+        "claim": claim(table),
+        "table": table,
+    }
+
+
+def claim(table: Any) -> list[dict[str, Any]]:
+    """Per split: the best scalars setting (highest mean flip rate, then lowest KL) against
+    the best vectors setting, and the parameter ratio between them."""
+    out = []
+    frame = table.assign(
+        effectiveness=(table["flip_rate_forward"] + table["flip_rate_backward"]) / 2
+    )
+    for split, part in frame.groupby("split", sort=False):
+        best = {}
+        for method, rows in part.groupby("method"):
+            top = rows.sort_values(["effectiveness", "faithfulness_kl"], ascending=[False, True])
+            best[method] = top.iloc[0]
+        s, v = best["scalars"], best["vectors"]
+        out.append(
+            {
+                "split": split,
+                "scalars": {
+                    k: _num(s[k])
+                    for k in (
+                        "lambda_min",
+                        "effectiveness",
+                        "faithfulness_kl",
+                        "n_params",
+                        "n_active",
+                    )
+                },
+                "vectors": {
+                    k: _num(v[k])
+                    for k in (
+                        "lambda_min",
+                        "effectiveness",
+                        "faithfulness_kl",
+                        "n_params",
+                        "n_active",
+                    )
+                },
+                "param_ratio_vectors_to_scalars": round(float(v["n_params"] / s["n_params"]), 1),
+            }
+        )
+    return out
+
+
+def _num(value: Any) -> float | int:
+    return int(value) if float(value).is_integer() else round(float(value), 4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="ccc,ioi", help="comma-separated: ccc, ioi")
+    parser.add_argument("--n", type=int, default=200, help="prompts per task (70/30 split)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per fit")
+    parser.add_argument("--batch", type=int, default=16, help="prompts per step")
+    parser.add_argument(
+        "--lambda-min", default=",".join(map(str, LAMBDAS)), help="comma-separated weights"
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    lambdas = [float(x) for x in args.lambda_min.split(",")]
+    model = ascale.load_model()
+    results: dict[str, Any] = {}
+    settings = {
+        "sites": SITES,
+        "positions": "all",
+        "steps": args.steps,
+        "batch_size": args.batch,
+        "stop": "none",
+        "sparsity": "proximal",
+        "lambda_faith": 1.0,
+        "margin": 2.0,
+        "n": args.n,
+        "threads": args.threads,
+        "lr": {m: DEFAULTS[m].lr for m in ("scalars", "vectors")},
+    }
+
+    def write() -> None:  # after each task and its figure: nothing measured is lost
+        payload = {"description": __doc__.split("\n\n")[0], "settings": settings}
+        common.write_result("tradeoffs", {**payload, "tasks": results}, args.out)
+
+    for task in args.tasks.split(","):
+        result = run_task(model, task, args.n, lambdas, args.steps, args.batch)
+        table = result.pop("table")
+        results[task] = result
+        for row in result["claim"]:
+            print(task, row, flush=True)
+        write()
+        figure = ascale.plot.plot_tradeoffs(table)
+        figure.update_layout(title=f"{task.upper()}: scalars vs vectors over lambda_min")
+        png = common.screenshot(figure, (args.out or DOCS_IMG) / f"tradeoffs_{task}.png", 1000, 420)
+        result["figure"] = os.path.relpath(png.resolve(), ROOT)
+        write()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
