@@ -409,13 +409,15 @@ def fit(
                     reached, peak = step, [g["lr"] for g in optimizer.param_groups]
                     reason = (
                         f"{history['flipped'][-1]:.0%} of the training prompts flipped both ways "
-                        f"(target {flip_target:.0%}) at step {step}; {settle} steps settled after"
+                        f"(target {flip_target:.0%}) at step {step}"
                     )
                 if reached is not None and step >= reached + settle:
                     break
         except KeyboardInterrupt:  # Ctrl-C: keep what was learned (the best step, with validation)
             reason = f"interrupted (Ctrl-C) during step {step}"
     bar.close()
+    if reached is not None and not reason.startswith("interrupted"):
+        reason += f", then {step - reached} settling steps"
     done = min((len(v) for k, v in history.items() if not k.startswith("val_")), default=0)
     history = {k: v if k.startswith("val_") else v[:done] for k, v in history.items()}
     kept = done

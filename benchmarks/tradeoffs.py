@@ -11,7 +11,8 @@ default (`ascale.fit.DEFAULTS`).
 The question (issue 8, from the paper): do scalars reach vectors' effectiveness and
 faithfulness with >= 100x fewer parameters, on training and on test prompts?
 
-Writes ``benchmarks/results/tradeoffs.json`` (one table row per task, method, weight and split)
+Writes ``benchmarks/results/tradeoffs.json`` (one table row per task, method, weight and split;
+tasks already in the file and not run again are kept)
 and ``docs/img/tradeoffs_<task>.png`` (`ascale.plot.plot_tradeoffs`, drawn by headless Chromium).
 
 Run (tens of minutes on 2 CPU cores; the budget is per fit)::
@@ -132,7 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     lambdas = [float(x) for x in args.lambda_min.split(",")]
     model = ascale.load_model()
-    results: dict[str, Any] = {}
+    # tasks run before (another invocation, e.g. ``--tasks ioi`` later) stay in the file
+    path = (args.out or common.RESULTS) / "tradeoffs.json"
+    previous = json.loads(path.read_text()).get("tasks", {}) if path.exists() else {}
+    results: dict[str, Any] = dict(previous)
     settings = {
         "sites": SITES,
         "positions": "all",
@@ -154,14 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     for task in args.tasks.split(","):
         result = run_task(model, task, args.n, lambdas, args.steps, args.batch)
         table = result.pop("table")
-        results[task] = result
-        for row in result["claim"]:
+        results[task] = {**result, "settings": settings, "machine": common.machine_info()}
+        for row in results[task]["claim"]:
             print(task, row, flush=True)
         write()
         figure = ascale.plot.plot_tradeoffs(table)
         figure.update_layout(title=f"{task.upper()}: scalars vs vectors over lambda_min")
         png = common.screenshot(figure, (args.out or DOCS_IMG) / f"tradeoffs_{task}.png", 1000, 420)
-        result["figure"] = os.path.relpath(png.resolve(), ROOT)
+        results[task]["figure"] = os.path.relpath(png.resolve(), ROOT)
         write()
     return 0
 
