@@ -271,12 +271,12 @@ def fit(
         stop: ``"train"`` (default): once at least `flip_target` of the training prompts
             flipped both ways (the wrong answer at ``beta=+1``, the correct one at ``-1``) when
             their batch last ran (``history["flipped"]``), run `settle` more steps with the
-            learning rate falling linearly to zero, then stop; ``"validation"``: hold out `val_size` of `data`,
-            score the objective on it every `eval_every` steps, keep the parameters of the best
-            score and stop after `patience` scores without improvement (falls back to
-            ``"train"`` below 10 prompts; on the small sets measured it stopped too early);
-            ``"none"``: run every step. Ctrl-C (``KeyboardInterrupt``) stops
-            any of them cleanly: `fit` returns, with the best validation step's parameters
+            learning rate falling linearly towards zero, then stop; ``"validation"``: hold out
+            `val_size` of `data`, score the objective on it every `eval_every` steps, keep the
+            parameters of the best score and stop after `patience` scores without improvement
+            (falls back to ``"train"`` below 10 prompts; on the small sets measured it stopped
+            too early); ``"none"``: run every step. Ctrl-C (``KeyboardInterrupt``) stops any of
+            them cleanly: `fit` returns, with the best validation step's parameters
             where there is a validation split, and says so in ``stop_reason``.
         flip_target: the share of training prompts ``stop="train"`` waits for, in (0, 1].
         settle: steps ``stop="train"`` runs after reaching `flip_target`: the flips are met
