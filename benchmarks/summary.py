@@ -199,8 +199,12 @@ def demo_section(r: dict[str, Any] | None) -> list[str]:
     return [
         "## End to end: `ascale demo`",
         "",
-        f"cold (empty `ASCALE_CACHE`: dequantise the GGUF first): {r['cold']['seconds']} s; "
-        f"warm: {r['warm_median_s']} s (median of {len(r['warm'])}). {_machine(r)}.",
+        (
+            f"cold (empty `ASCALE_CACHE`: dequantise the GGUF first): {r['cold']['seconds']} s; "
+            if r.get("cold")
+            else "cold: not run (`--warm-only`); "
+        )
+        + f"warm: {r['warm_median_s']} s (median of {len(r['warm'])}). {_machine(r)}.",
         "",
     ]
 
