@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS_IMG = ROOT / "docs" / "img"
 LAMBDAS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 SITES = "attn_out,mlp_out"
+CLAIM_FIELDS = ("lambda_min", "effectiveness", "faithfulness_kl", "n_params", "n_active")
 
 
 def run_task(
@@ -88,26 +89,7 @@ def claim(table: Any) -> list[dict[str, Any]]:
         out.append(
             {
                 "split": split,
-                "scalars": {
-                    k: _num(s[k])
-                    for k in (
-                        "lambda_min",
-                        "effectiveness",
-                        "faithfulness_kl",
-                        "n_params",
-                        "n_active",
-                    )
-                },
-                "vectors": {
-                    k: _num(v[k])
-                    for k in (
-                        "lambda_min",
-                        "effectiveness",
-                        "faithfulness_kl",
-                        "n_params",
-                        "n_active",
-                    )
-                },
+                **{m: {k: _num(best[m][k]) for k in CLAIM_FIELDS} for m in ("scalars", "vectors")},
                 "param_ratio_vectors_to_scalars": round(float(v["n_params"] / s["n_params"]), 1),
             }
         )
