@@ -16,6 +16,7 @@ Run (tens of minutes on 2 CPU cores; one setting at a time)::
 
     .venv/bin/python -m benchmarks.circuits ioi_last
     .venv/bin/python -m benchmarks.circuits ccc --methods scalars,activation_patching,random
+    .venv/bin/python -m benchmarks.circuits ioi_last --reuse   # fit only what is not saved
 
 Writes ``benchmarks/results/circuits_{setting}.json`` and prints the summary.
 """
@@ -48,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lambda-min", type=float, default=None, help="sparse scalars' L1 weight")
     parser.add_argument("--refit", default="10", help="sizes of the refit curve, e.g. 5,10")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the interventions a previous run saved beside the result (same split and "
+        "grid) instead of fitting them again",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     setting = SETTINGS[args.setting]
@@ -68,6 +75,14 @@ def main(argv: list[str] | None = None) -> int:
             "objective": ascale.Objective(lambda_min=args.lambda_min),
         }
     refit = [int(k) for k in args.refit.split(",") if k]
+    folder = common.RESULTS / f"circuits_{args.setting}"
+    fitted = {
+        method: ascale.load(folder / method, model)
+        for method in args.methods.split(",")
+        if args.reuse and (folder / method / "intervention.json").exists()
+    }
+    if fitted:
+        print(f"reusing the saved {', '.join(fitted)} from {folder}", flush=True)
     result = ascale.compare(
         model,
         data,
@@ -77,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         positions=setting["positions"],
         fit_options=options,
         refit_ks=refit if "scalars" in args.methods.split(",") else (),
+        fitted=fitted,
     )
     summary = result.summary()
     print(summary.round(3).to_string())
@@ -84,13 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     if not result.refit.empty:
         print(result.refit.round(3))
     for method, iv in result.interventions.items():  # small: rescore without refitting
-        ascale.save(iv, common.RESULTS / f"circuits_{args.setting}" / method)
+        ascale.save(iv, folder / method)
     payload = {
         "setting": args.setting,
         **setting,
         "n_prompts": len(data),
         "k_rule": "max(1, round(p * n))",
         "wall_time_s": round(time.perf_counter() - started, 1),
+        "reused": sorted(fitted),
         "result": result.to_dict(),
         "machine": common.machine_info(),
     }
