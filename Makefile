@@ -26,7 +26,7 @@ test: $(STAMP) lint browser
 
 lint: $(STAMP)
 	.venv/bin/ruff check --no-cache ascale tests benchmarks notebooks conftest.py
-	.venv/bin/ruff format --no-cache --check ascale tests benchmarks conftest.py
+	.venv/bin/ruff format --no-cache --check ascale tests benchmarks notebooks conftest.py
 	.venv/bin/mypy
 
 # Debian's Chromium, for the report's browser test and its screenshot (installed only if missing).

@@ -21,7 +21,7 @@ from ascale.compare import compare
 from ascale.cumulative import cumulative_effect
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import AscaleError
-from ascale.fit import evaluate, fit
+from ascale.fit import fit
 from ascale.generation import generate
 from ascale.grid import Grid
 from ascale.interventions import (
@@ -32,6 +32,7 @@ from ascale.interventions import (
 )
 from ascale.io import load, save
 from ascale.loading import load_model
+from ascale.metrics import evaluate
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
 from ascale.report import write_report

@@ -42,10 +42,11 @@ from ascale.attribution import AttributionResult, rank_components
 from ascale.circuits import CircuitResult, score_circuits
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.fit import Metrics, evaluate, fit
+from ascale.fit import fit
 from ascale.grid import Grid
 from ascale.hooked import HookedModel
 from ascale.interventions import ActivationScalars, Intervention, build
+from ascale.metrics import Metrics, evaluate
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
 

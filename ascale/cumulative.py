@@ -16,10 +16,10 @@ from torch import Tensor
 
 from ascale.attribution import AttributionResult, rank_components
 from ascale.data import ContrastSet
-from ascale.fit import Metrics, evaluate
 from ascale.grid import Grid
 from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
+from ascale.metrics import Metrics, evaluate
 
 __all__ = ["CumulativeEffectResult", "cumulative_effect"]
 

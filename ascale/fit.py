@@ -1,27 +1,41 @@
-"""Learning an intervention (`fit`) and measuring it (`evaluate`)."""
+"""Learning an intervention: `fit` -> `FitResult`, with per-method defaults (`DEFAULTS`) and
+the stopping rules (flip target and settling steps, validation, Ctrl-C).
+
+The forward passes live in `ascale.forward`, the measuring in `ascale.metrics`; `Metrics`,
+`evaluate`, `metrics_table` and `format_metrics` are re-exported here, where they were first.
+"""
 
 import contextlib
 import dataclasses
 import html
 import math
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import distributed, models
+from ascale import distributed, forward, models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.interventions import Beta, Intervention
-from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
+from ascale.interventions import Intervention
+from ascale.metrics import Metrics, evaluate, format_metrics, metrics_table
+from ascale.objective import Objective
 from ascale.optim import ProximalAdamax
 
-__all__ = ["DEFAULTS", "FitDefaults", "FitResult", "Metrics", "evaluate", "fit", "metrics_table"]
+__all__ = [
+    "DEFAULTS",
+    "FitDefaults",
+    "FitResult",
+    "Metrics",
+    "evaluate",
+    "fit",
+    "format_metrics",
+    "metrics_table",
+]
 
 
 @dataclass(frozen=True)
@@ -67,130 +81,6 @@ class FitResult:
         frame = self.to_frame()
         steps = sorted({1, self.kept_step or self.steps_run, self.steps_run})
         return head + frame.loc[steps].to_html(float_format="{:.4g}".format, na_rep="")
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Effectiveness, faithfulness and minimality of an intervention on one contrast set.
-
-    ``flip_rate_forward``: share of prompts whose answer is the wrong token at ``beta=+1``;
-    ``flip_rate_backward``: share whose answer is the correct token at ``beta=-1``;
-    ``clean_rate_*``: the same shares for the clean model (``beta=0``): what a do-nothing
-    intervention scores; ``moved_rate_*``: among the prompts whose clean answer is *not* already
-    the target, the share the intervention moves there (NaN when there are none). Answers are
-    compared between the two answer tokens only.
-    ``logit_diff_*``: mean ``logit(wrong) - logit(correct)`` at each sign (and clean);
-    ``faithfulness_kl``: mean KL of the non-answer distribution over both signs;
-    ``n_params``, ``l1``, ``n_active`` (magnitude above the threshold; vectors by norm).
-    """
-
-    flip_rate_forward: float
-    flip_rate_backward: float
-    logit_diff_forward: float
-    logit_diff_backward: float
-    faithfulness_kl: float
-    n_params: int
-    l1: float
-    n_active: int
-    logit_diff_clean: float
-    n_prompts: int
-    clean_rate_forward: float = float("nan")
-    clean_rate_backward: float = float("nan")
-    moved_rate_forward: float = float("nan")
-    moved_rate_backward: float = float("nan")
-
-    def to_dict(self) -> dict[str, float | int]:
-        """Plain numbers, ready for JSON."""
-        return asdict(self)
-
-    def __str__(self) -> str:
-        return format_metrics({"": self})
-
-    def to_frame(self) -> Any:
-        """Jupyter-sized: one row each for ``beta = +1``, ``-1`` and the clean model."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "share at target": [
-                    self.flip_rate_forward,
-                    self.flip_rate_backward,
-                    self.clean_rate_forward,
-                ],
-                "moved": [self.moved_rate_forward, self.moved_rate_backward, float("nan")],
-                "logit diff (wrong - correct)": [
-                    self.logit_diff_forward,
-                    self.logit_diff_backward,
-                    self.logit_diff_clean,
-                ],
-            },
-            index=pd.Index(["beta=+1 (to wrong)", "beta=-1 (to correct)", "clean"], name=""),
-        )
-
-    def _repr_html_(self) -> str:
-        """Jupyter: `to_frame` and a line of faithfulness and minimality."""
-        tail = (
-            f"<p>KL {self.faithfulness_kl:.4f} | params {self.n_params} "
-            f"(active {self.n_active}, L1 {self.l1:.3g}) | n={self.n_prompts}</p>"
-        )
-        return self.to_frame().to_html(float_format="{:.3f}".format, na_rep="") + tail
-
-
-#: The metrics table: `Metrics` field, label, number format. "clean model" is the model without
-#: the intervention (what doing nothing scores); "moved (not clean)" counts only the prompts whose
-#: clean answer was not already the target (NaN, shown "n/a", when there are none).
-METRIC_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("flip_rate_forward", "flip rate, beta=+1", "{:.2f}"),
-    ("clean_rate_forward", "  clean model", "{:.2f}"),
-    ("moved_rate_forward", "  moved (not clean)", "{:.2f}"),
-    ("flip_rate_backward", "flip rate, beta=-1", "{:.2f}"),
-    ("clean_rate_backward", "  clean model", "{:.2f}"),
-    ("moved_rate_backward", "  moved (not clean)", "{:.2f}"),
-    ("logit_diff_forward", "logit diff, beta=+1", "{:+.2f}"),
-    ("logit_diff_backward", "logit diff, beta=-1", "{:+.2f}"),
-    ("logit_diff_clean", "logit diff, clean", "{:+.2f}"),
-    ("faithfulness_kl", "faithfulness KL", "{:.4f}"),
-    ("n_params", "parameters", "{:,}"),
-    ("n_active", "active (>0.01)", "{:,}"),
-    ("l1", "L1", "{:.3g}"),
-)
-
-
-def metrics_table(
-    columns: Mapping[str, Metrics | Mapping[str, Any]],
-) -> list[tuple[str, list[str]]]:
-    """The metrics of each named intervention as text: ``(label, one cell per column)`` rows.
-
-    The one formatting of metrics, which the CLI, `write_report` and ``str(metrics)`` lay out.
-    Columns are `Metrics` or their ``to_dict()``; a field no column has is left out, and a
-    missing or NaN value reads ``n/a``.
-
-    Example:
-        >>> metrics_table({"scalars": {"flip_rate_forward": 0.875, "n_params": 1200}})
-        [('flip rate, beta=+1', ['0.88']), ('parameters', ['1,200'])]
-    """
-    values = {n: m.to_dict() if isinstance(m, Metrics) else dict(m) for n, m in columns.items()}
-    return [
-        (label, [_cell(v.get(key), fmt) for v in values.values()])
-        for key, label, fmt in METRIC_ROWS
-        if any(key in v for v in values.values())
-    ]
-
-
-def format_metrics(columns: Mapping[str, Metrics | Mapping[str, Any]]) -> str:
-    """`metrics_table` as fixed-width text, a header of the column names first (if any)."""
-    names = list(columns)
-    width = max(14, *(len(n) + 2 for n in names))
-    lines = [f"{'':22}" + "".join(f"{n:>{width}}" for n in names)] if any(names) else []
-    for label, cells in metrics_table(columns):
-        lines.append(f"{label:22}" + "".join(f"{c:>{width}}" for c in cells))
-    return "\n".join(lines)
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return fmt.format(value)
 
 
 @dataclass(frozen=True)
@@ -318,10 +208,10 @@ def fit(
     # before any work that could exhaust memory (each prompt runs at both signs of beta)
     width = int(train.tokens.shape[1])
     models.check_step_memory(model, 2, min(batch_size, len(train)), width, first)
-    prefix = _prefix(model, train, first, batch_size)
-    val_prefix = None if val is None else _prefix(model, val, first, batch_size)
-    clean = _clean_log_probs(model, train, batch_size, prefix)
-    val_clean = None if val is None else _clean_log_probs(model, val, batch_size, val_prefix)
+    prefix = forward.clean_prefix(model, train, first, batch_size)
+    val_prefix = None if val is None else forward.clean_prefix(model, val, first, batch_size)
+    clean = forward.clean_log_probs(model, train, batch_size, prefix)
+    val_clean = None if val is None else forward.clean_log_probs(model, val, batch_size, val_prefix)
     params = list(intervention.parameters())
     distributed.broadcast_parameters(params)  # one starting point on every rank
     optimizer: torch.optim.Optimizer = (
@@ -360,8 +250,8 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 if len(mine):
                     batch = train.subset(mine)
-                    rows = _rows(prefix, mine, batch)
-                    part = _step(model, intervention, batch, clean[mine], smooth, rows)
+                    rows = forward.prefix_rows(prefix, mine, batch)
+                    part = forward.step_terms(model, intervention, batch, clean[mine], smooth, rows)
                     (part["loss"] * (len(mine) / len(index))).backward()
                 terms = distributed.reduce_step(part, params, len(index)) or {}
                 optimizer.step()
@@ -488,9 +378,8 @@ def _score(
         for begin in range(0, len(data), batch_size):
             index = torch.arange(begin, min(begin + batch_size, len(data)))
             batch = data.subset(index)
-            terms = _step(
-                model, intervention, batch, clean[index], objective, _rows(prefix, index, batch)
-            )
+            rows = forward.prefix_rows(prefix, index, batch)
+            terms = forward.step_terms(model, intervention, batch, clean[index], objective, rows)
             total += float(terms["loss"]) * len(index)
     return total / len(data)
 
@@ -542,173 +431,6 @@ def _check_settings(
         raise AscaleError(f"stop must be one of {STOPS}, got {stop!r}")
     if not 0 < val_size < 1:
         raise AscaleError(f"val_size must lie in (0, 1), got {val_size!r}")
-
-
-def _step(
-    model: Any,
-    intervention: Intervention,
-    batch: ContrastSet,
-    clean: Tensor,
-    objective: Objective,
-    prefix: models.Prefix | None = None,
-) -> dict[str, Tensor]:
-    n = len(batch)
-    device = _device(model)
-    beta = torch.cat([torch.ones(n), -torch.ones(n)]).to(device)
-    doubled = _stack_twice(batch)
-    if prefix is not None:
-        prefix = models.Prefix(prefix.layer, prefix.resid.repeat(2, 1, 1))
-    logits = _answer_logits(model, intervention, doubled, beta, prefix)
-    correct, wrong = doubled.correct_ids.to(device), doubled.wrong_ids.to(device)
-    delta = answer_logit_diff(logits, correct, wrong)
-    kl = masked_kl(clean.repeat(2, 1), logits, correct, wrong)
-    terms = objective(delta[:n], delta[n:], kl[:n], kl[n:], intervention.l1())
-    terms["flipped"] = (delta[:n] > 0) & (delta[n:] < 0)  # the answer changes both ways
-    return terms
-
-
-def evaluate(
-    model: Any,
-    intervention: Intervention,
-    data: ContrastSet,
-    *,
-    batch_size: int = 64,
-    threshold: float = 1e-2,
-) -> Metrics:
-    """Flip rates, logit differences and faithfulness at ``beta = +1`` and ``-1``, and minimality.
-
-    Example:
-        >>> print(evaluate(model, scalars, test))
-        flip rate, beta=+1 ...
-          clean model ...
-        L1 ...
-    """
-    if intervention.position_tied:
-        if not intervention.is_bound:
-            raise AscaleError("this intervention has not been fitted (it has no parameters yet)")
-        data.n_pos  # noqa: B018 - raises PromptLengthError with the length counts
-    if not all(bool(torch.isfinite(p).all()) for p in intervention.parameters()):
-        raise AscaleError(f"{type(intervention).__name__} holds NaN or infinite parameters")
-    deltas: dict[float, list[Tensor]] = {0.0: [], 1.0: [], -1.0: []}
-    kls: list[Tensor] = []
-    device = _device(model)
-    first = models.first_block(intervention.hook_names)  # the blocks below run once a batch
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            batch = data.subset(range(start, min(start + batch_size, len(data))))
-            ids = (batch.correct_ids.to(device), batch.wrong_ids.to(device))
-            prefix = _prefix(model, batch, first, batch_size)
-            clean_logits = _answer_logits(model, None, batch, 0.0, prefix)
-            clean = masked_log_probs(clean_logits, *ids)
-            deltas[0.0].append(answer_logit_diff(clean_logits, *ids))
-            for beta in (1.0, -1.0):
-                logits = _answer_logits(model, intervention, batch, beta, prefix)
-                deltas[beta].append(answer_logit_diff(logits, *ids))
-                kls.append(masked_kl(clean, logits, *ids))
-    d = {beta: torch.cat(v) for beta, v in deltas.items()}
-    wrong_at = {beta: v > 0 for beta, v in d.items()}  # the wrong answer wins
-    right_at = {beta: v < 0 for beta, v in d.items()}
-    return Metrics(
-        flip_rate_forward=_share(wrong_at[1.0]),
-        flip_rate_backward=_share(right_at[-1.0]),
-        clean_rate_forward=_share(wrong_at[0.0]),
-        clean_rate_backward=_share(right_at[0.0]),
-        moved_rate_forward=_share(wrong_at[1.0][~wrong_at[0.0]]),
-        moved_rate_backward=_share(right_at[-1.0][~right_at[0.0]]),
-        logit_diff_forward=float(d[1.0].mean()),
-        logit_diff_backward=float(d[-1.0].mean()),
-        faithfulness_kl=float(torch.cat(kls).mean()),
-        n_params=intervention.n_params,
-        l1=float(intervention.l1().detach()),
-        n_active=intervention.n_active(threshold),
-        logit_diff_clean=float(d[0.0].mean()),
-        n_prompts=len(data),
-    )
-
-
-def _share(flags: Tensor) -> float:
-    return float(flags.float().mean()) if len(flags) else float("nan")
-
-
-def _answer_logits(
-    model: Any,
-    intervention: Intervention | None,
-    batch: ContrastSet,
-    beta: Beta,
-    prefix: models.Prefix | None = None,
-) -> Float[Tensor, "batch d_vocab"]:
-    """Logits at each prompt's last real token, with `intervention` applied at `beta`.
-
-    With `prefix` (the batch's clean residual entering the intervention's lowest block), only
-    the blocks from there on run (`models.Prefix`).
-    """
-    context = (
-        contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
-    )
-    # Without right padding (always, for position-tied data) the answer is read at the last
-    # column, and only that column is unembedded: see `models.run(last_only=True)`.
-    last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
-    with context:
-        logits = models.run(
-            model, batch.tokens, batch.attention_mask, last_only=last_only, prefix=prefix
-        )
-    # on the model's (last) device: the loss is computed there too (on a GPU, no copies per
-    # step), and in float32 whatever the model's dtype: a bfloat16 logit is exact only to ~0.06
-    # at 10 (8 significant bits), too coarse for the hinge margin, and the faithfulness KL sums
-    # ~50k tiny terms that bfloat16 would round to 0; the vocabulary row of the answer position
-    # alone is cast, so this costs nothing next to the forward pass
-    picked = logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
-    return picked.float()
-
-
-def _device(model: Any) -> torch.device:
-    """Where the model's logits come out (the answer ids and the clean distribution go there):
-    its one device, or the last of a model split over devices (``device_map``)."""
-    return models.output_device(model)
-
-
-def _clean_log_probs(
-    model: Any, data: ContrastSet, batch_size: int, prefix: models.Prefix | None = None
-) -> Tensor:
-    """The clean, answer-masked next-token log-probabilities of every prompt, computed once."""
-    out = []
-    with torch.no_grad():  # not inference_mode: these tensors enter the autograd graph later
-        for start in range(0, len(data), batch_size):
-            index = torch.arange(start, min(start + batch_size, len(data)))
-            batch = data.subset(index)
-            logits = _answer_logits(model, None, batch, 0.0, _rows(prefix, index, batch))
-            ids = (batch.correct_ids.to(logits.device), batch.wrong_ids.to(logits.device))
-            out.append(masked_log_probs(logits, *ids))
-    return torch.cat(out)
-
-
-PREFIX_MEMORY = 2**30  # the largest clean residual `fit` keeps for prefix reuse (float32)
-
-
-def _prefix(model: Any, data: ContrastSet, layer: int, batch_size: int) -> models.Prefix | None:
-    """The clean residual entering block `layer` for every prompt; ``None`` at layer 0, or when
-    it would take more than `PREFIX_MEMORY` bytes (the full forward runs instead)."""
-    d_model = int(model.cfg.d_model)
-    if layer <= 0 or data.tokens.numel() * d_model * 4 > PREFIX_MEMORY:
-        return None
-    with torch.no_grad():  # not inference_mode: the residual enters the autograd graph later
-        prefix = models.prefix_of(
-            model, data.tokens, layer, data.attention_mask, batch_size=batch_size
-        )
-    return prefix if prefix.layer > 0 else None
-
-
-def _rows(prefix: models.Prefix | None, index: Tensor, batch: ContrastSet) -> models.Prefix | None:
-    """`prefix` at the rows `batch` was subset at, trimmed to its width (padding)."""
-    if prefix is None:
-        return None
-    rows = prefix.rows(index)
-    return models.Prefix(rows.layer, rows.resid[:, : batch.tokens.shape[1]])
-
-
-def _stack_twice(batch: ContrastSet) -> ContrastSet:
-    """The batch followed by itself: one forward pass serves both signs of beta."""
-    return batch.subset(list(range(len(batch))) * 2)
 
 
 @contextlib.contextmanager

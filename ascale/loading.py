@@ -66,7 +66,7 @@ def load_model(
             an unknown or absent device fails before any loading.
         dtype: the model's parameter dtype: ``"float32"`` (default), ``"bfloat16"`` or
             ``"float16"`` (or the torch dtype). Interventions keep float32 parameters and the
-            loss is computed in float32 whatever this is (see `ascale.fit`).
+            loss is computed in float32 whatever this is (see `ascale.forward.answer_logits`).
         device_map: split the model over devices through Accelerate (Hugging Face's
             ``device_map``): ``"auto"``, ``"balanced"``, or a dict from module names
             (``"transformer.h.0"``, ``"model.layers.3"``, ...) to devices. Instead of `device`.

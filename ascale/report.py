@@ -3,7 +3,7 @@
 The report is one file that works offline: plotly.js is inlined once, ahead of the first figure,
 and nothing is fetched from the network. Sections appear for whatever is passed:
 
-1. metrics of each intervention (`ascale.fit.Metrics`, or their ``to_dict()``);
+1. metrics of each intervention (`ascale.metrics.Metrics`, or their ``to_dict()``);
 2. the scaling maps: one heatmap per ranking and site (layer × position, or layer × head);
 3. the top-k components of each ranking, as a bar chart and a table;
 4. the cumulative-effect view (flips kept with only the top-k components);
@@ -31,7 +31,7 @@ from ascale.agreement import AgreementResult
 from ascale.attribution import AttributionResult
 from ascale.circuits import CircuitResult
 from ascale.cumulative import CumulativeEffectResult
-from ascale.fit import Metrics, metrics_table
+from ascale.metrics import Metrics, metrics_table
 from ascale.outputs import write_atomic
 
 __all__ = ["write_report"]

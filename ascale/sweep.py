@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 from ascale import distributed
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.fit import evaluate, fit
+from ascale.fit import fit
 from ascale.hooked import HookedModel
 from ascale.interventions import METHODS, build
+from ascale.metrics import evaluate
 from ascale.objective import Objective
 
 __all__ = ["sweep"]

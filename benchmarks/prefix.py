@@ -14,7 +14,8 @@ the clean distributions and the prefix are computed; runners called round-robin)
   the whole model: the floor has no prefix reuse);
 - ``ascale``: ``ascale.fit``, every layer (no prefix to reuse);
 - ``ascale_upper``: ``ascale.fit`` on the upper half, with prefix reuse;
-- ``ascale_upper_full``: the same without prefix reuse (``ascale.fit._prefix`` switched off).
+- ``ascale_upper_full``: the same without prefix reuse (``ascale.forward.clean_prefix``
+  switched off).
 
 Patching: ``activation_patching`` of the demo's grid (attn_out, mlp_out x every position) on
 `--patch-n` CCC prompts with their corruptions, with and without prefix reuse
@@ -27,7 +28,6 @@ results/prefix.json.
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import statistics
 import time
@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 import ascale
-from ascale import models
+from ascale import forward, models
 from benchmarks import common, setups
 
 
@@ -49,15 +49,13 @@ def _upper_sites(n_layers: int) -> str:
 
 
 def _without_prefix(runner: setups.Runner) -> setups.Runner:
-    fit_module = importlib.import_module("ascale.fit")
-
     def run() -> float:
-        saved = fit_module._prefix
-        fit_module._prefix = lambda *args, **kwargs: None
+        saved = forward.clean_prefix
+        forward.clean_prefix = lambda *args, **kwargs: None  # fit calls it through the module
         try:
             return runner()
         finally:
-            fit_module._prefix = saved
+            forward.clean_prefix = saved
 
     return run
 

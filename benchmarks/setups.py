@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 import ascale
+from ascale import forward
 from ascale.loading import embedded_folder
 from benchmarks.floor import FloorScalars, FloorTrainer, load_hf
 
@@ -79,19 +80,17 @@ def ascale_loss_and_grads(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """ascale's loss on the prompts at `index` and its gradients, at the given scalars.
 
-    Uses ``ascale.fit._step`` (the loss of one training step) with all heads' and MLPs'
-    scalars set to `alpha_z` ``[layer, pos, head]`` and `alpha_mlp` ``[layer, pos]``, the
+    Uses `ascale.forward.step_terms` (the loss of one training step) with all heads' and
+    MLPs' scalars set to `alpha_z` ``[layer, pos, head]`` and `alpha_mlp` ``[layer, pos]``, the
     floor's layout: the floor and ascale must agree on both (the check in `benchmarks.step`).
     """
-    from ascale.fit import _clean_log_probs, _step
-
     scalars = ascale.ActivationScalars(model, sites=ALL_SITES)
     scalars.bind(data.n_pos)
     with torch.no_grad():
         scalars.params["heads"].copy_(alpha_z)
         scalars.params["mlp_out"].copy_(alpha_mlp)
-    clean = _clean_log_probs(model, data, 32)
-    terms = _step(model, scalars, data.subset(index), clean[index], ascale.Objective())
+    clean = forward.clean_log_probs(model, data, 32)
+    terms = forward.step_terms(model, scalars, data.subset(index), clean[index], ascale.Objective())
     params = [scalars.params["heads"], scalars.params["mlp_out"]]
     return terms["loss"].detach(), list(torch.autograd.grad(terms["loss"], params))
 

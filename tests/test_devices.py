@@ -8,7 +8,6 @@ same Accelerate dispatch hooks as a map over GPUs.
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import pytest
@@ -16,11 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import ascale
-from ascale import models
+from ascale import forward, models
 from ascale.errors import AscaleError, ModelNotAvailableError
 from ascale.models import load_model
-
-fit_module = importlib.import_module("ascale.fit")  # the module: `ascale.fit` is the function
 
 
 def test_bad_devices_and_dtypes_fail_before_loading(tiny_dirs):
@@ -57,7 +54,7 @@ def test_a_bfloat16_model_trains_float32_scalars_on_a_float32_loss(bf16, rows):
     assert next(bf16.parameters()).dtype is torch.bfloat16
     scalars = ascale.ActivationScalars(bf16, sites="attn_out,mlp_out,heads", n_pos=data.n_pos)
     assert {p.dtype for p in scalars.parameters()} == {torch.float32}
-    logits = fit_module._answer_logits(bf16, scalars, data, 1.0)
+    logits = forward.answer_logits(bf16, scalars, data, 1.0)
     assert logits.dtype is torch.float32
     seen = {}
 

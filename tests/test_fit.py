@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ascale
-from ascale import memory, models
+from ascale import forward, memory, models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
@@ -167,12 +167,8 @@ def test_keep_mask_holds_other_parameters_at_the_identity(tiny_gpt2, tiny_rows):
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tiny_gpt2, tiny_rows, monkeypatch):
-    import importlib
-
-    fit_module = importlib.import_module("ascale.fit")  # the module; ascale.fit is the function
-
     calls = {"n": 0}
-    real_step = fit_module._step
+    real_step = forward.step_terms
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -180,7 +176,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tiny_gpt2, tiny_rows, mon
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "_step", interrupting)
+    monkeypatch.setattr(forward, "step_terms", interrupting)  # fit calls it through the module
     iv = ActivationScalars(tiny_gpt2, sites="mlp_out")
     result = ascale.fit(tiny_gpt2, iv, tiny_rows, steps=20, stop="none", progress=False)
     assert result.steps_run == 3 and "interrupted" in result.stop_reason

@@ -6,12 +6,11 @@ the gradients of an intervention against the full forward, with and without padd
 models of three architectures and on SmolLM2.
 """
 
-import importlib
-
 import pytest
 import torch
 
-from ascale import models
+import ascale
+from ascale import forward, models
 from ascale.data import ContrastSet
 from ascale.interventions import ActivationScalars, DynamicScalars
 from conftest import ioi_like_rows
@@ -117,23 +116,23 @@ def test_prefix_on_smollm2(smol):
 
 
 def test_fit_and_evaluate_with_prefix_equal_the_full_forward(tiny_gpt2, monkeypatch):
-    fit_module = importlib.import_module("ascale.fit")  # the module (`ascale.fit` is the function)
-
     model = tiny_gpt2
     data = ContrastSet.from_rows(ioi_like_rows(12)[0], model)
 
     def run_once():
         iv = ActivationScalars(model, sites="heads,mlp_out", layers=[1], n_pos=data.n_pos)
-        result = fit_module.fit(model, iv, data, steps=4, batch_size=8, stop="none", progress=False)
-        return result.history["loss"], fit_module.evaluate(model, iv, data), iv
+        result = ascale.fit(model, iv, data, steps=4, batch_size=8, stop="none", progress=False)
+        return result.history["loss"], ascale.evaluate(model, iv, data), iv
 
     calls = []
     real = models.prefix_of
     monkeypatch.setattr(models, "prefix_of", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
     losses, metrics, iv = run_once()
     assert calls and set(calls) == {1}  # the fit and the evaluation started at block 1
-    monkeypatch.setattr(fit_module, "_prefix", lambda *a, **k: None)
+    monkeypatch.setattr(forward, "clean_prefix", lambda *a, **k: None)  # fit's and evaluate's
+    n_calls = len(calls)
     full_losses, full_metrics, full_iv = run_once()
+    assert len(calls) == n_calls  # the switch reached both: neither computed a prefix
     torch.testing.assert_close(
         torch.tensor(losses), torch.tensor(full_losses), rtol=1e-5, atol=1e-6
     )

@@ -148,6 +148,6 @@ def loadable(model_name: str) -> str | None:
 
 def print_table(columns: dict[str, dict[str, Any]], title: str) -> None:
     """Metrics (``Metrics.to_dict()``), one column per intervention."""
-    from ascale.fit import format_metrics
+    from ascale.metrics import format_metrics
 
     print(f"\n{title}\n{format_metrics(columns)}\n")
