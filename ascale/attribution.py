@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ascale import models
+from ascale import models, passes
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError, closest
 from ascale.grid import Grid, component_name
@@ -367,13 +367,11 @@ def _attributions(
 ) -> dict[str, Tensor]:
     """``E[h . dΔ/dh]`` at each of the grid's components, on the clean run, per site as
     ``[layer, slot, (head)]`` (a shared slot sums its positions)."""
-    from ascale.patching import gradients  # patching imports this module
-
     names = grid.hook_names()
     sums: dict[str, Tensor] = {}
     for start in range(0, len(data), 32):
         batch = data.subset(range(start, min(start + 32, len(data))))
-        acts, grads = gradients(model, batch, names)
+        _, acts, grads = passes.gradients(model, batch, names)
         for name in names:
             sums[name] = sums.get(name, 0) + (acts[name] * grads[name]).sum(-1).sum(0).cpu()
     out = {}

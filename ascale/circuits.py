@@ -39,12 +39,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ascale import passes
 from ascale.attribution import AttributionResult
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.grid import Grid
 from ascale.hooked import HookedModel
-from ascale.patching import capture_source, clean_deltas, mean_acts, patched_deltas
 
 __all__ = ["FRACTIONS", "CircuitResult", "circuit_sizes", "score_circuits"]
 
@@ -254,14 +254,14 @@ def _circuit_metrics(
         total=len(keys) * -(-len(data) // chunk), desc="circuits", disable=not progress, leave=False
     )
     names = grid.hook_names()
-    mean = mean_acts(model, data, names) if ablation == "mean" else None
+    mean = passes.mean_acts(model, data, names) if ablation == "mean" else None
     for start in range(0, len(data), chunk):
         rows = list(range(start, min(start + chunk, len(data))))
         batch = data.subset(rows)
-        source = capture_source(model, data, corrupted, rows, names, ablation, mean)
+        source = passes.capture_source(model, data, corrupted, rows, names, ablation, mean)
         for first in range(0, len(keys), per_pass):
             group = ablate[first : first + per_pass]
-            delta = patched_deltas(model, batch, grid, group, source)  # [copy, prompt]
+            delta = passes.patched_deltas(model, batch, grid, group, source)  # [copy, prompt]
             totals[first : first + len(group)] += (-delta).sum(-1).cpu()  # m = -Δ
             bar.update(len(group))
     bar.close()
@@ -269,7 +269,7 @@ def _circuit_metrics(
 
 
 def _clean_metric(model: HookedModel, data: ContrastSet) -> float:
-    return float(-clean_deltas(model, data).mean())
+    return float(-passes.clean_deltas(model, data).mean())
 
 
 def _average_random(curves: pd.DataFrame) -> pd.DataFrame:

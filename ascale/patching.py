@@ -23,30 +23,28 @@ Example:
     True
 """
 
-import functools
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import models
+from ascale import passes
 from ascale.attribution import AttributionResult, token_labels
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.grid import Component, Grid
 from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
-from ascale.objective import answer_logit_diff
+from ascale.passes import Acts
 
 __all__ = ["activation_patching", "attribution_patching"]
 
 Direction = Literal["noising", "denoising"]
 Ablation = Literal["zero", "mean"]
-Acts = dict[str, Tensor]
 
 
 def activation_patching(
@@ -100,17 +98,17 @@ def activation_patching(
     base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
     chunk = max(1, min(len(data), max_batch))
-    mean = _mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
+    mean = passes.mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
     # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
     # from the clean residual entering block l (`models.Prefix`)
     order = sorted(range(len(comps)), key=lambda i: comps[i].layer)
-    chunks = _chunks(range(len(data)), chunk)
-    passes = sum(-(-len(comps) // max(1, max_batch // len(rows))) for rows in chunks)
-    bar = tqdm(total=passes, desc="activation patching", disable=not progress, leave=False)
+    chunks = passes.chunks(range(len(data)), chunk)
+    n_passes = sum(-(-len(comps) // max(1, max_batch // len(rows))) for rows in chunks)
+    bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
     with torch.inference_mode():
         for rows in chunks:
             batch = base.subset(rows)
-            delta, base_acts, resid = _capture_with_resid(model, batch, names, grid)
+            delta, base_acts, resid = passes.capture_with_resid(model, batch, names, grid)
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
             base_delta, source_delta = (
                 base_delta + float(delta.sum()),
@@ -121,7 +119,7 @@ def activation_patching(
                 group = torch.tensor(order[start : start + per_pass])
                 rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
                 rows_[torch.arange(len(group)), group] = True
-                patched = patched_deltas(model, batch, grid, rows_, src_acts, resid)
+                patched = passes.patched_deltas(model, batch, grid, rows_, src_acts, resid)
                 totals[group] += patched.sum(-1).cpu() - float(delta.sum())
                 bar.update(1)
     bar.close()
@@ -163,10 +161,14 @@ def attribution_patching(
     totals = torch.zeros(len(comps))
     base_delta = source_delta = 0.0  # sums of Δ over prompts
     names = grid.hook_names()
-    mean = _mean_acts(model, data, names, batch_size) if _needs_mean(corrupted, ablation) else None
-    for rows in _chunks(range(len(data)), batch_size):
+    mean = (
+        passes.mean_acts(model, data, names, batch_size)
+        if _needs_mean(corrupted, ablation)
+        else None
+    )
+    for rows in passes.chunks(range(len(data)), batch_size):
         batch = base.subset(rows)
-        delta, base_acts, grads = _gradients(model, batch, names)
+        delta, base_acts, grads = passes.gradients(model, batch, names)
         with torch.inference_mode():
             src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
         base_delta, source_delta = (
@@ -233,56 +235,7 @@ def _inputs(
     return (data, corrupted) if direction == "noising" else (corrupted, data)
 
 
-def _chunks(rows: range, size: int) -> list[list[int]]:
-    return [list(rows[i : i + size]) for i in range(0, len(rows), max(1, size))]
-
-
-# ---- forward passes ----
-
-
-def _deltas(
-    logits: Float[Tensor, "batch 1 d_vocab"], batch: ContrastSet, repeat: int = 1
-) -> Float[Tensor, " batch"]:
-    """Δ from the last position's logits (`models.run(..., last_only=True)`; the grid needs one
-    prompt length, so there is no padding), for `batch` repeated `repeat` times."""
-    ids = (batch.correct_ids.repeat(repeat), batch.wrong_ids.repeat(repeat))
-    return answer_logit_diff(logits[:, -1], *(i.to(logits.device) for i in ids))
-
-
-def _tokens(batch: ContrastSet, model: HookedModel) -> Int[Tensor, "batch pos"]:
-    return batch.tokens.to(models.first_device(model))
-
-
-def _capture(model: HookedModel, batch: ContrastSet, names: list[str]) -> tuple[Tensor, Acts]:
-    """Δ per prompt and the activations at `names`, from one forward pass."""
-    logits, acts = models.capture(model, _tokens(batch, model), names, last_only=True)
-    return _deltas(logits, batch), acts
-
-
-def _gradients(
-    model: HookedModel, batch: ContrastSet, names: list[str]
-) -> tuple[Tensor, Acts, Acts]:
-    """Δ per prompt, activations, and ``∂(ΣΔ)/∂activation`` at `names` (one forward, one backward).
-
-    Each hook adds a zero tensor that requires grad, so the gradient flows through every path
-    of the model as usual and lands on that tensor.
-    """
-    acts: Acts = {}
-    zeros: Acts = {}
-
-    def tap(act: Tensor, hook: Any, name: str) -> Tensor:
-        acts[name] = act.detach()
-        zeros[name] = torch.zeros_like(act, requires_grad=True)
-        return act + zeros[name]
-
-    hooks = [(n, functools.partial(tap, name=n)) for n in names]
-    with torch.enable_grad(), models.attach(model, hooks):
-        delta = _deltas(models.run(model, _tokens(batch, model), last_only=True), batch)
-        grads = torch.autograd.grad(delta.sum(), [zeros[n] for n in names], allow_unused=True)
-    out = {
-        n: torch.zeros_like(acts[n]) if g is None else g for n, g in zip(names, grads, strict=True)
-    }
-    return delta.detach(), acts, out
+# ---- what is patched in, and what a component scores ----
 
 
 def _source(
@@ -295,7 +248,7 @@ def _source(
 ) -> tuple[Acts, Tensor]:
     """Activations to patch in, and the source run's Δ (0 for ablation, which has none)."""
     if source is not None:
-        delta, acts = _capture(model, source.subset(rows), names)
+        delta, acts = passes.capture(model, source.subset(rows), names)
         return acts, delta
     if mean is None:
         acts = {n: torch.zeros_like(a) for n, a in base_acts.items()}
@@ -306,123 +259,6 @@ def _source(
 
 def _needs_mean(corrupted: ContrastSet | None, ablation: str) -> bool:
     return corrupted is None and ablation == "mean"
-
-
-def _mean_acts(model: HookedModel, data: ContrastSet, names: list[str], batch_size: int) -> Acts:
-    """Each hook's activation averaged over every prompt, per position: ``[1, pos, ...]``."""
-    sums: Acts = {}
-    with torch.inference_mode():
-        for rows in _chunks(range(len(data)), batch_size):
-            _, acts = _capture(model, data.subset(rows), names)
-            for n, a in acts.items():
-                sums[n] = sums.get(n, 0) + a.sum(0, keepdim=True)
-    return {n: s / len(data) for n, s in sums.items()}
-
-
-def patched_deltas(
-    model: HookedModel,
-    batch: ContrastSet,
-    grid: Grid,
-    rows: Bool[Tensor, "copy component"],
-    source: Acts,
-    resid: dict[int, Tensor] | None = None,
-) -> Float[Tensor, "copy batch"]:
-    """Δ per prompt in one copy of `batch` per row of ``rows [copy, component]``; copy ``c``
-    takes `source` at every component set in ``rows[c]`` (the rest run as they are).
-
-    With `resid` (the clean residual entering each block of the grid, `_capture_with_resid`),
-    the pass starts at the lowest block it patches (`models.Prefix`).
-    """
-    copies = rows.shape[0]
-    masks = grid.masks(rows)
-    hooks = [
-        (name, functools.partial(_patch, mask=mask.to(source[name].device), source=source[name]))
-        for name, mask in masks.items()
-    ]
-    prefix = None
-    first = models.first_block(list(masks))
-    if resid and first in resid:
-        prefix = models.Prefix(first, resid[first].repeat(copies, 1, 1))
-    with models.attach(model, hooks):
-        tokens = _tokens(batch, model).repeat(copies, 1)
-        logits = models.run(model, tokens, last_only=True, prefix=prefix)
-    return _deltas(logits, batch, copies).reshape(copies, len(batch))
-
-
-def _capture_with_resid(
-    model: HookedModel, batch: ContrastSet, names: list[str], grid: Grid
-) -> tuple[Tensor, Acts, dict[int, Tensor]]:
-    """`_capture`, and the clean residual entering each block of `grid` above block 0 (where
-    the model supports starting part-way: `models.prefix_supported`)."""
-    layers = sorted({layer for site in grid.sites for layer in site.layers if layer > 0})
-    layers = models.prefix_layers(model, layers)
-    if not layers:
-        return (*_capture(model, batch, names), {})
-    extra = [f"blocks.{layer}.hook_resid_pre" for layer in layers]
-    delta, acts = _capture(model, batch, [*names, *extra])
-    resid = {layer: acts[name] for layer, name in zip(layers, extra, strict=True)}
-    for name in set(extra) - set(names):
-        del acts[name]
-    return delta, acts, resid
-
-
-def capture_source(
-    model: HookedModel,
-    data: ContrastSet,
-    corrupted: ContrastSet | None,
-    rows: list[int],
-    names: list[str],
-    ablation: str,
-    mean: Acts | None = None,
-) -> Acts:
-    """What ablation patches in for prompts `rows` of `data`: their counterfactual activations,
-    the mean activations (`mean`, from `mean_acts`), or zeros."""
-    if ablation == "counterfactual":
-        assert corrupted is not None
-        _, acts = _capture(model, corrupted.subset(rows), names)
-        return acts
-    if ablation == "mean":
-        assert mean is not None
-        return {n: a.expand(len(rows), *a.shape[1:]) for n, a in mean.items()}
-    _, acts = _capture(model, data.subset(rows), names)
-    return {n: torch.zeros_like(a) for n, a in acts.items()}
-
-
-def gradients(model: HookedModel, batch: ContrastSet, names: list[str]) -> tuple[Acts, Acts]:
-    """Activations and ``∂(ΣΔ)/∂activation`` at `names` on `batch`'s clean run."""
-    _, acts, grads = _gradients(model, batch, names)
-    return acts, grads
-
-
-def mean_acts(
-    model: HookedModel, data: ContrastSet, names: list[str], batch_size: int = 64
-) -> Acts:
-    """Each hook's activation averaged over the prompts, per position: ``[1, pos, ...]``."""
-    return _mean_acts(model, data, names, batch_size)
-
-
-def clean_deltas(model: HookedModel, data: ContrastSet, batch_size: int = 64) -> Tensor:
-    """Δ of every prompt on the clean model."""
-    with torch.inference_mode():
-        return torch.cat(
-            [_capture(model, data.subset(r), [])[0] for r in _chunks(range(len(data)), batch_size)]
-        )
-
-
-def _patch(
-    act: Float[Tensor, "copy_batch pos *head d"],
-    hook: Any,
-    mask: Bool[Tensor, "copy pos *head"],
-    source: Float[Tensor, "batch pos *head d"],
-) -> Float[Tensor, "copy_batch pos *head d"]:
-    """Copy ``c`` of the batch takes `source` wherever ``mask[c]`` is set (a new tensor).
-
-    ``act`` holds the copies one after another (``copy_batch = copy * batch``).
-    """
-    copies = mask.shape[0]
-    grouped = act.reshape(copies, -1, *act.shape[1:])
-    where = mask[:, None, ..., None]  # over the prompts of a copy, and the vector axis
-    return torch.where(where, source[None], grouped).reshape(act.shape)
 
 
 def _pick(summed: Float[Tensor, " pos *head"], comp: Component) -> Float[Tensor, ""]:
