@@ -1,10 +1,9 @@
 """Rank components by learned scale: where does an intervention act?
 
-Every attribution method in `ascale` (learned scalars, steering-vector norms, activation patching,
-attribution patching) gives one number per *component*: a site, a layer, a head (for the
-``heads`` site) and a token position. `AttributionResult` holds those numbers as one table, ranked
-by magnitude, so rankings can be filtered, compared (`ascale.agreement`) and drawn
-(`ascale.plot`).
+`rank_components` gives each of a fitted intervention's components one number (a scalar's
+``alpha``, a steering vector's norm, a dynamic scalar's mean ``alpha``, or a scalar's first-order
+effect on the answer) as an `AttributionResult` (`ascale.ranking`, re-exported here with
+`EFFECTS`, `effect_classes` and `token_labels`), the type every attribution method returns.
 
 For learned scalars each component also gets an *effect class*, read at ``beta = +1``:
 
@@ -19,10 +18,7 @@ For learned scalars each component also gets an *effect class*, read at ``beta =
 At ``beta = -1`` the factor is ``1 - alpha``, so amplify and suppress trade places there.
 """
 
-import html
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,187 +27,13 @@ from torch import Tensor
 
 from ascale import models, passes
 from ascale.data import ContrastSet
-from ascale.errors import AscaleError, UnknownSiteError, closest
-from ascale.grid import Grid, component_name
+from ascale.errors import AscaleError
+from ascale.grid import Grid
 from ascale.hooked import HookedModel
 from ascale.interventions import DynamicScalars, Intervention
-from ascale.sites import SITE_HOOKS
+from ascale.ranking import EFFECTS, AttributionResult, effect_classes, token_labels
 
 __all__ = ["EFFECTS", "AttributionResult", "effect_classes", "rank_components", "token_labels"]
-
-EFFECTS: tuple[str, ...] = ("identity", "amplify", "suppress", "ablate", "reverse")
-COLUMNS: tuple[str, ...] = (
-    "rank",
-    "component",
-    "site",
-    "layer",
-    "head",
-    "pos",
-    "token",
-    "value",
-    "magnitude",
-    "effect",
-)
-
-
-@dataclass(frozen=True, eq=False)
-class AttributionResult:
-    """One score per component (site, layer, [head], position), ranked by magnitude.
-
-    Attributes:
-        method: what produced the scores (``"scalars"``, ``"vectors"``,
-            ``"activation_patching"``, ``"attribution_patching"``).
-        value_name: what ``value`` is, for axis titles (``"alpha"``, ``"‖v‖"``, ...).
-        components: one row per component, best first; see `to_frame`.
-        signed: whether values carry a sign (norms do not).
-        identity: the value at which a component does nothing (0 for ``alpha``).
-        info: how the scores were made (direction, corruption, baselines, ...).
-        support_sign: ``value * support_sign`` is the component's signed support for the
-            correct answer (positive: it helps the model answer correctly), the score circuit
-            scoring orders by (``ascale.circuits``). Patching effects are already that (``+1``);
-            a learned scalar that helps flip the model to the wrong answer at ``beta = +1`` by
-            suppressing a component (``alpha < 0``) says the component supports the correct
-            answer, so scalars use ``-alpha`` (``-1``). Unsigned values (norms) are their own
-            support.
-
-    Example:
-        >>> ranking = rank_components(scalars)
-        >>> ranking.top(3)["rank"].tolist()
-        [1, 2, 3]
-    """
-
-    method: str
-    value_name: str
-    components: pd.DataFrame = field(repr=False)
-    signed: bool = True
-    identity: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict, repr=False)
-    support_sign: int = 1
-
-    def support(self) -> pd.Series:
-        """Each component's signed support for the correct answer, indexed by component name."""
-        frame = self.components.set_index("component")
-        if "support" in frame:
-            return frame["support"].astype(float)
-        values = frame["value"] if self.signed else frame["magnitude"]
-        return (values * (self.support_sign if self.signed else 1)).astype(float)
-
-    @classmethod
-    def from_rows(
-        cls, method: str, value_name: str, rows: pd.DataFrame, **kwargs: Any
-    ) -> "AttributionResult":
-        """Rank `rows` (columns site, layer, head, pos, token, value[, magnitude, effect])."""
-        frame = rows.copy()
-        if "magnitude" not in frame:
-            frame["magnitude"] = frame["value"].abs()
-        if "effect" not in frame:
-            frame["effect"] = pd.Categorical([None] * len(frame), categories=EFFECTS)
-        frame["head"] = frame["head"].astype("Int64")
-        frame["pos"] = frame["pos"].astype("Int64")
-        frame["component"] = [
-            component_name(s, la, h, p)
-            for s, la, h, p in zip(
-                frame["site"], frame["layer"], frame["head"], frame["pos"], strict=True
-            )
-        ]
-        frame = frame.sort_values(
-            ["magnitude", "site", "layer", "head", "pos"],
-            ascending=[False, True, True, True, True],
-            kind="stable",
-        )
-        frame["rank"] = np.arange(1, len(frame) + 1)
-        columns = [*COLUMNS, *(["support"] if "support" in frame else [])]
-        return cls(method, value_name, frame[columns].reset_index(drop=True), **kwargs)
-
-    def to_frame(self) -> pd.DataFrame:
-        """The components as a DataFrame, best first.
-
-        Columns: ``rank`` (1 is the largest magnitude), ``component`` (e.g. ``"heads L9H6 @14"``),
-        ``site``, ``layer``, ``head`` and ``pos`` (nullable ints: no head off the ``heads`` site,
-        no position for ``positions="shared"``), ``token`` (at that position in the first prompt),
-        ``value``, ``magnitude`` (``|value|``, or the vector norm) and ``effect`` (scalars only).
-        """
-        return self.components.copy()
-
-    def top(self, k: int = 10) -> pd.DataFrame:
-        """The `k` components of largest magnitude."""
-        return self.components.head(k).copy()
-
-    def select(self, sites: str | Iterable[str]) -> "AttributionResult":
-        """Only the components of some sites, ranked among themselves.
-
-        Example:
-            >>> set(ranking.select("mlp_out").top(5)["site"])
-            {'mlp_out'}
-        """
-        wanted = [sites] if isinstance(sites, str) else list(sites)
-        unknown = [s for s in wanted if s not in self.sites]
-        if unknown:
-            raise UnknownSiteError(
-                f"{unknown[0]!r} is not in this ranking; sites here: {list(self.sites)}; "
-                f"closest: {closest(unknown[0], self.sites)}"
-            )
-        kept = self.components[self.components["site"].isin(wanted)]
-        kept = kept.drop(columns=["rank", "component"])
-        return AttributionResult.from_rows(
-            self.method,
-            self.value_name,
-            kept,
-            signed=self.signed,
-            identity=self.identity,
-            info=self.info,
-            support_sign=self.support_sign,
-        )
-
-    @property
-    def sites(self) -> tuple[str, ...]:
-        """The sites present, in the order of `ascale.sites.SITE_HOOKS`."""
-        present = set(self.components["site"])
-        return tuple(s for s in SITE_HOOKS if s in present) + tuple(
-            sorted(present - set(SITE_HOOKS))
-        )
-
-    @property
-    def tokens(self) -> dict[int, str]:
-        """Position -> token string (of the first prompt)."""
-        rows = self.components.dropna(subset=["pos"]).drop_duplicates("pos")
-        return {int(p): str(t) for p, t in zip(rows["pos"], rows["token"], strict=True)}
-
-    def __len__(self) -> int:
-        return len(self.components)
-
-    def plot(self, site: str | None = None) -> Any:
-        """The scaling map of one site (`ascale.plot.plot_heatmap`), a plotly figure."""
-        from ascale.plot import plot_heatmap
-
-        return plot_heatmap(self, site)
-
-    def _repr_html_(self) -> str:
-        """Jupyter: what was ranked, then the top 10 components."""
-        shown = [
-            c for c in ("rank", "component", "token", "value", "effect") if c in self.components
-        ]
-        top = self.top(10)[shown]
-        if top["effect"].isna().all():
-            top = top.drop(columns="effect")
-        head = (
-            f"<p><b>AttributionResult</b> {html.escape(self.method)}: {len(self)} components "
-            f"on {html.escape(', '.join(self.sites))}, ranked by |{html.escape(self.value_name)}|"
-            "; top 10:</p>"
-        )
-        return head + top.to_html(index=False, float_format="{:.4g}".format)
-
-    def __repr__(self) -> str:
-        top = ", ".join(
-            f"{c} {v:+.3g}"
-            for c, v in zip(
-                self.components["component"][:3], self.components["value"][:3], strict=True
-            )
-        )
-        return (
-            f"AttributionResult(method={self.method!r}, value={self.value_name!r}, "
-            f"components={len(self)}, sites={list(self.sites)}, top=[{top}])"
-        )
 
 
 def rank_components(
@@ -384,30 +206,6 @@ def _attributions(
             )
         out[site.name] = torch.stack(per_layer)
     return out
-
-
-def effect_classes(
-    alpha: pd.Series, threshold: float = 1e-2, ablate_tol: float = 0.1
-) -> pd.Categorical:
-    """The effect class of each scalar (see the module docstring)."""
-    conditions = [
-        alpha.abs() < threshold,
-        (alpha + 1).abs() <= ablate_tol,
-        alpha > 0,
-        alpha > -1,
-    ]
-    labels = np.select(conditions, ["identity", "ablate", "amplify", "suppress"], "reverse")
-    return pd.Categorical(labels, categories=EFFECTS)
-
-
-def token_labels(model: HookedModel, data: ContrastSet) -> tuple[str, ...]:
-    """The first prompt's token at each position (prompts must share one length).
-
-    A label speaks for every prompt only when they share a layout, not just a length (see
-    ``docs/scaling-maps.md``: CCC prompts of one length can put the country at two positions).
-    """
-    n_pos = data.n_pos
-    return tuple(models.str_tokens(model, data.tokens[0, :n_pos]))
 
 
 def _token(labels: Sequence[str] | None, pos: int) -> str:
