@@ -1,16 +1,14 @@
 """Learning an intervention: `fit` -> `FitResult`, with per-method defaults (`DEFAULTS`) and
 the stopping rules (flip target and settling steps, validation, Ctrl-C).
 
-The forward passes live in `ascale.forward`, the measuring in `ascale.metrics`; `Metrics`,
+The forward passes live in `ascale.forward`, the measuring in `ascale.metrics`, the checks,
+keep masks and validation bookkeeping around the loop in `ascale._fitting`; `Metrics`,
 `evaluate`, `metrics_table` and `format_metrics` are re-exported here, where they were first.
 """
 
-import contextlib
 import dataclasses
 import html
-import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +16,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import distributed, forward, models
+from ascale import _fitting, distributed, forward, models
+from ascale._fitting import SPARSITY as SPARSITY  # importable here, as before
+from ascale._fitting import STOPS as STOPS
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.interventions import Intervention
@@ -117,8 +117,6 @@ DEFAULTS: dict[str, FitDefaults] = {
     "vectors": FitDefaults(lr=0.01, steps=100, batch_size=32, sparsity="l1"),
     "dynamic": FitDefaults(lr=0.01, steps=200, batch_size=64, sparsity="l1"),
 }
-SPARSITY = ("l1", "proximal")
-STOPS = ("validation", "train", "none")
 
 
 def fit(
@@ -189,11 +187,9 @@ def fit(
     sparsity = defaults.sparsity if sparsity is None else sparsity
     objective = objective or Objective()
     stop = stop if early_stop else "none"
-    _check_settings(steps, lr, batch_size, sparsity, stop, val_size, eval_every, patience)
-    if not 0.0 < flip_target <= 1.0:
-        raise AscaleError(f"flip_target must be a share in (0, 1], got {flip_target!r}")
-    if not isinstance(settle, int) or settle < 0:
-        raise AscaleError(f"settle must be a whole number of steps >= 0, got {settle!r}")
+    _fitting.check_settings(
+        steps, lr, batch_size, sparsity, stop, val_size, eval_every, patience, flip_target, settle
+    )
     if intervention.position_tied:
         intervention.bind(data.n_pos)
     train, val = data, None
@@ -223,10 +219,10 @@ def fit(
     smooth = dataclasses.replace(objective, lambda_min=0.0) if sparsity == "proximal" else objective
     # cosine decay to zero over `steps`: late steps settle the parameters
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    masks = _masks(intervention, keep)
+    masks = _fitting.keep_masks(intervention, keep)
     flipped = torch.zeros(len(train), dtype=torch.bool)  # each prompt as last seen
     history: dict[str, list[float]] = {}
-    tracker = _Best(intervention, patience)
+    tracker = _fitting.Best(intervention, patience)
     start, step, reason = time.perf_counter(), 0, "ran every step"
     reached: int | None = None  # the step at which stop="train" met its flip target
     peak: list[float] = []
@@ -236,7 +232,7 @@ def fit(
         disable=not (progress and distributed.is_main()),
         leave=False,
     )
-    with _frozen(model):
+    with _fitting.frozen(model):
         try:
             order, cursor = torch.randperm(len(train), generator=generator), 0
             for step in range(1, steps + 1):
@@ -261,7 +257,7 @@ def fit(
                     left = 1 - (step - reached) / (settle + 1)
                     for group, rate in zip(optimizer.param_groups, peak, strict=True):
                         group["lr"] = rate * left
-                _apply_masks(intervention, masks)
+                _fitting.apply_masks(intervention, masks)
                 if not all(bool(torch.isfinite(p).all()) for p in params):
                     raise AscaleError(
                         f"the parameters became NaN or infinite at step {step} (lr={lr}): "
@@ -283,7 +279,7 @@ def fit(
                     and val_clean is not None
                     and (step % eval_every == 0 or step == steps)
                 ):
-                    score = _score(
+                    score = _fitting.held_out_score(
                         model, intervention, val, val_clean, objective, batch_size, val_prefix
                     )
                     score = distributed.from_main(score)  # every rank stops at the same step
@@ -338,109 +334,3 @@ def fit(
         kept_step=kept,
         stop_reason=reason,
     )
-
-
-class _Best:
-    """The parameters of the best validation score so far, and patience bookkeeping."""
-
-    def __init__(self, intervention: Intervention, patience: int) -> None:
-        self.intervention, self.patience = intervention, patience
-        self.best, self.step, self.waited = float("inf"), 0, 0
-        self.state = {k: v.detach().clone() for k, v in intervention.state_dict().items()}
-
-    def update(self, step: int, score: float) -> bool:
-        """Record a score; ``True`` when patience has run out."""
-        if score < self.best - 1e-6:
-            self.best, self.step, self.waited = score, step, 0
-            self.state = {k: v.detach().clone() for k, v in self.intervention.state_dict().items()}
-        else:
-            self.waited += 1
-        return self.waited >= self.patience
-
-    def restore(self) -> int:
-        with torch.no_grad():
-            self.intervention.load_state_dict(self.state)
-        return self.step
-
-
-def _score(
-    model: Any,
-    intervention: Intervention,
-    data: ContrastSet,
-    clean: Tensor,
-    objective: Objective,
-    batch_size: int,
-    prefix: models.Prefix | None = None,
-) -> float:
-    """The whole objective (L1 included) on held-out prompts, without gradients."""
-    total = 0.0
-    with torch.no_grad():
-        for begin in range(0, len(data), batch_size):
-            index = torch.arange(begin, min(begin + batch_size, len(data)))
-            batch = data.subset(index)
-            rows = forward.prefix_rows(prefix, index, batch)
-            terms = forward.step_terms(model, intervention, batch, clean[index], objective, rows)
-            total += float(terms["loss"]) * len(index)
-    return total / len(data)
-
-
-def _masks(intervention: Intervention, keep: dict[str, Tensor] | None) -> dict[str, Tensor]:
-    if keep is None:
-        return {}
-    unknown = sorted(set(keep) - set(intervention.params))
-    if unknown:
-        raise AscaleError(f"keep names sites {unknown} the intervention does not have")
-    out = {}
-    for name, mask in keep.items():
-        param = intervention.params[name]
-        mask = mask.to(param.device, param.dtype)
-        out[name] = mask.reshape(*mask.shape, *[1] * (param.ndim - mask.ndim))
-    _apply_masks(intervention, out)
-    return out
-
-
-def _apply_masks(intervention: Intervention, masks: dict[str, Tensor]) -> None:
-    with torch.no_grad():
-        for name, mask in masks.items():
-            intervention.params[name].mul_(mask)
-
-
-def _check_settings(
-    steps: int,
-    lr: float,
-    batch_size: int,
-    sparsity: str,
-    stop: str,
-    val_size: float,
-    eval_every: int,
-    patience: int,
-) -> None:
-    for name, value in (
-        ("steps", steps),
-        ("batch_size", batch_size),
-        ("eval_every", eval_every),
-        ("patience", patience),
-    ):
-        if not isinstance(value, int) or value < 1:
-            raise AscaleError(f"{name} must be a positive integer, got {value!r}")
-    if not (math.isfinite(lr) and 0 < lr <= 10):
-        raise AscaleError(f"lr must be a finite number in (0, 10], got {lr!r}")
-    if sparsity not in SPARSITY:
-        raise AscaleError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
-    if stop not in STOPS:
-        raise AscaleError(f"stop must be one of {STOPS}, got {stop!r}")
-    if not 0 < val_size < 1:
-        raise AscaleError(f"val_size must lie in (0, 1), got {val_size!r}")
-
-
-@contextlib.contextmanager
-def _frozen(model: Any) -> Iterator[None]:
-    """Model weights get no gradients inside; their previous flags come back afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
