@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, NamedTuple
 
+import einops
 import pandas as pd
 import torch
 from torch import Tensor
@@ -218,7 +219,12 @@ class Grid:
             block = rows[:, flat : flat + size]
             flat += size
             width = self.n_heads if site.per_head else 1
-            block = block.reshape(copies, len(site.layers), len(slot_index), width)
+            block = einops.rearrange(
+                block,
+                "copy (layer slot head) -> copy layer slot head",
+                layer=len(site.layers),
+                slot=len(slot_index),
+            )
             for k, layer in enumerate(site.layers):
                 part = block[:, k]
                 if not bool(part.any()):
