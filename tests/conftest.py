@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ascale.data import ContrastSet
 from ascale.models import load_model
 
 WORDS = (
@@ -144,6 +145,18 @@ def ioi_like_rows(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
         abc = TEMPLATE.replace("{B} gave", "{C} gave").format(A=x, B=y, C=z)
         corrupt.append({"prompt": abc, "correct": a, "wrong": b})
     return clean, corrupt
+
+
+# ---- ten IOI prompts of one length on the tiny GPT-2: fit, evaluate, the forward passes ----
+
+PAIRS = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
+TINY_ROWS = ioi_rows(PAIRS * 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tiny_gpt2):
+    data = ContrastSet.from_rows(TINY_ROWS, tiny_gpt2)
+    return data.with_length(int(data.lengths[0]))
 
 
 def build_planted(src, out):

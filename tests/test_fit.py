@@ -1,4 +1,5 @@
-"""fit/evaluate: mechanics on tiny models, real steering on the embedded SmolLM2."""
+"""fit: mechanics on tiny models, real steering on the embedded SmolLM2 (evaluate's tests are in
+test_metrics.py, the forward passes' in test_forward.py)."""
 
 import pytest
 import torch
@@ -8,37 +9,7 @@ from ascale import forward, memory, models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.interventions import ActivationScalars, SteeringVectors
-from conftest import ioi_like_rows, ioi_rows
-
-NAMES = [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary")]
-ROWS = ioi_rows(NAMES * 2)
-
-
-@pytest.fixture(scope="module")
-def tiny_rows(tiny_gpt2):
-    data = ContrastSet.from_rows(ROWS, tiny_gpt2)
-    return data.with_length(int(data.lengths[0]))
-
-
-def test_identity_intervention_measures_as_the_clean_model(tiny_gpt2, tiny_rows):
-    iv = ActivationScalars(tiny_gpt2, sites="attn_out,mlp_out", n_pos=tiny_rows.n_pos)
-    m = ascale.evaluate(tiny_gpt2, iv, tiny_rows)
-    assert m.faithfulness_kl == 0.0 and m.l1 == 0.0 and m.n_active == 0
-    assert m.logit_diff_forward == m.logit_diff_backward == m.logit_diff_clean
-    assert m.n_prompts == len(tiny_rows) and m.n_params == 2 * 2 * tiny_rows.n_pos
-
-
-def test_clean_distribution_is_computed_once(tiny_gpt2, tiny_rows, monkeypatch):
-    calls = []
-    real_run = models.run
-    monkeypatch.setattr(
-        models, "run", lambda *a, **k: calls.append(a[1].shape) or real_run(*a, **k)
-    )
-    iv = ActivationScalars(tiny_gpt2, sites="mlp_out", positions="shared")
-    ascale.fit(tiny_gpt2, iv, tiny_rows, steps=4, batch_size=4, early_stop=False, progress=False)
-    n_clean = -(-len(tiny_rows) // 4)
-    assert len(calls) == n_clean + 4  # one clean pass per batch of prompts, then one per step
-    assert calls[n_clean][0] == 8  # both signs of beta in one pass: 2 x batch_size
+from conftest import TINY_ROWS, ioi_like_rows
 
 
 def test_fit_is_deterministic_and_leaves_the_model_alone(tiny_gpt2, tiny_rows):
@@ -68,7 +39,7 @@ def test_fit_is_deterministic_and_leaves_the_model_alone(tiny_gpt2, tiny_rows):
 
 def test_position_tied_fit_refuses_mixed_lengths(tiny_gpt2):
     data = ContrastSet.from_rows(
-        [*ROWS, {"prompt": "Mary", "correct": " Bob", "wrong": " Eve"}], tiny_gpt2
+        [*TINY_ROWS, {"prompt": "Mary", "correct": " Bob", "wrong": " Eve"}], tiny_gpt2
     )
     with pytest.raises(PromptLengthError, match="differ in token length"):
         ascale.fit(tiny_gpt2, ActivationScalars(tiny_gpt2, sites="attn_out"), data, steps=1)
@@ -183,15 +154,6 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tiny_gpt2, tiny_rows, mon
     assert iv.l1() > 0 and len(result.to_frame()) == 3
 
 
-def test_honest_rates_give_a_do_nothing_intervention_no_credit(tiny_gpt2, tiny_rows):
-    iv = ActivationScalars(tiny_gpt2, sites="mlp_out", n_pos=tiny_rows.n_pos)
-    m = ascale.evaluate(tiny_gpt2, iv, tiny_rows)
-    assert m.flip_rate_backward == m.clean_rate_backward
-    assert m.flip_rate_forward == m.clean_rate_forward
-    for moved in (m.moved_rate_forward, m.moved_rate_backward):
-        assert moved == 0.0 or moved != moved  # 0, or NaN when no prompt was left to move
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -206,13 +168,6 @@ def test_bad_settings_are_refused_before_any_step(tiny_gpt2, tiny_rows, kwargs, 
     iv = ActivationScalars(tiny_gpt2, sites="mlp_out")
     with pytest.raises(ascale.AscaleError, match=message):
         ascale.fit(tiny_gpt2, iv, tiny_rows, progress=False, **kwargs)
-
-
-@pytest.mark.parametrize("field", ["margin", "lambda_faith", "lambda_min"])
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
-def test_objective_refuses_non_finite_or_negative_weights(field, value):
-    with pytest.raises(ascale.AscaleError, match=field):
-        ascale.Objective(**{field: value})
 
 
 def test_a_step_that_would_not_fit_in_memory_is_refused_before_any_work(tiny_gpt2, monkeypatch):

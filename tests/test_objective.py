@@ -2,6 +2,7 @@ import pytest
 import torch
 from jaxtyping import TypeCheckError
 
+import ascale
 from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
 
 
@@ -58,3 +59,10 @@ def test_a_wrong_shape_is_caught_by_the_run_time_checks():
     assert logits.gather(1, torch.stack([one, one], dim=1)).shape == (1, 2)  # silent without
     with pytest.raises(TypeCheckError, match="correct_ids"):
         answer_logit_diff(logits, one, one)
+
+
+@pytest.mark.parametrize("field", ["margin", "lambda_faith", "lambda_min"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_objective_refuses_non_finite_or_negative_weights(field, value):
+    with pytest.raises(ascale.AscaleError, match=field):
+        ascale.Objective(**{field: value})
