@@ -154,6 +154,42 @@ def scaling_section(r: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def paper_sizes_section(r: dict[str, Any] | None) -> list[str]:
+    if r is None:
+        return ["## The paper's sizes", "", "pending: run `python -m benchmarks.paper_sizes`", ""]
+    runs, what = r["runs"], r["what"][:1].upper() + r["what"][1:]
+    lines = [
+        "## The paper's sizes (random weights, fresh process per row)",
+        "",
+        f"{what}. First row: {_machine(runs[0])}; each row's machine and load are in the JSON.",
+        "",
+    ]
+    rows = []
+    for run in runs:
+        shape = f"{run['batch']} x {run['tokens']}" if "tokens" in run else str(run["batch"])
+        if "error" in run:
+            measured = [f"error: {run['error']}", "", ""]
+        else:
+            memory = f"{run['peak_memory_mb']} ({run['memory_kind']})"
+            measured = [f"{run['step_s']:.1f}", memory, f"{run['build_s']:.0f}"]
+        params = f"{run['n_params'] / 1e6:.0f}M" if "n_params" in run else ""
+        rows.append(
+            [run["model"], run["dtype"], run["device"], run["bridge"], params, shape, *measured]
+        )
+    header = [
+        "model",
+        "dtype",
+        "device",
+        "Bridge",
+        "parameters (HF)",
+        "batch x tokens",
+        "s / step",
+        "peak memory MB",
+        "build s",
+    ]
+    return [*lines, *_table(header, rows), ""]
+
+
 def localisation_section(r: dict[str, Any] | None) -> list[str]:
     if r is None:
         return [
@@ -245,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += scaling_section(_load("scaling"))
     if notes.get("scaling"):
         lines += [notes["scaling"], ""]
+    lines += paper_sizes_section(_load("paper_sizes"))
     lines += localisation_section(_load("localisation_cost"))
     lines += demo_section(_load("demo"))
     lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
