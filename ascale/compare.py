@@ -49,6 +49,7 @@ from ascale.interventions import ActivationScalars, Intervention, build
 from ascale.metrics import Metrics, evaluate
 from ascale.objective import Objective
 from ascale.patching import activation_patching, attribution_patching
+from ascale.ranking import rerank
 
 __all__ = ["METHODS", "SPARSE_MAP", "CompareResult", "compare", "refit_top_k"]
 
@@ -362,18 +363,8 @@ def _agreements(
 
 def _on(ranking: AttributionResult, grid: Grid) -> AttributionResult:
     """Only the components of `grid` (a ranking may cover more positions)."""
-    kept = ranking.components[ranking.components["component"].isin(set(grid.names))]
-    if len(kept) == len(ranking.components):
-        return ranking
-    return AttributionResult.from_rows(
-        ranking.method,
-        ranking.value_name,
-        kept.drop(columns=["rank", "component"]),
-        signed=ranking.signed,
-        identity=ranking.identity,
-        info=ranking.info,
-        support_sign=ranking.support_sign,
-    )
+    keep = ranking.components["component"].isin(set(grid.names))
+    return ranking if bool(keep.all()) else rerank(ranking, keep)
 
 
 def _refit_curve(

@@ -123,12 +123,8 @@ def activation_patching(
                 totals[group] += patched.sum(-1).cpu() - float(delta.sum())
                 bar.update(1)
     bar.close()
-    effect = _normalise(
-        totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
-    )
-    return _result(
-        "activation_patching", model, data, comps, effect, corrupted, direction, ablation
-    )
+    sums = (totals, base_delta, source_delta)
+    return _result("activation_patching", model, data, comps, sums, corrupted, direction, ablation)
 
 
 def attribution_patching(
@@ -179,12 +175,8 @@ def attribution_patching(
             n: ((src_acts[n] - base_acts[n]) * grads[n]).sum(-1).sum(0).cpu() for n in names
         }
         totals += torch.stack([_pick(summed[c.hook_name], c) for c in comps])
-    effect = _normalise(
-        totals / len(data), base_delta / len(data), source_delta / len(data), corrupted
-    )
-    return _result(
-        "attribution_patching", model, data, comps, effect, corrupted, direction, ablation
-    )
+    sums = (totals, base_delta, source_delta)
+    return _result("attribution_patching", model, data, comps, sums, corrupted, direction, ablation)
 
 
 # ---- the grid and the inputs ----
@@ -285,11 +277,15 @@ def _result(
     model: HookedModel,
     data: ContrastSet,
     comps: list[Component],
-    effect: Tensor,
+    sums: tuple[Tensor, float, float],
     corrupted: ContrastSet | None,
     direction: str,
     ablation: str,
 ) -> AttributionResult:
+    """The result from the sums over prompts of each component's change, Δ_base and Δ_source."""
+    totals, base_delta, source_delta = sums
+    n = len(data)
+    effect = _normalise(totals / n, base_delta / n, source_delta / n, corrupted)
     labels = token_labels(model, data)
     frame = pd.DataFrame(
         [

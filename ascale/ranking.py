@@ -23,7 +23,7 @@ from ascale.grid import component_name
 from ascale.hooked import HookedModel
 from ascale.sites import SITE_HOOKS
 
-__all__ = ["EFFECTS", "AttributionResult", "effect_classes", "token_labels"]
+__all__ = ["EFFECTS", "AttributionResult", "effect_classes", "rerank", "token_labels"]
 
 EFFECTS: tuple[str, ...] = ("identity", "amplify", "suppress", "ablate", "reverse")
 COLUMNS: tuple[str, ...] = (
@@ -137,17 +137,7 @@ class AttributionResult:
                 f"{unknown[0]!r} is not in this ranking; sites here: {list(self.sites)}; "
                 f"closest: {closest(unknown[0], self.sites)}"
             )
-        kept = self.components[self.components["site"].isin(wanted)]
-        kept = kept.drop(columns=["rank", "component"])
-        return AttributionResult.from_rows(
-            self.method,
-            self.value_name,
-            kept,
-            signed=self.signed,
-            identity=self.identity,
-            info=self.info,
-            support_sign=self.support_sign,
-        )
+        return rerank(self, self.components["site"].isin(wanted))
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -198,6 +188,21 @@ class AttributionResult:
             f"AttributionResult(method={self.method!r}, value={self.value_name!r}, "
             f"components={len(self)}, sites={list(self.sites)}, top=[{top}])"
         )
+
+
+def rerank(ranking: AttributionResult, keep: pd.Series) -> AttributionResult:
+    """Only the components where `keep` is set, ranked among themselves, with `ranking`'s
+    method, value name, sign, identity, info and support sign."""
+    kept = ranking.components[keep].drop(columns=["rank", "component"])
+    return AttributionResult.from_rows(
+        ranking.method,
+        ranking.value_name,
+        kept,
+        signed=ranking.signed,
+        identity=ranking.identity,
+        info=ranking.info,
+        support_sign=ranking.support_sign,
+    )
 
 
 def effect_classes(
