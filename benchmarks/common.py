@@ -23,6 +23,28 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = RESULTS.parent.parent
+
+
+def git(*args: str) -> str | None:
+    """``git <args>`` in the repository (stripped stdout), or None where git or the
+    repository is missing."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return done.stdout.strip()
+
+
+def commit() -> str | None:
+    """The checked-out commit (short hash), ``+dirty`` when tracked files differ from it."""
+    head = git("rev-parse", "--short", "HEAD")
+    if head is None:
+        return None
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{head}+dirty" if dirty else head
 
 
 def cpu_model() -> str:
@@ -58,6 +80,7 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": device,
+        "commit": commit(),
         "versions": {
             p: version(p)
             for p in ("torch", "transformer-lens", "transformers", "ascale", "nnsight", "pyvene")

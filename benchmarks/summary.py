@@ -9,6 +9,7 @@ import argparse
 import json
 from typing import Any
 
+from benchmarks import common
 from benchmarks.common import RESULTS
 
 
@@ -258,6 +259,39 @@ def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
+def provenance_section() -> list[str]:
+    """Which commit wrote each result file, and how much of the package changed since.
+
+    A file written before `common.machine_info` recorded its commit is dated by the last
+    commit that changed it. "Package commits since" counts commits touching ``ascale/`` after
+    that one: 0 means the file was measured on today's code.
+    """
+    if common.git("rev-parse", "HEAD") is None:
+        return []
+    rows = []
+    for path in sorted(RESULTS.glob("*.json")):
+        relative = str(path.relative_to(common.ROOT))
+        data = json.loads(path.read_text())
+        machine = data.get("machine") if isinstance(data, dict) else None
+        recorded = machine.get("commit") if isinstance(machine, dict) else None
+        last = common.git("log", "-1", "--format=%h %cs", "--", relative)
+        if not last:
+            continue  # not committed yet
+        made, day = last.split()
+        base = str(recorded).removesuffix("+dirty") if recorded else made
+        since = common.git("rev-list", "--count", f"{base}..HEAD", "--", "ascale")
+        rows.append([f"`{path.name}`", recorded or f"{made} (added)", day, since or "?"])
+    header = ["file", "commit", "date", "package commits since"]
+    intro = (
+        "Each file's commit: `machine.commit` where the file records it, otherwise the commit "
+        "that added its last version (marked *added*; measured on that code or a little older)"
+        ". Package commits since counts commits that changed "
+        "`ascale/` after it: a file with commits since was measured on older code (its own "
+        "section says what it measured); 0 means today's code."
+    )
+    return ["## Provenance", "", intro, "", *_table(header, rows), ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     notes = _load("notes") or {}
@@ -289,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["## What changed in ascale for speed", ""]
         for paragraph in notes["changes"]:
             lines += [paragraph, ""]
+    lines += provenance_section()
     (RESULTS / "README.md").write_text("\n".join(lines))
     print(f"wrote {RESULTS / 'README.md'}")
     return 0

@@ -35,5 +35,21 @@ def test_every_result_file_says_where_it_came_from(tmp_path):
     written = json.loads(path.read_text())
     assert written["x"] == 1
     assert {"cpu", "torch_threads", "load_average_1_5_15", "versions"} <= set(written["machine"])
+    head = common.git("rev-parse", "--short", "HEAD")  # None outside a git checkout
+    expected = {None} if head is None else {head, f"{head}+dirty"}
+    assert written["machine"]["commit"] in expected
     kept = {"x": 2, "machine": {"cpu": "given"}}
     assert json.loads(common.write_result("r", kept, folder=tmp_path).read_text()) == kept
+
+
+def test_the_provenance_table_names_each_committed_result_and_the_package_commits_since():
+    from benchmarks.summary import provenance_section
+
+    if common.git("rev-parse", "--is-shallow-repository") != "false":
+        pytest.skip("not a git checkout with its history (the table counts commits)")
+    lines = provenance_section()
+    listed = common.git("ls-files", "benchmarks/results").split()
+    committed = {f for f in listed if f.endswith(".json") and f.count("/") == 2}
+    rows = [line for line in lines if line.startswith("| `")]
+    assert {f"benchmarks/results/{row.split('`')[1]}" for row in rows} == committed
+    assert all(row.rstrip(" |").rsplit("|", 1)[1].strip().isdigit() for row in rows)
