@@ -66,7 +66,7 @@ class AgreementResult:
             f"<p><b>AgreementResult</b>: {self.n_components} shared components, "
             f"top-{self.k} overlap</p>"
         )
-        return head + self.to_frame().to_html(index=False, float_format="{:.3f}".format)
+        return head + str(self.to_frame().to_html(index=False, float_format="{:.3f}".format))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain numbers for JSON: ``{"spearman": {"a|b": r}, "topk_overlap": {...}, "k": k}``."""

@@ -119,7 +119,7 @@ class CircuitResult:
             f"ablation, {self.n_prompts} prompts, m(N) {self.m_clean:.3f}, "
             f"m(∅) {self.m_ablated:.3f}</p>"
         )
-        return head + self.summary().to_html(float_format="{:.3f}".format)
+        return head + str(self.summary().to_html(float_format="{:.3f}".format))
 
 
 def circuit_sizes(n: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:

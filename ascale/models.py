@@ -108,7 +108,7 @@ def hook_names(model: HookedModel) -> list[str]:
 
 def attach(
     model: HookedModel, fwd_hooks: Sequence[tuple[str, HookFn]]
-) -> contextlib.AbstractContextManager:
+) -> contextlib.AbstractContextManager[Any]:
     """TransformerLens' own `hooks()` context manager: hooks go away even if the body raises."""
     return model.hooks(fwd_hooks=list(fwd_hooks))
 
@@ -152,7 +152,9 @@ def run(
                 f"tokens {tuple(tokens.shape)}"
             )
         with _blocks_from(model, prefix.layer):
-            logits = model(prefix.resid.to(tokens.device), start_at_layer=prefix.layer, **kwargs)
+            logits: Tensor = model(
+                prefix.resid.to(tokens.device), start_at_layer=prefix.layer, **kwargs
+            )
     else:
         logits = model(tokens, **kwargs)
     return logits[:, -1:] if last_only else logits

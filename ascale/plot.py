@@ -452,7 +452,7 @@ def _site(result: AttributionResult, site: str | None) -> str:
 
 
 def _pos_label(pos: object, token: str) -> str:
-    if pd.isna(pos):  # type: ignore[call-overload]
+    if pd.isna(pos):
         return "all"
     shown = token.strip() or repr(token)
     return f"{int(pos)} {shown}"  # type: ignore[call-overload]

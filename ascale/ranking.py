@@ -175,7 +175,7 @@ class AttributionResult:
             f"on {html.escape(', '.join(self.sites))}, ranked by |{html.escape(self.value_name)}|"
             "; top 10:</p>"
         )
-        return head + top.to_html(index=False, float_format="{:.4g}".format)
+        return head + str(top.to_html(index=False, float_format="{:.4g}".format))
 
     def __repr__(self) -> str:
         top = ", ".join(

@@ -4,9 +4,12 @@ it, printing a metrics table. Heavy imports happen inside the functions, when a 
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ascale.hooked import HookedModel
+
+if TYPE_CHECKING:
+    from ascale.data import ContrastSet
 
 
 def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
@@ -29,18 +32,19 @@ def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[An
 
 def load_data(
     args: argparse.Namespace, model: HookedModel, rows: list[dict[str, str]] | None
-) -> Any:
+) -> "ContrastSet":
     """The contrast set of ``--data`` rows or of ``--task``, tokenised for `model`."""
     import ascale
 
     if rows is not None:
         return ascale.ContrastSet.from_rows(rows, model)
-    return getattr(ascale.tasks, args.task)(model, n=args.n, seed=args.seed)
+    data: ContrastSet = getattr(ascale.tasks, args.task)(model, n=args.n, seed=args.seed)
+    return data
 
 
 def load_split(
     args: argparse.Namespace, model: HookedModel, rows: list[dict[str, str]] | None, tied: bool
-) -> tuple[Any, Any]:
+) -> tuple["ContrastSet", "ContrastSet"]:
     """The data, tokenised and split; checked for one prompt length if `tied` (a
     position-tied intervention) needs one."""
     data = load_data(args, model, rows)

@@ -277,7 +277,7 @@ class Intervention(nn.Module, ABC):
         head = f"<p><code>{html.escape(type(self).__name__)}({html.escape(self.extra_repr())})</code></p>"
         if not self.is_bound:
             return head
-        return head + self.summary().to_html(float_format="{:.4g}".format)
+        return head + str(self.summary().to_html(float_format="{:.4g}".format))
 
     def extra_repr(self) -> str:
         sites = ", ".join(str(s) for s in self.sites)

@@ -52,4 +52,5 @@ class SteeringVectors(Intervention):
         return act + beta * param[None]
 
     def _magnitudes(self, param: Tensor) -> Tensor:
-        return param.detach().norm(dim=-1)  # one norm per vector
+        norms: Tensor = param.detach().norm(dim=-1)  # one norm per vector
+        return norms
