@@ -6,7 +6,10 @@ sites ``attn_out,mlp_out`` at every position), `ascale.sweep` fits scalars and v
 both splits. Every fit runs the same steps and batch without early stopping, with the proximal
 L1 step (`ascale.optim.ProximalAdamax`), which leaves exact zeros: so ``n_active`` (scalars
 above 0.01; vectors by norm) shows what each weight buys. The learning rate is each method's
-default (`ascale.fit.DEFAULTS`).
+default (`ascale.fit.DEFAULTS`) unless ``--lr`` sets it. The proximal step
+(`ascale.optim.ProximalAdamax`) moves only the parameter with the largest gradient by ``lr``
+and every other in proportion, so a rate tuned for Adam is too small for the 483,840 numbers of
+vectors: ``--lr vectors=...`` sets theirs (see ``docs/benchmarks.md``).
 
 The question (issue 8, from the paper): do scalars reach vectors' effectiveness and
 faithfulness with >= 100x fewer parameters, on training and on test prompts?
@@ -18,6 +21,8 @@ and ``docs/img/tradeoffs_<task>.png`` (`ascale.plot.plot_tradeoffs`, drawn by he
 Run (tens of minutes on 2 CPU cores; the budget is per fit)::
 
     .venv/bin/python -m benchmarks tradeoffs                       # CCC and IOI, 8 weights
+    .venv/bin/python -m benchmarks tradeoffs --tasks ioi --methods vectors --lr vectors=0.1 \\
+        --steps 40                                    # one method again; the other's rows stay
     .venv/bin/python -m benchmarks tradeoffs --tasks ccc --steps 2 --lambda-min 1e-3,1 \\
         --out /tmp/smoke                                            # smoke: a minute
 """
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 import ascale
@@ -44,33 +50,71 @@ CLAIM_FIELDS = ("lambda_min", "effectiveness", "faithfulness_kl", "n_params", "n
 
 
 def run_task(
-    model: Any, task: str, n: int, lambdas: list[float], steps: int, batch: int
+    model: Any,
+    task: str,
+    n: int,
+    lambdas: list[float],
+    steps: int,
+    batch: int,
+    lrs: dict[str, float],
 ) -> dict[str, Any]:
-    """One task's sweep and its summary."""
+    """One task's sweep (each method at its own learning rate, `lrs`) and its summary."""
     data = getattr(ascale.tasks, task)(model, n=n, seed=0)
     train, test = data.split(test_size=0.3, seed=0)
-    start = time.perf_counter()
-    table = sweep(
-        model,
-        train,
-        test,
-        methods=["scalars", "vectors"],
-        lambda_min=lambdas,
-        sites=SITES,
-        fit_options={"steps": steps, "batch_size": batch, "stop": "none", "sparsity": "proximal"},
-        progress=True,
-    )
-    wall = time.perf_counter() - start
+    tables, walls = [], {}
+    for method, lr in lrs.items():
+        start = time.perf_counter()
+        options = {"steps": steps, "batch_size": batch, "stop": "none", "sparsity": "proximal"}
+        tables.append(
+            sweep(
+                model,
+                train,
+                test,
+                methods=[method],
+                lambda_min=lambdas,
+                sites=SITES,
+                fit_options={**options, "lr": lr},
+                progress=True,
+            )
+        )
+        walls[method] = round(time.perf_counter() - start, 1)
+    table = pd.concat(tables, ignore_index=True)
     return {
         "task": task,
         "n_train": len(train),
         "n_test": len(test),
         "n_pos": data.n_pos,
-        "wall_time_s": round(wall, 1),
+        "wall_time_s": walls,
         "rows": json.loads(table.to_json(orient="records")),
-        "claim": claim(table),
         "table": table,
     }
+
+
+def merged(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """`new` with the rows and settings of the methods it did not run kept from `previous`
+    (the same task's earlier entry), and the claim made over all of them."""
+    methods = set(new["wall_time_s"])
+    out = dict(new)
+    kept = [r for r in (previous or {}).get("rows", []) if r["method"] not in methods]
+    if kept:
+        assert previous is not None
+        out["rows"] = kept + new["rows"]
+        out["earlier_wall_time_s"] = previous.get("wall_time_s")  # the run the kept rows are from
+        before = previous.get("settings", {})
+        per_method = before.get("per_method") or {
+            m: {
+                "steps": before.get("steps"),
+                "batch_size": before.get("batch_size"),
+                "lr": before["lr"][m] if isinstance(before.get("lr"), dict) else before.get("lr"),
+            }
+            for m in {r["method"] for r in kept}
+        }
+        kept_settings = {m: v for m, v in per_method.items() if m not in methods}
+        out["settings"] = {"per_method": {**kept_settings, **new["settings"]["per_method"]}}
+    table = pd.DataFrame(out["rows"])
+    out["claim"] = claim(table)
+    out["table"] = table
+    return out
 
 
 def claim(table: Any) -> list[dict[str, Any]]:
@@ -103,6 +147,12 @@ def _num(value: Any) -> float | int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="ccc,ioi", help="comma-separated: ccc, ioi")
+    parser.add_argument("--methods", default="scalars,vectors", help="scalars and/or vectors")
+    parser.add_argument(
+        "--lr",
+        default="",
+        help="per-method learning rates, e.g. vectors=0.1 (default: each method's fit default)",
+    )
     parser.add_argument("--n", type=int, default=200, help="prompts per task (70/30 split)")
     parser.add_argument("--steps", type=int, default=20, help="steps per fit")
     parser.add_argument("--batch", type=int, default=16, help="prompts per step")
@@ -114,33 +164,39 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lambdas = [float(x) for x in args.lambda_min.split(",")]
+    methods = [m for m in args.methods.split(",") if m]
+    if not methods or any(m not in ("scalars", "vectors") for m in methods):
+        parser.error(f"--methods takes scalars and/or vectors, got {args.methods!r}")
+    given = dict(pair.split("=", 1) for pair in args.lr.split(",") if pair)
+    lrs = {m: float(given.get(m, DEFAULTS[m].lr)) for m in methods}
     model = ascale.load_model()
-    # tasks run before (another invocation, e.g. ``--tasks ioi`` later) stay in the file
+    # tasks (and, within a task, methods) run before stay in the file
     path = (args.out or common.RESULTS) / "tradeoffs.json"
     previous = json.loads(path.read_text()).get("tasks", {}) if path.exists() else {}
     results: dict[str, Any] = dict(previous)
-    settings = {
+    common_settings = {
         "sites": SITES,
         "positions": "all",
-        "steps": args.steps,
-        "batch_size": args.batch,
         "stop": "none",
         "sparsity": "proximal",
         "lambda_faith": 1.0,
         "margin": 2.0,
         "n": args.n,
         "threads": args.threads,
-        "lr": {m: DEFAULTS[m].lr for m in ("scalars", "vectors")},
     }
+    per_method = {m: {"steps": args.steps, "batch_size": args.batch, "lr": lrs[m]} for m in methods}
 
     def write() -> None:  # after each task and its figure: nothing measured is lost
-        payload = {"description": __doc__.split("\n\n")[0], "settings": settings}
+        payload = {"description": __doc__.split("\n\n")[0], "settings": common_settings}
         common.write_result("tradeoffs", {**payload, "tasks": results}, args.out)
 
     for task in args.tasks.split(","):
-        result = run_task(model, task, args.n, lambdas, args.steps, args.batch)
+        result = run_task(model, task, args.n, lambdas, args.steps, args.batch, lrs)
+        result["settings"] = {"per_method": per_method}
+        result = merged(previous.get(task), result)
         table = result.pop("table")
-        results[task] = {**result, "settings": settings, "machine": common.machine_info()}
+        result["settings"] = {**common_settings, **result["settings"]}
+        results[task] = {**result, "machine": common.machine_info()}
         for row in results[task]["claim"]:
             print(task, row, flush=True)
         write()
