@@ -119,8 +119,10 @@ def merged(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, An
 
 def claim(table: Any) -> list[dict[str, Any]]:
     """Per split: the best scalars setting (highest mean flip rate, then lowest KL) against
-    the best vectors setting, and the parameter ratio between them."""
-    out = []
+    the best vectors setting, and the parameter ratio between them (none without both)."""
+    out: list[dict[str, Any]] = []
+    if not {"scalars", "vectors"} <= set(table["method"]):
+        return out
     frame = table.assign(
         effectiveness=(table["flip_rate_forward"] + table["flip_rate_backward"]) / 2
     )
