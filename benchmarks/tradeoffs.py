@@ -98,7 +98,8 @@ def merged(previous: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, An
     kept = [r for r in (previous or {}).get("rows", []) if r["method"] not in methods]
     if kept:
         assert previous is not None
-        out["rows"] = kept + new["rows"]
+        # one method order in every file and figure (its colours follow it): scalars, vectors
+        out["rows"] = sorted(kept + new["rows"], key=lambda r: str(r["method"]))
         out["earlier_wall_time_s"] = previous.get("wall_time_s")  # the run the kept rows are from
         before = previous.get("settings", {})
         per_method = before.get("per_method") or {
