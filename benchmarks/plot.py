@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from benchmarks import common
 from benchmarks.common import RESULTS
 
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
+DOCS_IMG = common.ROOT / "docs" / "img"
 
 
 def figure() -> go.Figure:

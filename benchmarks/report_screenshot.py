@@ -16,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks import common
+
+ROOT = common.ROOT
 OUT = ROOT / "docs" / "img" / "report.png"
 SIZE = (1280, 1500)
 

@@ -42,7 +42,7 @@ from ascale.fit import DEFAULTS
 from ascale.sweep import sweep
 from benchmarks import common
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = common.ROOT
 DOCS_IMG = ROOT / "docs" / "img"
 LAMBDAS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 SITES = "attn_out,mlp_out"
