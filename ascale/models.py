@@ -141,8 +141,10 @@ def run(
     hf_class: Any = type(getattr(model, "original_model", None))
     if last_only and _keeps_logits(hf_class):
         # an index tensor, not ``1``: Hugging Face slices ``hidden[:, -1:]`` for an int, and a
-        # linear layer on that non-contiguous view runs as a broadcast bmm, 15x slower on CPU
-        kwargs["logits_to_keep"] = torch.tensor([tokens.shape[1] - 1], device=tokens.device)
+        # linear layer on that non-contiguous view runs as a broadcast bmm, 15x slower on CPU;
+        # made on the device (arange), not copied from the host: a CUDA graph can record it
+        n = tokens.shape[1]
+        kwargs["logits_to_keep"] = torch.arange(n - 1, n, device=tokens.device)
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask.to(tokens.device)
     if prefix is not None and prefix.layer > 0:

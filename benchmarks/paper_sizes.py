@@ -8,7 +8,8 @@ compatibility mode, frozen, eval), and ``ascale.fit`` runs a scalars step (``att
 ``mlp_out``, every layer and position, random token ids of ``--tokens`` tokens, both signs of
 beta in one batch, Adam) at ``--batch`` prompts.
 
-Each (model, dtype) runs in a fresh process, so its memory is its own:
+Each model runs in a fresh process (its dtypes one after another, the first freed before the
+next is built), so its memory is its own:
 
 - ``peak_memory_mb``: on CUDA ``torch.cuda.max_memory_allocated`` over the steps (the model's
   weights included); on CPU the process's peak resident set (``ru_maxrss``), which includes
@@ -115,7 +116,9 @@ def build(name: str, device: str, dtype: str, folder: Path, plain: bool = False)
     _tokenizer(folder)
     torch.manual_seed(0)
     torch_dtype = ascale.loading.parse_dtype(dtype)
-    hf = AutoModelForCausalLM.from_config(config, dtype=torch_dtype).to(device)
+    # initialised where it runs: a 1.5B-parameter random init on the host takes minutes
+    with torch.device(device):
+        hf = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
     with ascale.loading.quiet():
         model = TransformerBridge.boot_transformers(
             str(folder), hf_model=hf, device=device, dtype=torch_dtype
@@ -134,11 +137,14 @@ def one(
     """Build one model and time its steps (run in a fresh process by `main`)."""
     import ascale
 
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         model = build(name, device, dtype, Path(tmp), plain)
     built_s = time.perf_counter() - started
     n_params = sum(p.numel() for p in model.parameters())
+    weights_mb = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     generator = torch.Generator().manual_seed(0)
     vocab = int(model.cfg.d_vocab)
     ids = torch.randint(1, vocab, (batch, tokens), generator=generator)
@@ -153,18 +159,20 @@ def one(
         wrong_ids=answers[1],
     )
     scalars = ascale.ActivationScalars(model, sites="attn_out,mlp_out", n_pos=tokens)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
     options = {"batch_size": batch, "stop": "none", "progress": False}
     ascale.fit(model, scalars, data, steps=1, **options)  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()  # the steps' peak, the resident weights included
     times = []
     for _ in range(steps):
         times.append(ascale.fit(model, scalars, data, steps=1, **options).wall_time_s)
     if device.startswith("cuda"):
+        torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {
+    row = {
         "model": name,
         "dtype": dtype,
         "device": device,
@@ -173,13 +181,20 @@ def one(
         "bridge": "plain" if plain else "compatibility mode",
         "n_params": published_params(name),
         "n_params_bridge": n_params,
+        "weights_mb_bridge": round(weights_mb, 1),
         "n_scalars": scalars.n_params,
-        "step_s": round(statistics.median(times), 3),
-        "step_s_all": [round(t, 3) for t in times],
+        "step_s": round(statistics.median(times), 4),
+        "step_s_all": [round(t, 4) for t in times],
         "peak_memory_mb": round(peak, 1),
-        "memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "peak RSS",
+        "memory_kind": "cuda max_memory_allocated over the timed steps"
+        if device.startswith("cuda")
+        else "peak RSS",
         "build_s": round(built_s, 1),
     }
+    if device.startswith("cuda"):
+        row["gpu"] = torch.cuda.get_device_name()
+    del model, scalars
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,42 +209,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plain", action="store_true", help="the plain Bridge (compatibility_mode=False)"
     )
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds for each model's process"
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:  # the child process: one model and dtype, its row as JSON on the last line
-        row = one(
-            args.models, args.device, args.dtypes, args.batch, args.tokens, args.steps, args.plain
-        )
-        print(json.dumps(row))
+    if args.one:  # the child process: one model, each dtype in turn, a JSON line per dtype
+        for dtype in args.dtypes.split(","):
+            try:
+                row = one(
+                    args.models, args.device, dtype, args.batch, args.tokens, args.steps, args.plain
+                )
+            except Exception as error:  # the next dtype still runs (a GPU out of memory, say)
+                row = {"model": args.models, "dtype": dtype, "error": repr(error)[:500]}
+            print("ROW " + json.dumps(row), flush=True)
+            if args.device.startswith("cuda"):
+                torch.cuda.empty_cache()
         return 0
     out = args.out / "paper_sizes.json"
     old = json.loads(out.read_text()) if out.is_file() else {"runs": []}
     runs = old.get("runs", [])
+    bridge = "plain" if args.plain else "compatibility mode"
     for name in args.models.split(","):
+        argv = [sys.executable, "-m", "benchmarks.paper_sizes", "--one", "--models", name]
+        argv += ["--dtypes", args.dtypes, "--device", args.device, "--batch", str(args.batch)]
+        argv += ["--tokens", str(args.tokens), "--steps", str(args.steps)]
+        argv += ["--plain"] if args.plain else []
+        print(f"{name} {args.dtypes} batch {args.batch} on {args.device} ...", flush=True)
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, text=True, check=False, timeout=args.timeout
+            )
+            stdout, stderr, code = done.stdout, done.stderr, done.returncode
+        except subprocess.TimeoutExpired as expired:
+            stdout = expired.stdout.decode() if isinstance(expired.stdout, bytes) else ""
+            stderr, code = f"stopped after {args.timeout} s (--timeout)", -1
+        rows = {
+            r["dtype"]: r
+            for r in (json.loads(line[4:]) for line in stdout.splitlines() if line[:4] == "ROW ")
+        }
         for dtype in args.dtypes.split(","):
-            argv = [sys.executable, "-m", "benchmarks.paper_sizes", "--one", "--models", name]
-            argv += ["--dtypes", dtype, "--device", args.device, "--batch", str(args.batch)]
-            argv += ["--tokens", str(args.tokens), "--steps", str(args.steps)]
-            argv += ["--plain"] if args.plain else []
-            bridge = "plain" if args.plain else "compatibility mode"
-            print(f"{name} {dtype} batch {args.batch} on {args.device} ...", flush=True)
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-1:]
-                if done.returncode < 0:  # killed: -9 is the kernel's out-of-memory killer
-                    tail = [f"killed by signal {-done.returncode}", *tail]
-                row = {
-                    "bridge": bridge,
-                    "model": name,
-                    "dtype": dtype,
-                    "device": args.device,
-                    "batch": args.batch,
-                    "error": " ".join(tail),
-                }
-            else:
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-                row.setdefault("n_params_bridge", row["n_params"])
-                row["n_params"] = published_params(name)
+            row = rows.get(dtype)
+            if row is None:  # the child died before this dtype's row
+                tail = (stderr or stdout).strip().splitlines()[-1:]
+                if code < 0 and "stopped after" not in stderr:  # -9: out-of-memory killer
+                    tail = [f"killed by signal {-code}", *tail]
+                row = {"model": name, "dtype": dtype, "error": " ".join(tail)}
+            row = {**row, "bridge": bridge, "device": args.device, "batch": args.batch}
+            row["n_params"] = published_params(name)
             print(json.dumps(row), flush=True)
             key = (name, dtype, args.device, args.batch, bridge)
             runs = [
@@ -245,13 +272,14 @@ def main(argv: list[str] | None = None) -> int:
                 != key
             ]
             runs.append({**row, "machine": common.machine_info(args.device)})
-    payload = {
-        "what": "scalars training step (attn_out + mlp_out, all positions, both signs of beta) "
-        "on the paper's model sizes built from published configs with random weights",
-        "runs": runs,
-    }
-    # each run keeps the machine it ran on; the top-level `machine` is this (last) run's
-    common.write_result(out.stem, payload, folder=args.out, device=args.device)
+        payload = {
+            "what": "scalars training step (attn_out + mlp_out, all positions, both signs of "
+            "beta) on the paper's model sizes built from published configs with random weights",
+            "runs": runs,
+        }
+        # after each model, so a run stopped later keeps what finished; each run keeps the
+        # machine it ran on, the top-level `machine` is the last run's
+        common.write_result(out.stem, payload, folder=args.out, device=args.device)
     return 0
 
 

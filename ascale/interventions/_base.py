@@ -130,9 +130,13 @@ class Intervention(nn.Module, ABC):
         step without the cache): those positions are left unchanged, nothing was trained there.
         """
         self._require_bound()
-        finite = (
-            bool(torch.isfinite(beta).all()) if isinstance(beta, Tensor) else math.isfinite(beta)
-        )
+        if isinstance(beta, Tensor):
+            # reading the check back waits for the device; a CUDA graph being recorded cannot
+            # (its eager warm-up steps, which run this same check, have passed it)
+            recording = beta.is_cuda and torch.cuda.is_current_stream_capturing()
+            finite = recording or bool(torch.isfinite(beta).all())
+        else:
+            finite = math.isfinite(beta)
         if not finite:
             raise AscaleError(f"beta must be finite, got {beta!r}")
         tracker: dict[str, int] = {}
