@@ -6,10 +6,10 @@ sites ``attn_out,mlp_out`` at every position), `ascale.sweep` fits scalars and v
 both splits. Every fit runs the same steps and batch without early stopping, with the proximal
 L1 step (`ascale.optim.ProximalAdamax`), which leaves exact zeros: so ``n_active`` (scalars
 above 0.01; vectors by norm) shows what each weight buys. The learning rate is each method's
-default (`ascale.fit.DEFAULTS`) unless ``--lr`` sets it. The proximal step
-(`ascale.optim.ProximalAdamax`) moves only the parameter with the largest gradient by ``lr``
-and every other in proportion, so a rate tuned for Adam is too small for the 483,840 numbers of
-vectors: ``--lr vectors=...`` sets theirs (see ``docs/benchmarks.md``).
+proximal default (`ascale.fit.FitDefaults.rate`, 0.1 for both: this sweep chose it) unless
+``--lr`` sets it. The proximal step moves only the parameter with the largest gradient by ``lr``
+and every other in proportion, so Adam's rate for vectors (0.01) under-trains them (see
+``docs/benchmarks.md``).
 
 The question (issue 8, from the paper): do scalars reach vectors' effectiveness and
 faithfulness with >= 100x fewer parameters, on training and on test prompts?
@@ -21,7 +21,7 @@ and ``docs/img/tradeoffs_<task>.png`` (`ascale.plot.plot_tradeoffs`, drawn by he
 Run (tens of minutes on 2 CPU cores; the budget is per fit)::
 
     .venv/bin/python -m benchmarks tradeoffs                       # CCC and IOI, 8 weights
-    .venv/bin/python -m benchmarks tradeoffs --tasks ioi --methods vectors --lr vectors=0.1 \\
+    .venv/bin/python -m benchmarks tradeoffs --tasks ioi --methods scalars --lr scalars=0.3 \\
         --steps 40                                    # one method again; the other's rows stay
     .venv/bin/python -m benchmarks tradeoffs --tasks ccc --steps 2 --lambda-min 1e-3,1 \\
         --out /tmp/smoke                                            # smoke: a minute
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lr",
         default="",
-        help="per-method learning rates, e.g. vectors=0.1 (default: each method's fit default)",
+        help="per-method learning rates, e.g. scalars=0.3 (default: each method's proximal rate)",
     )
     parser.add_argument("--n", type=int, default=200, help="prompts per task (70/30 split)")
     parser.add_argument("--steps", type=int, default=20, help="steps per fit")
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if not methods or any(m not in ("scalars", "vectors") for m in methods):
         parser.error(f"--methods takes scalars and/or vectors, got {args.methods!r}")
     given = dict(pair.split("=", 1) for pair in args.lr.split(",") if pair)
-    lrs = {m: float(given.get(m, DEFAULTS[m].lr)) for m in methods}
+    lrs = {m: float(given.get(m, DEFAULTS[m].rate("proximal"))) for m in methods}
     model = ascale.load_model()
     # tasks (and, within a task, methods) run before stay in the file
     path = (args.out or common.RESULTS) / "tradeoffs.json"

@@ -8,6 +8,7 @@ import ascale
 from ascale import forward, memory, models
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
+from ascale.fit import DEFAULTS
 from ascale.interventions import ActivationScalars, SteeringVectors
 from conftest import TINY_ROWS, ioi_like_rows
 
@@ -123,6 +124,27 @@ def test_proximal_sparsity_leaves_exact_zeros_where_adam_does_not(tiny_gpt2, tin
     # Adam leaves only the scalars no gradient reaches at zero (e.g. the last layer's earlier
     # positions); the soft-threshold zeroes every scalar the objective does not need
     assert zeros["proximal"] > zeros["l1"] + 20
+
+
+@pytest.mark.parametrize("method", ["scalars", "vectors"])
+def test_each_sparsity_mode_takes_its_own_default_rate(tiny_gpt2, tiny_rows, method):
+    # the proximal step needs ~10x Adam's rate for vectors (benchmarks/results/tradeoffs.json):
+    # a sweep with sparsity="proximal" and no lr must not under-train them at Adam's 0.01
+    defaults = DEFAULTS[method]
+    rates = {}
+    for sparsity in ("l1", "proximal"):
+        iv = ascale.interventions.build(method, tiny_gpt2, sites="mlp_out")
+        done = ascale.fit(
+            tiny_gpt2, iv, tiny_rows, steps=1, sparsity=sparsity, stop="none", progress=False
+        )
+        rates[sparsity] = done.settings["lr"]
+    assert rates == {"l1": defaults.lr, "proximal": defaults.proximal_lr}
+    iv = ascale.interventions.build(method, tiny_gpt2, sites="mlp_out")
+    given = ascale.fit(tiny_gpt2, iv, tiny_rows, steps=1, lr=0.05, sparsity="proximal",
+                       stop="none", progress=False)  # fmt: skip
+    assert given.settings["lr"] == 0.05
+    if method == "vectors":
+        assert defaults.proximal_lr == 10 * defaults.lr
 
 
 def test_keep_mask_holds_other_parameters_at_the_identity(tiny_gpt2, tiny_rows):
