@@ -160,7 +160,7 @@ def paper_sizes_section(r: dict[str, Any] | None) -> list[str]:
         return ["## The paper's sizes", "", "pending: run `python -m benchmarks.paper_sizes`", ""]
     runs, what = r["runs"], r["what"][:1].upper() + r["what"][1:]
     lines = [
-        "## The paper's sizes (random weights, fresh process per row)",
+        "## The paper's sizes (random weights, fresh process per model)",
         "",
         f"{what}. First row: {_machine(runs[0])}; each row's machine and load are in the JSON.",
         "",
@@ -172,7 +172,7 @@ def paper_sizes_section(r: dict[str, Any] | None) -> list[str]:
             measured = [f"error: {run['error']}", "", ""]
         else:
             memory = f"{run['peak_memory_mb']} ({run['memory_kind']})"
-            measured = [f"{run['step_s']:.1f}", memory, f"{run['build_s']:.0f}"]
+            measured = [f"{run['step_s']:.3g}", memory, f"{run['build_s']:.0f}"]
         params = f"{run['n_params'] / 1e6:.0f}M" if "n_params" in run else ""
         rows.append(
             [run["model"], run["dtype"], run["device"], run["bridge"], params, shape, *measured]
@@ -259,6 +259,58 @@ def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
     return [*lines, *_table(header, rows), ""]
 
 
+def gpu_capture_section(r: dict[str, Any] | None) -> list[str]:
+    """`benchmarks/gpu_capture.py`: the step recorded as a CUDA graph against the eager floor."""
+    if r is None:
+        return []
+    lines = ["### GPU: a captured step (CUDA graph)", "", f"{_machine(r)}.", ""]
+    rows = []
+    for key, b in r["results"].items():
+        for n, ms in b["ms_per_step"].items():
+            rows.append([key, f"`{n}`", ms, b["ratio_to_floor"][n]])
+        for n in ("floor", "ascale"):
+            if f"{n}_captured_error" in b:
+                cause = b[f"{n}_captured_error"].split("During handling")[0].strip()
+                rows.append([key, f"`{n}_captured`", "not recorded", cause.splitlines()[-1][:90]])
+    header = ["batch", "configuration", "ms / step", "ratio to eager floor"]
+    return [*lines, *_table(header, rows), ""]
+
+
+def gpu_profile_section(r: dict[str, Any] | None) -> list[str]:
+    """`benchmarks/gpu_profile.py`: kernels and host-side operators per step."""
+    if r is None:
+        return []
+    lines = ["### GPU: per-step profile", "", f"{_machine(r)}; batch {r['batch']}.", ""]
+    rows = [
+        [f"`{n}`", round(v["kernels"]), round(v["aten_ops"]), round(v["host_ms"], 1)]
+        for n, v in r["results"].items()
+    ]
+    header = ["configuration", "kernels", "aten ops", "host ms (profiled)"]
+    return [*lines, *_table(header, rows), ""]
+
+
+def gpu_runs_section(checks: dict[str, Any] | None, demo: dict[str, Any] | None) -> list[str]:
+    """`benchmarks/gpu_checks.py` and `benchmarks/gpu_demo.py`, one line each."""
+    lines = []
+    if checks is not None:
+        lines += ["### GPU: device checks", "", f"{_machine(checks)}.", ""]
+        for name, c in checks["results"].items():
+            shown = {k: v for k, v in c.items() if k in ("max_abs_difference", "ok", "seconds")}
+            if "max_abs_parameter_difference" in c:
+                shown["max_abs_parameter_difference"] = c["max_abs_parameter_difference"]
+            lines.append(f"- `{name}`: {shown}")
+        lines.append("")
+    if demo is not None:
+        lines += [
+            "### GPU: `ascale demo --device cuda`",
+            "",
+            f"{demo['demo_in_process_s']} s in process, {demo['process_wall_s']} s for the "
+            f"process ({demo['weights']}, {demo['steps_each_fit']} steps a fit). {_machine(demo)}.",
+            "",
+        ]
+    return lines
+
+
 def provenance_section() -> list[str]:
     """Which commit wrote each result file, and how much of the package changed since.
 
@@ -319,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += localisation_section(_load("localisation_cost"))
     lines += demo_section(_load("demo"))
     lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
+    lines += gpu_capture_section(_load("gpu_capture"))
+    lines += gpu_profile_section(_load("gpu_profile"))
+    lines += gpu_runs_section(_load("gpu_checks"), _load("gpu_demo"))
     if notes.get("changes"):
         lines += ["## What changed in ascale for speed", ""]
         for paragraph in notes["changes"]:
