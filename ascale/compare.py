@@ -181,7 +181,9 @@ def compare(
         corrupted: counterfactual prompts aligned with `data` (same lengths and answers), for
             patching and counterfactual ablation; without them both use mean ablation.
         methods: any of `METHODS`.
-        sites, layers, positions: the grid (as for `ActivationScalars`).
+        sites: the grid's sites (as for `ActivationScalars`).
+        layers: the grid's layers (default: all).
+        positions: the grid's positions (as for `ActivationScalars`).
         test_size: share of `data` held out for the circuit curves and metrics.
         seed: the split, fits and random orders.
         patch_n: training prompts patched (activation and attribution patching).

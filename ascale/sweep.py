@@ -51,10 +51,14 @@ def sweep(
 
     Args:
         model: the model.
-        train, test: the splits (one token length for position-tied methods).
+        train: the training split (one token length for position-tied methods).
+        test: the held-out split, measured with the training split.
         methods: ``"scalars"``, ``"vectors"`` and/or ``"dynamic"``.
-        lambda_min, lambda_faith: the grid of weights.
-        sites, layers, positions: where the interventions act.
+        lambda_min: the grid's L1 weights.
+        lambda_faith: the grid's KL weights.
+        sites: where the interventions act (as for `ActivationScalars`).
+        layers: their layers (default: all).
+        positions: their positions (as for `ActivationScalars`).
         margin: the effectiveness margin.
         fit_options: keyword arguments for `ascale.fit` (steps, lr, sparsity, ...).
 
