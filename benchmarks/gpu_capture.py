@@ -2,10 +2,12 @@
 
 The step of `benchmarks.gpu_step` (scalars on every head's z and MLP output for the floor,
 ``heads,mlp_out`` for ascale; both signs of beta in one batch; Adam) is recorded once as a CUDA
-graph (``torch.cuda.graph``: forward, loss, backward and ``Adam(capturable=True)``) and replayed:
-each step copies the next batch into the graph's static inputs, replays, and reads the loss (one
-synchronisation a step, as the eager floor's ``float(loss)``). A recorded step launches no Python
-and no per-kernel work from the host: what the eager step spends in Python and launches is gone.
+graph (``torch.cuda.graph``: forward, loss, backward and ``Adam(capturable=True)``) and replayed,
+reading the loss back each step (one synchronisation a step, as the eager floor's
+``float(loss)``). Here the whole set is one batch, so the graph's inputs stay those it was recorded
+with; a fit over several batches would also copy each batch into them (a few copies a step, not
+measured). A recorded step launches no Python and no per-kernel work from the host: what the
+eager step spends in Python and launches is gone.
 
 ascale's step is `ascale.forward`'s own code (`answer_logits` through the Bridge and the
 intervention's hooks, `ascale.objective`), on a batch whose tensors already sit on the device
