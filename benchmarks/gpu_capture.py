@@ -37,7 +37,13 @@ from torch import Tensor
 
 from benchmarks import common
 from benchmarks.floor import FloorScalars, FloorTrainer, load_hf, objective
-from benchmarks.gpu_step import HERE, _stub_datasets, ascale_run, model_folder, sync
+from benchmarks.gpu_step import (
+    _stub_datasets,
+    ascale_run,
+    device_options,
+    floor_run,
+    model_folder,
+)
 
 
 class Captured:
@@ -84,9 +90,7 @@ class Captured:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
-    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+    device_options(parser)
     parser.add_argument("--batches", default="32,128")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=10)
@@ -144,15 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         row: dict[str, Any] = {"n_pos": data.n_pos, "rows_per_forward": 2 * n}
         runners: dict[str, Callable[[], float]] = {}
 
-        def floor_eager() -> float:
-            sync(dev)
-            t = time.perf_counter()
-            for _ in range(args.steps):
-                floor.step()
-            sync(dev)
-            return (time.perf_counter() - t) / args.steps
-
-        runners["floor"] = floor_eager
+        runners["floor"] = floor_run(floor, args.steps, dev)
         runners["ascale"] = ascale_run(bridge, data, n, args.steps, dev)
 
         # static inputs: the whole set is one batch, both signs of beta stacked
@@ -203,16 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             first = captured.step()
             row[f"{name}_captured_4th_loss"] = first
             row[f"{name}_eager_4th_loss"] = reference[3]
-
-            def replay(c: Captured = captured) -> float:
-                sync(dev)
-                t = time.perf_counter()
-                for _ in range(args.steps):
-                    c.step()
-                sync(dev)
-                return (time.perf_counter() - t) / args.steps
-
-            runners[f"{name}_captured"] = replay
+            runners[f"{name}_captured"] = floor_run(captured, args.steps, dev)
         samples = common.interleaved(runners, rounds=args.rounds)
         med = {k: statistics.median(v) for k, v in samples.items()}
         row["ms_per_step"] = {k: round(1000 * v, 3) for k, v in med.items()}

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from benchmarks import common
-from benchmarks.gpu_step import HERE, _stub_datasets, model_folder
+from benchmarks.gpu_step import _stub_datasets, device_options, model_folder
 
 FIELDS = ("flip_rate_forward", "flip_rate_backward", "logit_diff_forward", "faithfulness_kl")
 
@@ -49,9 +49,7 @@ def _diff(a: dict[str, float], b: dict[str, float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
-    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+    device_options(parser)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--out", type=Path, default=common.RESULTS)

@@ -28,14 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.gpu_step import HERE, _stub_datasets, model_folder
+from benchmarks.gpu_step import _stub_datasets, device_options, model_folder
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
-    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+    device_options(parser)
     parser.add_argument("--steps", type=int, default=22, help="steps of each fit")
     parser.add_argument("--n", type=int, default=200, help="CCC prompts (as the demo's --n)")
     parser.add_argument("--out", type=Path, default=common.RESULTS)

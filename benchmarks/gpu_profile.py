@@ -28,7 +28,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks import common
 from benchmarks.floor import FloorScalars, FloorTrainer, load_hf
-from benchmarks.gpu_step import HERE, _stub_datasets, model_folder, sync
+from benchmarks.gpu_step import _stub_datasets, device_options, model_folder, sync
 
 
 def counted(fn: Any, dev: str) -> dict[str, Any]:
@@ -61,9 +61,7 @@ def per_step(a: dict[str, Any], b: dict[str, Any], steps: int) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
-    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+    device_options(parser)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--configs", default="ascale,ascale_plain_bridge,floor")
@@ -77,12 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     folder, random_weights = model_folder(args.model_dir, seed=0)
     results: dict[str, Any] = {}
     data = None
+
+    def load(**options: Any) -> Any:
+        model = ascale.load_model(folder, **options)
+        model.cfg.default_prepend_bos = False  # as the embedded SmolLM2
+        return model
+
     for name, plain in (("ascale", False), ("ascale_plain_bridge", True)):
-        model = ascale.load_model(folder, device=dev, compatibility_mode=not plain)
-        model.cfg.default_prepend_bos = False
-        data = ascale.load_jsonl(args.data, model).subset(range(args.batch))
-        if name not in configs:  # loaded for its tokens only
+        if name not in configs:
             continue
+        model = load(device=dev, compatibility_mode=not plain)
+        data = ascale.load_jsonl(args.data, model).subset(range(args.batch))
         scalars = ascale.ActivationScalars(model, sites="heads,mlp_out")
         kw = {"batch_size": args.batch, "stop": "none", "progress": False}
         ascale.fit(model, scalars, data, steps=2, **kw)  # warm-up
@@ -95,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = per_step(long, short, args.steps)
         print(name, {k: v for k, v in results[name].items() if k != "top_ops"}, flush=True)
         del model
-    assert data is not None
     if "floor" in configs:
+        if data is None:  # the floor alone: a Bridge on the host only to tokenise, as ascale does
+            data = ascale.load_jsonl(args.data, load(device="cpu")).subset(range(args.batch))
         hf = load_hf(folder, "eager", dev)
         rows = (data.tokens.to(dev), data.correct_ids.to(dev), data.wrong_ids.to(dev))
         trainer = FloorTrainer(

@@ -72,7 +72,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def floor_run(trainer: FloorTrainer, steps: int, dev: str) -> Any:
+def device_options(parser: argparse.ArgumentParser) -> None:
+    """The options every GPU script shares: the device, and what `gpu_prepare` made."""
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
+    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+
+
+def floor_run(trainer: Any, steps: int, dev: str) -> Any:
+    """A runner for `common.interleaved`: seconds per step of `steps` calls of
+    ``trainer.step()`` (a `FloorTrainer`, or anything with a ``step()``)."""
+
     def run() -> float:
         sync(dev)
         t0 = time.perf_counter()
@@ -108,9 +118,7 @@ def ascale_run(model: Any, data: Any, batch: int, steps: int, dev: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--model-dir", type=Path, default=HERE / ".gpu" / "smollm2")
-    parser.add_argument("--data", type=Path, default=HERE / ".gpu" / "ccc.jsonl")
+    device_options(parser)
     parser.add_argument("--batches", default="32,128")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10, help="steps per round and config")
