@@ -14,6 +14,7 @@ from pathlib import Path
 #: the runnable scripts (``floor``, ``setups`` and ``common`` are helpers they share)
 SCRIPTS = (
     "circuits",
+    "compile_cpu",
     "demo",
     "dynamic_generalisation",
     "fit_defaults",

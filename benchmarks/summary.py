@@ -344,6 +344,38 @@ def provenance_section() -> list[str]:
     return ["## Provenance", "", intro, "", *_table(header, rows), ""]
 
 
+def compile_section(r: dict[str, Any] | None) -> list[str]:
+    title = "## `torch.compile` on CPU (the floor, eager vs compiled)"
+    if r is None:
+        return [title, "", "pending: run `python -m benchmarks compile_cpu --cold`", ""]
+    s, c = r["setup"], r["compile_seconds"]
+    rows = [
+        [
+            f"`{n}`",
+            f"{v['median']:.3f}",
+            f"{r['ratio_to_floor'][n]:.3f}",
+            f"{r['paired_ratio_to_floor'][n]:.3f}",
+        ]
+        for n, v in r["seconds_per_step"].items()
+    ]
+    loss = r["loss_first_batch"]
+    return [
+        title,
+        "",
+        f"{s['compile']}, inductor cache {s['inductor_cache']}; CCC, {s['batch_prompts']} "
+        f"prompts x {s['n_pos']} tokens, heads + mlp_out scalars; medians of {s['rounds']} "
+        f"interleaved rounds of {s['steps_per_round']} steps. {_machine(r)}.",
+        "",
+        *_table(["configuration", "s / step", "ratio to floor", "paired ratio"], rows),
+        "",
+        f"Compiling: {c['first_no_grad_call']} s for the first no-grad call, "
+        f"{c['first_training_step']} s for the first training step; break-even after "
+        f"{r['break_even_steps']} steps. Loss of the first batch: eager {loss['eager']:.6f}, "
+        f"compiled {loss['compiled']:.6f}.",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     notes = _load("notes") or {}
@@ -364,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += step_section(_load("step_before_t1"), "Before the changes (CPU, 1 torch thread)")
     lines += memory_section(_load("memory"))
     lines += peers_section(_load("peers"))
+    lines += compile_section(_load("compile_cpu"))
     lines += scaling_section(_load("scaling"))
     if notes.get("scaling"):
         lines += [notes["scaling"], ""]
