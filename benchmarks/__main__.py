@@ -14,6 +14,7 @@ from pathlib import Path
 #: the runnable scripts (``floor``, ``setups`` and ``common`` are helpers they share)
 SCRIPTS = (
     "circuits",
+    "compare_cost",
     "compile_cpu",
     "demo",
     "dynamic_generalisation",

@@ -77,14 +77,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
 # The old "train" rule waited for every prompt to flip by the margin; flip_target=1.0 is the
 # nearest the current rule comes (every prompt flipped, margin not required).
 OLD_RULES: dict[str, Any] = {"stop": "train", "flip_target": 1.0, "sparsity": "l1"}
-USER_SETS = ("country_language", "antonyms", "plural", "mixed_lengths")
+USER_SETS = (
+    "country_language",
+    "antonyms",
+    "plural",
+    "pronouns",
+    "mixed_lengths",
+    "pronouns_mixed",
+)
 BUILTIN_SETS = ("ccc", "ioi")
 SETS = (*USER_SETS, *BUILTIN_SETS)
 METHODS = ("scalars", "vectors", "dynamic")
 # which methods each set is fitted with: position-tied ones need one prompt length
 PLAN: dict[str, tuple[str, ...]] = {
-    **{name: ("scalars", "vectors") for name in SETS if name != "mixed_lengths"},
+    **{name: ("scalars", "vectors") for name in SETS},
+    # the mixed-length sets: only dynamic scalars take prompts of several lengths
     "mixed_lengths": ("dynamic",),
+    "pronouns_mixed": ("dynamic",),
 }
 
 

@@ -376,6 +376,23 @@ def compile_section(r: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def compare_cost_section(r: dict[str, Any] | None) -> list[str]:
+    title = "## `ascale compare --task ioi`: now against before the localisation work"
+    if r is None:
+        return [title, "", "pending: run `python -m benchmarks compare_cost`", ""]
+    rows = [[label, f"`{r[label]['commit']}`", r[label]["seconds"]] for label in ("before", "now")]
+    return [
+        title,
+        "",
+        f"{r['benchmark']}. {_machine(r)}.",
+        "",
+        *_table(["version", "commit", "wall s"], rows),
+        "",
+        f"Ratio now / before: **{r['ratio_now_to_before']}** (target {r['target']}).",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     notes = _load("notes") or {}
@@ -402,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [notes["scaling"], ""]
     lines += paper_sizes_section(_load("paper_sizes"))
     lines += localisation_section(_load("localisation_cost"))
+    lines += compare_cost_section(_load("compare_cost"))
     lines += demo_section(_load("demo"))
     lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
     lines += gpu_capture_section(_load("gpu_capture"))
