@@ -11,8 +11,8 @@ the training split with the settings of one named config, and both splits are ev
 - ``new``: ``{}``, i.e. whatever `ascale.fit`'s defaults are now (the result file records the
   settings `fit` reports it used);
 - ``unregularised``: no faithfulness or L1 term and no stop (200 steps): not a setting to use (it
-  wrecks the model's other predictions) but the most the method reaches on a set, in and out of
-  sample, with nothing holding it back.
+  wrecks the model's other predictions) but a check of what the two regularising terms cost or
+  buy on a set, in and out of sample.
 
 Methods, all on sites ``attn_out,mlp_out``: ``scalars`` (`ActivationScalars`) and ``vectors``
 (`SteeringVectors`) on the sets of one token length, ``dynamic`` (`DynamicScalars`) on the
@@ -63,8 +63,8 @@ TEST_SIZE, SPLIT_SEED = 0.3, 0
 CONFIGS: dict[str, dict[str, Any]] = {
     "old": {"steps": 100, "lr": 0.1, "batch_size": 32},
     "new": {},  # ascale.fit's defaults
-    # not a candidate default: how far the method gets on a set with nothing holding it back
-    # (no faithfulness or L1 term, every one of 200 steps), on the training and the test split
+    # not a candidate default: the fit with nothing holding it back (no faithfulness or L1 term,
+    # every one of 200 steps), to see what those terms cost or buy on the training and test split
     "unregularised": {
         "objective": ascale.Objective(lambda_faith=0.0, lambda_min=0.0),
         "stop": "none",
