@@ -18,7 +18,7 @@ pays the whole compile (a warm cache from an earlier process makes it cheaper: r
 ``--cold`` right after to see).
 
 Run: ``.venv/bin/python -m benchmarks.compile_cpu [--cold] [--rounds 5]``; writes
-``results/compile_cpu.json`` (``--name`` to change). Takes ~6 minutes cold on 2 cores.
+``results/compile_cpu.json`` (``--name`` to change). Takes ~7 minutes cold on 2 cores.
 """
 
 from __future__ import annotations
