@@ -27,7 +27,6 @@ from typing import Any
 
 from benchmarks import common
 
-ROOT = Path(__file__).resolve().parent.parent
 # the last commit before the localisation issue's work (c9e972c, "One component grid ...")
 BEFORE = "a7f1232"
 COMMAND = ["compare", "--task", "ioi"]
@@ -74,18 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         worktree = Path(tmp) / "before"
         subprocess.run(
             ["git", "worktree", "add", "--detach", str(worktree), args.before],
-            cwd=ROOT,
+            cwd=common.ROOT,
             check=True,
             capture_output=True,
         )
         try:
-            for label, source in (("before", worktree), ("now", ROOT)):
+            for label, source in (("before", worktree), ("now", common.ROOT)):
                 print(f"{label}: ascale {' '.join(COMMAND)} from {source}", flush=True)
                 runs[label] = run(source, Path(tmp) / f"out-{label}")
                 print(f"{label}: {runs[label]['seconds']} s", flush=True)
         finally:
             subprocess.run(
-                ["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False
+                ["git", "worktree", "remove", "--force", str(worktree)],
+                cwd=common.ROOT,
+                check=False,
             )
     ratio = runs["now"]["seconds"] / runs["before"]["seconds"]
     result = {

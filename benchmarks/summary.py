@@ -37,6 +37,19 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return out
 
 
+def _step_rows(r: dict[str, Any]) -> list[list[Any]]:
+    """Seconds per step and ratios to the floor, a row per configuration."""
+    return [
+        [
+            f"`{n}`",
+            f"{v['median']:.3f}",
+            f"{r['ratio_to_floor'][n]:.3f}",
+            f"{r['paired_ratio_to_floor'][n]:.3f}",
+        ]
+        for n, v in r["seconds_per_step"].items()
+    ]
+
+
 def step_section(r: dict[str, Any] | None, title: str) -> list[str]:
     if r is None:
         return [f"## {title}", "", "pending: run `python -m benchmarks.step`", ""]
@@ -50,15 +63,7 @@ def step_section(r: dict[str, Any] | None, title: str) -> list[str]:
         f"{s['rounds']} interleaved rounds of {s['steps_per_round']} steps. {_machine(r)}.",
         "",
     ]
-    rows = [
-        [
-            f"`{n}`",
-            f"{v['median']:.3f}",
-            f"{r['ratio_to_floor'][n]:.3f}",
-            f"{r['paired_ratio_to_floor'][n]:.3f}",
-        ]
-        for n, v in r["seconds_per_step"].items()
-    ]
+    rows = _step_rows(r)
     lines += _table(["configuration", "s / step", "ratio to floor", "paired ratio"], rows)
     if "forward_no_hooks_seconds" in r:
         lines += ["", "Forward pass only, no hooks, no grad, same 64 rows (full logits):", ""]
@@ -349,15 +354,7 @@ def compile_section(r: dict[str, Any] | None) -> list[str]:
     if r is None:
         return [title, "", "pending: run `python -m benchmarks compile_cpu --cold`", ""]
     s, c = r["setup"], r["compile_seconds"]
-    rows = [
-        [
-            f"`{n}`",
-            f"{v['median']:.3f}",
-            f"{r['ratio_to_floor'][n]:.3f}",
-            f"{r['paired_ratio_to_floor'][n]:.3f}",
-        ]
-        for n, v in r["seconds_per_step"].items()
-    ]
+    rows = _step_rows(r)
     loss = r["loss_first_batch"]
     return [
         title,
