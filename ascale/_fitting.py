@@ -108,7 +108,7 @@ def check_settings(
     eval_every: int,
     patience: int,
     flip_target: float,
-    settle: int,
+    settle: int | None,
 ) -> None:
     """Refuse a bad setting of `fit` before any work, naming it and the value given."""
     for name, value in (
@@ -129,8 +129,11 @@ def check_settings(
         raise AscaleError(f"val_size must lie in (0, 1), got {val_size!r}")
     if not 0.0 < flip_target <= 1.0:
         raise AscaleError(f"flip_target must be a share in (0, 1], got {flip_target!r}")
-    if not isinstance(settle, int) or settle < 0:
-        raise AscaleError(f"settle must be a whole number of steps >= 0, got {settle!r}")
+    if settle is not None and (not isinstance(settle, int) or settle < 0):
+        raise AscaleError(
+            f"settle must be None (as many steps as reaching the flip target took) or a whole "
+            f"number of steps >= 0, got {settle!r}"
+        )
 
 
 @contextlib.contextmanager

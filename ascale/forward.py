@@ -59,19 +59,25 @@ def answer_logits(
     context = (
         contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
     )
-    # Without right padding (always, for position-tied data) the answer is read at the last
-    # column, and only that column is unembedded: see `models.run(last_only=True)`.
+    # Only the answer columns are unembedded (`models.run`): without right padding (always,
+    # for position-tied data) the last one; with it, each length's last real token.
     last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
+    columns, where = torch.unique(batch.lengths - 1, return_inverse=True)
     with context:
         logits = models.run(
-            model, batch.tokens, batch.attention_mask, last_only=last_only, prefix=prefix
+            model,
+            batch.tokens,
+            batch.attention_mask,
+            last_only=last_only,
+            positions=None if last_only else columns,
+            prefix=prefix,
         )
     # on the model's (last) device: the loss is computed there too (on a GPU, no copies per
     # step), and in float32 whatever the model's dtype: a bfloat16 logit is exact only to ~0.06
     # at 10 (8 significant bits), too coarse for the hinge margin, and the faithfulness KL sums
     # ~50k tiny terms that bfloat16 would round to 0; the vocabulary row of the answer position
     # alone is cast, so this costs nothing next to the forward pass
-    picked = logits[:, -1] if last_only else logits[torch.arange(len(batch)), batch.lengths - 1]
+    picked = logits[:, -1] if last_only else logits[torch.arange(len(batch)), where]
     return picked.float()
 
 

@@ -119,15 +119,17 @@ def run(
     attention_mask: Int[Tensor, "batch pos"] | None = None,
     *,
     last_only: bool = False,
+    positions: Int[Tensor, " out_pos"] | None = None,
     prefix: "Prefix | None" = None,
 ) -> Float[Tensor, "batch out_pos d_vocab"]:
     """Logits of a forward pass (the mask only when there is padding), on the model's device.
 
     ``out_pos`` is ``pos``, or 1 with `last_only`: the logits of the last position alone (each
-    prompt's next-token logits when there is no right padding). A TransformerBridge then
-    unembeds only that position (Hugging Face's ``logits_to_keep``): on SmolLM2 the
-    full-vocabulary logits at every position cost a sixth of a training step and most of its
-    activation memory, and nothing reads them. Other models compute all and return the last.
+    prompt's next-token logits when there is no right padding), or the columns `positions`
+    (ascending; e.g. the answer columns of right-padded prompts of several lengths). A
+    TransformerBridge then unembeds only those (Hugging Face's ``logits_to_keep``): on SmolLM2
+    the full-vocabulary logits at every position cost a sixth of a training step and most of
+    its activation memory, and nothing reads them. Other models compute all and return those.
 
     With `prefix` (the residual stream entering block ``prefix.layer``, one row per row of
     `tokens`, from `prefix_of`), only the blocks from that layer on run: see `Prefix`.
@@ -139,12 +141,19 @@ def run(
         tokens = tokens.to(device)
     kwargs: dict[str, Any] = {}
     hf_class: Any = type(getattr(model, "original_model", None))
-    if last_only and _keeps_logits(hf_class):
+    if last_only and positions is not None:
+        raise ValueError("pass last_only or positions, not both")
+    if positions is not None:
+        positions = positions.to(tokens.device)
+    if last_only:
         # an index tensor, not ``1``: Hugging Face slices ``hidden[:, -1:]`` for an int, and a
         # linear layer on that non-contiguous view runs as a broadcast bmm, 15x slower on CPU;
         # made on the device (arange), not copied from the host: a CUDA graph can record it
         n = tokens.shape[1]
-        kwargs["logits_to_keep"] = torch.arange(n - 1, n, device=tokens.device)
+        positions = torch.arange(n - 1, n, device=tokens.device)
+    kept = positions is not None and _keeps_logits(hf_class)
+    if kept:
+        kwargs["logits_to_keep"] = positions
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask.to(tokens.device)
     if prefix is not None and prefix.layer > 0:
@@ -159,7 +168,7 @@ def run(
             )
     else:
         logits = model(tokens, **kwargs)
-    return logits[:, -1:] if last_only else logits
+    return logits[:, positions] if positions is not None and not kept else logits
 
 
 @functools.cache

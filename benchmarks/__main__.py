@@ -13,6 +13,7 @@ from pathlib import Path
 
 #: the runnable scripts (``floor``, ``setups`` and ``common`` are helpers they share)
 SCRIPTS = (
+    "answer_columns",
     "circuits",
     "compare_cost",
     "compile_cpu",

@@ -1,6 +1,8 @@
 """fit: mechanics on tiny models, real steering on the embedded SmolLM2 (evaluate's tests are in
 test_metrics.py, the forward passes' in test_forward.py)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -11,6 +13,8 @@ from ascale.errors import AscaleError, PromptLengthError
 from ascale.fit import DEFAULTS
 from ascale.interventions import ActivationScalars, SteeringVectors
 from conftest import TINY_ROWS, ioi_like_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fit_is_deterministic_and_leaves_the_model_alone(tiny_gpt2, tiny_rows):
@@ -72,10 +76,29 @@ def test_default_fit_flips_held_out_prompts_both_ways_in_a_few_steps(smol, task)
     assert metrics.n_params == 30 * 2 * data.n_pos
 
 
+@pytest.mark.real
+def test_default_fit_flips_held_out_prompts_of_a_small_user_set(smol):
+    # issue 9: a user's own 48-row jsonl set (benchmarks/data/pronouns.jsonl: 34 train / 14
+    # test), steering vectors, every fit setting left at its default; measured 0.79 / 1.00 at
+    # KL 0.16 (benchmarks/results/fit_defaults.json, "new"). The defaults before that issue (lr
+    # 0.1, stop once every training prompt flipped) gave 0.43 / 0.86 at KL 0.77 ("old"), which
+    # fails every assertion below; the scalars' old and new defaults are the same run on this
+    # set (it never reaches the flip target), so they cannot tell old from new here.
+    data = ascale.load_jsonl(ROOT / "benchmarks" / "data" / "pronouns.jsonl", smol)
+    train, test = data.split(test_size=0.3, seed=0)
+    vectors = SteeringVectors(smol, sites="attn_out,mlp_out")
+    result = ascale.fit(smol, vectors, train, seed=0, progress=False)
+    metrics = ascale.evaluate(smol, vectors, test)
+    print(result.steps_run, result.stop_reason, metrics)
+    assert metrics.flip_rate_backward == 1.0  # the model's own answer, kept on every prompt
+    assert metrics.flip_rate_forward >= 0.6  # 11 of 14 measured, 9 needed
+    assert metrics.faithfulness_kl <= 0.5
+
+
 def test_train_stop_settles_for_its_steps_after_reaching_the_flip_target(tiny_gpt2, tiny_rows):
     runs = {}
     # the random tiny model flips at most 4 of its 10 prompts: target 0.3 is met, 1.0 never
-    for target, settle in ((0.3, 0), (0.3, 5), (1.0, 0)):
+    for target, settle in ((0.3, 0), (0.3, 5), (0.3, None), (1.0, 0)):
         iv = ActivationScalars(tiny_gpt2, sites="attn_out,mlp_out")
         runs[target, settle] = ascale.fit(
             tiny_gpt2, iv, tiny_rows, steps=60, lr=0.2, batch_size=len(tiny_rows),
@@ -89,9 +112,13 @@ def test_train_stop_settles_for_its_steps_after_reaching_the_flip_target(tiny_gp
     assert at_once.settings["flip_target"] == 0.3
     settled = runs[0.3, 5]
     assert settled.steps_run == reached + 5 and settled.history["flipped"][:reached] == flipped
+    # the default: as many settling steps as reaching the target took
+    doubled = runs[0.3, None]
+    assert doubled.steps_run == 2 * reached and doubled.settings["settle"] == reached
+    assert f"then {reached} settling steps" in doubled.stop_reason
     assert runs[1.0, 0].steps_run == 60 and not runs[1.0, 0].stopped_early
     for bad, match in (({"flip_target": 0.0}, "flip_target must be a share in"),
-                       ({"settle": -1}, "settle must be a whole number")):  # fmt: skip
+                       ({"settle": -1}, "settle must be None .* or a whole number")):  # fmt: skip
         with pytest.raises(AscaleError, match=match):
             ascale.fit(tiny_gpt2, iv, tiny_rows, steps=1, **bad)
 

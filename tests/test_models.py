@@ -44,6 +44,19 @@ def test_last_only_logits_equal_the_last_column_of_all_logits(tiny):
     torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
 
 
+def test_chosen_columns_equal_those_columns_of_all_logits(tiny):
+    # right-padded prompts of several lengths: only each length's answer column is unembedded
+    tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
+    columns = torch.tensor([2, 5])
+    with torch.no_grad():
+        full = models.run(tiny, tokens)
+        kept = models.run(tiny, tokens, positions=columns)
+    assert kept.shape == (2, 2, full.shape[-1])
+    torch.testing.assert_close(kept, full[:, columns], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        models.run(tiny, tokens, last_only=True, positions=columns)
+
+
 def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
