@@ -184,20 +184,21 @@ def fit(
         stop: ``"train"`` (default): once at least `flip_target` of the training prompts
             flipped both ways (the wrong answer at ``beta=+1``, the correct one at ``-1``) when
             their batch last ran (``history["flipped"]``), run `settle` more steps with the
-            learning rate falling linearly towards zero, then stop (within `steps` in all); ``"validation"``: hold out
-            `val_size` of `data`, score the objective on it every `eval_every` steps, keep the
-            parameters of the best score and stop after `patience` scores without improvement
-            (falls back to ``"train"`` below 10 prompts; on the small sets measured it stopped
-            too early); ``"none"``: run every step. Ctrl-C (``KeyboardInterrupt``) stops any of
-            them cleanly: `fit` returns, with the best validation step's parameters
-            where there is a validation split, and says so in ``stop_reason``.
+            learning rate falling linearly towards zero, then stop (within `steps` in all);
+            ``"validation"``: hold out `val_size` of `data`, score the objective on it every
+            `eval_every` steps, keep the parameters of the best score and stop after
+            `patience` scores without improvement (falls back to ``"train"`` below 10 prompts;
+            on the small sets measured it stopped too early); ``"none"``: run every step.
+            Ctrl-C (``KeyboardInterrupt``) stops any of them cleanly: `fit` returns, with the
+            best validation step's parameters where there is a validation split, and says so
+            in ``stop_reason``.
         flip_target: the share of training prompts ``stop="train"`` waits for, in (0, 1].
         settle: steps ``stop="train"`` runs after reaching `flip_target`; ``None`` (default):
             as many as it took to reach it. The training flips are met at a high learning rate,
             ahead of the held-out ones, and these steps trade the rest of the budget for
             faithfulness and generalisation (CCC: KL 1.08 stopping at once; dynamic scalars on
             a small mixed-length set: 0.71 of the held-out prompts flipped after 10 settling
-            steps, 0.86 after as many as the target took; see `DEFAULTS`).
+            steps, 0.79 after as many as the target took; see `DEFAULTS`).
         keep: per site, a 0/1 mask broadcastable to its parameters: parameters where it is 0
             stay at the identity (a refit on a chosen set of components).
         early_stop: ``False`` is ``stop="none"`` (kept for older code).
