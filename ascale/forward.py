@@ -62,14 +62,16 @@ def answer_logits(
     # Only the answer columns are unembedded (`models.run`): without right padding (always,
     # for position-tied data) the last one; with it, each length's last real token.
     last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
-    columns, where = torch.unique(batch.lengths - 1, return_inverse=True)
+    columns, where = None, None
+    if not last_only:  # the distinct answer columns, and which of them each prompt reads
+        columns, where = torch.unique(batch.lengths - 1, return_inverse=True)
     with context:
         logits = models.run(
             model,
             batch.tokens,
             batch.attention_mask,
             last_only=last_only,
-            positions=None if last_only else columns,
+            positions=columns,
             prefix=prefix,
         )
     # on the model's (last) device: the loss is computed there too (on a GPU, no copies per
@@ -77,7 +79,7 @@ def answer_logits(
     # at 10 (8 significant bits), too coarse for the hinge margin, and the faithfulness KL sums
     # ~50k tiny terms that bfloat16 would round to 0; the vocabulary row of the answer position
     # alone is cast, so this costs nothing next to the forward pass
-    picked = logits[:, -1] if last_only else logits[torch.arange(len(batch)), where]
+    picked = logits[:, -1] if where is None else logits[torch.arange(len(batch)), where]
     return picked.float()
 
 

@@ -67,10 +67,10 @@ TEST_SIZE, SPLIT_SEED = 0.3, 0
 CONFIGS: dict[str, dict[str, Any]] = {
     "old": {"steps": 100, "lr": 0.1, "batch_size": 32},
     "new": {},  # ascale.fit's defaults
-    # a candidate: the same defaults with twice the steps (the small sets never reach the flip
-    # target, so they run all of them; their held-out flips still rose at step 100)
     # the defaults of stop 20: 10 settling steps after the flip target, whatever it took
     "settle10": {"settle": 10},
+    # candidates: twice the steps (the small sets never reach the flip target, so they run all
+    # of them; their held-out flips still rose at step 100), with either settling rule
     "steps200": {"steps": 200, "settle": 10},
     "steps200_settle": {"steps": 200},
     # not a candidate default: the fit with nothing holding it back (no faithfulness or L1 term,
