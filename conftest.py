@@ -1,27 +1,15 @@
 """The namespace of the package's docstring examples (``--doctest-modules`` in pyproject.toml).
 
-Examples run on the tiny random GPT-2 of ``tests/conftest.py`` (2 layers, 4 heads, ``d_model``
+Examples run on the tiny random GPT-2 of `ascale.testing` (2 layers, 4 heads, ``d_model``
 32): ``model``, IOI-like prompts ``train`` / ``test`` and their ABC corruption ``corrupted``,
 seeded ``scalars`` on them, and ``ranking`` of those scalars. Each example runs in a fresh
 temporary folder, so the files it writes go nowhere else. Examples that need the real SmolLM2
 stay ``# doctest: +SKIP``.
 """
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-
-def _tests_conftest() -> Any:
-    """``tests/conftest.py`` as a plain module (its builders, not its fixtures)."""
-    path = Path(__file__).parent / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_ascale_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +17,12 @@ def _doctest_objects(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     import torch
 
     import ascale
+    from ascale import testing
     from ascale.data import ContrastSet
 
-    helpers = _tests_conftest()
     torch.manual_seed(0)
-    model = ascale.load_model(helpers.build_tiny("gpt2", tmp_path_factory.mktemp("doctest")))
-    clean_rows, corrupt_rows = helpers.ioi_like_rows(12)
+    model = ascale.load_model(testing.build_tiny("gpt2", tmp_path_factory.mktemp("doctest")))
+    clean_rows, corrupt_rows = testing.ioi_like_rows(12)
     data = ContrastSet.from_rows(clean_rows, model)
     corrupted = ContrastSet.from_rows(corrupt_rows, model)
     train, test = data.split(test_size=0.5, seed=0)

@@ -14,14 +14,16 @@ Example:
 """
 
 from ascale import tasks
-from ascale.agreement import agreement
-from ascale.attribution import rank_components
-from ascale.circuits import score_circuits
-from ascale.compare import compare
-from ascale.cumulative import cumulative_effect
+from ascale.analysis.agreement import AgreementResult, agreement
+from ascale.analysis.attribution import rank_components
+from ascale.analysis.circuits import CircuitResult, score_circuits
+from ascale.analysis.compare import CompareResult, compare
+from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
+from ascale.analysis.patching import activation_patching, attribution_patching
+from ascale.analysis.results import AttributionResult
+from ascale.analysis.sweep import sweep
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import AscaleError
-from ascale.fit import fit
 from ascale.generation import generate
 from ascale.grid import Grid
 from ascale.interventions import (
@@ -32,23 +34,28 @@ from ascale.interventions import (
 )
 from ascale.io import load, save
 from ascale.loading import load_model
-from ascale.metrics import evaluate
-from ascale.objective import Objective
-from ascale.patching import activation_patching, attribution_patching
 from ascale.report import write_report
-from ascale.sweep import sweep
+from ascale.training.fit import FitResult, fit
+from ascale.training.metrics import Metrics, evaluate
+from ascale.training.objective import Objective
 
-# What a user needs, each name a verb or a noun that says what it is. Results are imported from
-# their modules (`from ascale.fit import FitResult`, `from ascale.attribution import
-# AttributionResult`, ...), the specific
-# errors from `ascale.errors` (`AscaleError` is their base), the figures from `ascale.plot`.
+# What a user needs: the verbs, the interventions, the result types they return (plain data:
+# draw one with `ascale.plot.figure`), and the error base class (the specific errors are in
+# `ascale.errors`). `ascale.plot` is imported on first use: plotly only when a figure is wanted.
 __all__ = [
     "ActivationScalars",
+    "AgreementResult",
     "AscaleError",
+    "AttributionResult",
+    "CircuitResult",
+    "CompareResult",
     "ContrastSet",
+    "CumulativeEffectResult",
     "DynamicScalars",
+    "FitResult",
     "Grid",
     "Intervention",
+    "Metrics",
     "Objective",
     "SteeringVectors",
     "activation_patching",
@@ -64,6 +71,7 @@ __all__ = [
     "load_model",
     "plot",
     "rank_components",
+    "refit_top_k",
     "save",
     "score_circuits",
     "sweep",

@@ -30,15 +30,13 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ascale import models
+from ascale import _tl
+from ascale._outputs import write_atomic
+from ascale._rows import CORRUPTED, check_row, has_corrupted, read_jsonl, short
+from ascale._types import HookedModel
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
-from ascale.hooked import HookedModel
-from ascale.outputs import write_atomic
 
-__all__ = ["ContrastSet", "corrupted_from_rows", "has_corrupted", "load_jsonl", "read_jsonl"]
-
-FIELDS = ("prompt", "correct", "wrong")
-CORRUPTED = "corrupted"  # the optional counterfactual prompt of a row
+__all__ = ["ContrastSet", "corrupted_from_rows", "load_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ class ContrastSet:
                 f"row {i} ({prompts[i]!r}): correct and wrong answer are the same token "
                 f"{correct[i]!r}"
             )
-        tokens, lengths = models.tokenize(model, list(prompts))
+        tokens, lengths = _tl.tokenize(model, list(prompts))
         _check_context(model, prompts, lengths)
         return cls(prompts, correct, wrong, tokens, lengths, correct_ids, wrong_ids)
 
@@ -194,94 +192,6 @@ def load_jsonl(path: str | Path, model: HookedModel) -> ContrastSet:
     return ContrastSet.from_rows(read_jsonl(path), model)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, str]]:
-    """The rows of a jsonl contrast set, checked as far as that needs no model.
-
-    Raises:
-        AscaleError: the file is missing, a folder, not UTF-8, not JSON, or holds no rows; a
-            row is not an object with string fields ``prompt``, ``correct`` and ``wrong``, or
-            has an empty one; some rows carry ``corrupted`` and others not. The message names
-            the file and the line or row.
-
-    Example:
-        >>> rows = read_jsonl(data.to_jsonl("ioi.jsonl"))
-        >>> sorted(rows[0])
-        ['correct', 'prompt', 'wrong']
-    """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise AscaleError(f"data file {str(path)!r} does not exist")
-    if not path.is_file():
-        raise AscaleError(f"data file {str(path)!r} is a folder; expected a jsonl file")
-    rows: list[dict[str, str]] = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise AscaleError(
-                    f"{where}: not UTF-8 text (byte {raw[err.start]:#04x} at column "
-                    f"{err.start + 1}); save the file as UTF-8"
-                ) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise AscaleError(f"{where}: not valid JSON ({err.msg})") from None
-            check_row(row, f"{where} (row {len(rows)})")
-            rows.append(row)
-    if not rows:
-        raise AscaleError(f"data file {str(path)!r} holds no rows; expected one JSON object a line")
-    has_corrupted(rows, where=str(path))
-    return rows
-
-
-def check_row(row: Any, where: str) -> None:
-    """Raise `AscaleError` (naming `where`) unless `row` has three non-empty string fields
-    (and, if it carries ``corrupted``, a non-empty string there too)."""
-    if not isinstance(row, Mapping):
-        raise AscaleError(
-            f"{where}: expected an object with keys {list(FIELDS)}, got {_short(row)}"
-        )
-    missing = [k for k in FIELDS if k not in row]
-    if missing:
-        raise AscaleError(f"{where} misses key(s) {missing}: {_short(dict(row))}")
-    keys = (*FIELDS, CORRUPTED) if CORRUPTED in row else FIELDS
-    for key in keys:
-        value = row[key]
-        if not isinstance(value, str):
-            kind = "null" if value is None else type(value).__name__
-            raise AscaleError(
-                f"{where}: field {key!r} is {kind} {_short(value)}, not a string; quote it"
-            )
-        if not value:
-            raise AscaleError(f"{where}: field {key!r} is empty")
-
-
-def has_corrupted(rows: Sequence[Mapping[str, Any]], *, where: str = "the rows") -> bool:
-    """Whether the rows carry counterfactual prompts (``"corrupted"``): all of them, or none.
-
-    Raises:
-        AscaleError: some rows carry one and others do not; the message names the first row
-            that differs from row 0.
-
-    Example:
-        >>> has_corrupted([{"prompt": "a", "correct": " b", "wrong": " c", "corrupted": "d"}])
-        True
-    """
-    first = bool(rows) and CORRUPTED in rows[0]
-    for i, row in enumerate(rows):
-        if (CORRUPTED in row) != first:
-            have, lack = (0, i) if first else (i, 0)
-            raise AscaleError(
-                f"{where}: row {have} carries a {CORRUPTED!r} prompt but row {lack} does not; "
-                f"give every row one (a counterfactual of the same token length) or none"
-            )
-    return first
-
-
 def corrupted_from_rows(
     rows: Iterable[Mapping[str, Any]], model: HookedModel, *, clean: ContrastSet | None = None
 ) -> ContrastSet | None:
@@ -322,17 +232,12 @@ def corrupted_from_rows(
     if differ:
         i = differ[0]
         raise PromptLengthError(
-            f"row {i}: the corrupted prompt {_short(rows[i][CORRUPTED], 50)} is "
-            f"{int(corrupted.lengths[i])} tokens, its prompt {_short(rows[i]['prompt'], 50)} "
+            f"row {i}: the corrupted prompt {short(rows[i][CORRUPTED], 50)} is "
+            f"{int(corrupted.lengths[i])} tokens, its prompt {short(rows[i]['prompt'], 50)} "
             f"{int(clean.lengths[i])} ({len(differ)} row(s) differ); a counterfactual must have "
             "its prompt's token length (patching swaps activations position by position)"
         )
     return corrupted
-
-
-def _short(value: Any, n: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= n else text[: n - 3] + "..."
 
 
 def _check_context(model: HookedModel, prompts: Sequence[str], lengths: Tensor) -> None:
@@ -341,11 +246,11 @@ def _check_context(model: HookedModel, prompts: Sequence[str], lengths: Tensor) 
     if n_ctx is None:
         return
     for i in (lengths >= n_ctx).nonzero().flatten().tolist():
-        # models.tokenize cuts at n_ctx, so a prompt at the limit is counted again, uncut
+        # _tl.tokenize cuts at n_ctx, so a prompt at the limit is counted again, uncut
         n = int(model.to_tokens(prompts[i], truncate=False).shape[1])
         if n > n_ctx:
             raise PromptLengthError(
-                f"row {i} ({_short(prompts[i], 40)}) is {n} tokens, longer than the model's "
+                f"row {i} ({short(prompts[i], 40)}) is {n} tokens, longer than the model's "
                 f"context window of {n_ctx} tokens; shorten it (a cut prompt would have its "
                 "answer read at the wrong token)"
             )
@@ -364,7 +269,7 @@ def _warn_spacing(prompts: Sequence[str], correct: Sequence[str], wrong: Sequenc
         warnings.warn(
             f"{_rows(unspaced, len(prompts))}: an answer without a leading space after a "
             f"prompt that does not end in one (row {i}: {answer!r} after "
-            f"{_short(prompts[i][-30:], 40)}); the model writes the space with the word: did "
+            f"{short(prompts[i][-30:], 40)}); the model writes the space with the word: did "
             f"you mean {' ' + answer!r}?",
             AscaleWarning,
             stacklevel=3,
@@ -374,7 +279,7 @@ def _warn_spacing(prompts: Sequence[str], correct: Sequence[str], wrong: Sequenc
         i = trailing[0]
         warnings.warn(
             f"{_rows(trailing, len(prompts))}: the prompt ends in a space (row {i}: "
-            f"{_short(prompts[i][-30:], 40)}); tokenizers put the space in front of the next "
+            f"{short(prompts[i][-30:], 40)}); tokenizers put the space in front of the next "
             "word, so the model rarely sees this: move the space into the answers",
             AscaleWarning,
             stacklevel=3,
@@ -391,11 +296,11 @@ def _answer_ids(
 ) -> Int[Tensor, " batch"]:
     ids = []
     for i, answer in enumerate(answers):
-        pieces = models.answer_token_ids(model, answer)
+        pieces = _tl.answer_token_ids(model, answer)
         if len(pieces) != 1:
             raise AnswerTokenError(
                 f"row {i} ({prompts[i]!r}): the {kind} answer {answer!r} is {len(pieces)} "
-                f"tokens {models.str_tokens(model, torch.tensor(pieces))}, not one; answers must "
+                f"tokens {_tl.str_tokens(model, torch.tensor(pieces))}, not one; answers must "
                 "be single tokens (mind the leading space)"
             )
         ids.append(pieces[0])

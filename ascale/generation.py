@@ -15,9 +15,9 @@ import math
 import warnings
 from typing import Any
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.errors import AscaleError, AscaleWarning
-from ascale.hooked import HookedModel
 from ascale.interventions import Intervention
 
 # False while the Bridge's KV cache is broken (tests/test_generation.py tracks it upstream)
@@ -85,6 +85,6 @@ def generate(
         kwargs["use_past_kv_cache"] = False
     options = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, **kwargs}
     if intervention is None:
-        return models.generate(model, prompt, **options)
+        return _tl.generate_text(model, prompt, **options)
     with intervention.applied(model, beta):
-        return models.generate(model, prompt, **options)
+        return _tl.generate_text(model, prompt, **options)

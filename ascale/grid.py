@@ -32,12 +32,38 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.hooked import HookedModel
 from ascale.sites import Site, resolve_sites
 
-__all__ = ["Component", "Grid", "component_name"]
+__all__ = ["Component", "Grid", "component_name", "resolve_positions"]
+
+
+def resolve_positions(positions: str | Sequence[int], n_pos: int | None) -> tuple[int, ...] | None:
+    """The position slots of a grid: ``"shared"`` gives ``None`` (one slot at every position),
+    ``"all"`` every position of prompts of `n_pos` tokens, a list those positions (negative ones
+    count from the end), checked, made non-negative and sorted.
+
+    Example:
+        >>> resolve_positions([-1, 0], 5), resolve_positions("shared", None)
+        ((0, 4), None)
+    """
+    if isinstance(positions, str) and positions not in ("all", "shared"):
+        raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
+    if positions == "shared":
+        return None
+    if n_pos is None or int(n_pos) < 1:
+        raise PromptLengthError(f"n_pos must be at least 1 token, got {n_pos!r}")
+    if positions == "all":
+        return tuple(range(n_pos))
+    chosen = [int(p) for p in positions]
+    if not chosen:
+        raise AscaleError("positions is an empty list")
+    bad = [p for p in chosen if not -n_pos <= p < n_pos]
+    if bad:
+        raise PromptLengthError(f"positions {bad} do not exist in prompts of {n_pos} tokens")
+    return tuple(sorted({p % n_pos for p in chosen}))
 
 
 class Component(NamedTuple):
@@ -85,17 +111,8 @@ class Grid:
     @classmethod
     def of(cls, intervention: Any) -> "Grid":
         """The grid of an intervention's parameters (position-tied ones must be bound)."""
-        if intervention.position_tied and not intervention.is_bound:
-            raise AscaleError(
-                f"{type(intervention).__name__} has no parameters yet: fit or bind it first"
-            )
-        n_heads = int(intervention.dims["n_heads"])
-        if intervention.positions == "shared":
-            return cls(tuple(intervention.sites), None, n_heads)
-        n_pos = int(intervention.n_pos)
-        if intervention.positions == "all":
-            return cls(tuple(intervention.sites), tuple(range(n_pos)), n_heads, n_pos)
-        return cls(tuple(intervention.sites), tuple(intervention.positions), n_heads, n_pos)
+        grid: Grid = intervention.grid
+        return grid
 
     @classmethod
     def build(
@@ -114,19 +131,9 @@ class Grid:
                 of positions (negative counts from the end).
         """
         chosen = resolve_sites(model, sites, layers)
-        n_heads = int(models.dims(model)["n_heads"])
-        if positions == "shared":
-            return cls(chosen, None, n_heads)
-        if positions == "all":
-            return cls(chosen, tuple(range(n_pos)), n_heads, n_pos)
-        if isinstance(positions, str):
-            raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
-        bad = [p for p in positions if not -n_pos <= int(p) < n_pos]
-        if bad or not positions:
-            raise PromptLengthError(
-                f"positions {list(positions)} do not exist in prompts of {n_pos} tokens"
-            )
-        return cls(chosen, tuple(sorted({int(p) % n_pos for p in positions})), n_heads, n_pos)
+        n_heads = int(_tl.dims(model)["n_heads"])
+        slots = resolve_positions(positions, n_pos)
+        return cls(chosen, slots, n_heads, None if slots is None else n_pos)
 
     # ---- the components, in one order ----
 
@@ -179,17 +186,26 @@ class Grid:
             len(site.layers) * slots * (self.n_heads if site.per_head else 1) for site in self.sites
         ]
 
+    @property
+    def n_slots(self) -> int:
+        """Position slots: one per position, or one shared by every position."""
+        return 1 if self.positions is None else len(self.positions)
+
+    def layout(self, site: Site) -> tuple[int, int]:
+        """``(layers, slots)``: how an intervention lays out `site`'s parameters, before the
+        unit (a head's scalar, a vector) of each."""
+        return len(site.layers), self.n_slots
+
     def to_params(self, values: Tensor) -> dict[str, Tensor]:
         """A flat ``[component]`` vector as per-site tensors ``[layer, slot, (head)]``."""
         if values.shape != (len(self),):
             raise AscaleError(
                 f"expected {len(self)} values (one per component), got {values.shape}"
             )
-        slots = 1 if self.positions is None else len(self.positions)
         out = {}
         for site, chunk in zip(self.sites, values.split(self._sizes()), strict=True):
-            shape = (len(site.layers), slots, *((self.n_heads,) if site.per_head else ()))
-            out[site.name] = chunk.reshape(shape)
+            heads = (self.n_heads,) if site.per_head else ()
+            out[site.name] = chunk.reshape(*self.layout(site), *heads)
         return out
 
     def from_params(self, params: dict[str, Tensor]) -> Tensor:

@@ -5,7 +5,7 @@
 tensors file, and any extra metadata such as hyperparameters). Nothing is pickled.
 
 Both files are written into a temporary sibling folder and put in place as a unit (see
-`ascale.outputs.write_folder`), so a failure never leaves half a save. `load` trusts nothing it
+`ascale._outputs.write_folder`), so a failure never leaves half a save. `load` trusts nothing it
 reads: the version, the checksum, the method, the hooks against the sites, and every tensor's
 name, shape and values are checked, and each failure names the file and what is wrong.
 """
@@ -19,12 +19,12 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ascale import models
+from ascale import _tl
+from ascale._outputs import dumps_json, write_folder
+from ascale._types import HookedModel
 from ascale.errors import AscaleError, SavedFileError
-from ascale.hooked import HookedModel
 from ascale.interventions import METHODS, Intervention
-from ascale.outputs import dumps_json, write_folder
-from ascale.sites import SITE_HOOKS
+from ascale.sites import SITE_HOOKS, Site
 
 __all__ = ["load", "read_metadata", "save"]
 
@@ -86,7 +86,7 @@ def load(path: str | Path, model: HookedModel) -> Intervention:
     folder = Path(path).expanduser()
     config = read_metadata(folder)
     try:
-        models.check_same_shape(config["model"], models.dims(model), what=f"{str(folder)!r}")
+        _tl.check_same_shape(config["model"], _tl.dims(model), what=f"{str(folder)!r}")
         intervention = METHODS[config["method"]].from_config(model, config)
     except (KeyError, TypeError, ValueError) as err:
         if isinstance(err, AscaleError):
@@ -158,9 +158,7 @@ def _check_config(config: dict[str, Any], meta: Path) -> None:
         )
     sites, hooks = config["sites"], config["hooks"]
     try:
-        from_sites = sorted(
-            SITE_HOOKS[s].format(layer=int(k)) for s, ls in sites.items() for k in ls
-        )
+        from_sites = sorted(Site(s, ()).hook_name(int(k)) for s, ls in sites.items() for k in ls)
     except (AttributeError, KeyError, TypeError, ValueError):
         raise SavedFileError(
             f"{str(meta)!r}: 'sites' must map site names {sorted(SITE_HOOKS)} to layer lists, "

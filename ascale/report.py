@@ -3,13 +3,13 @@
 The report is one file that works offline: plotly.js is inlined once, ahead of the first figure,
 and nothing is fetched from the network. Sections appear for whatever is passed:
 
-1. metrics of each intervention (`ascale.metrics.Metrics`, or their ``to_dict()``);
+1. metrics of each intervention (`ascale.training.metrics.Metrics`, or their ``to_dict()``);
 2. the scaling maps: one heatmap per ranking and site (layer × position, or layer × head);
 3. the top-k components of each ranking, as a bar chart and a table;
 4. the cumulative-effect view (flips kept with only the top-k components);
 5. agreement between rankings: Spearman's ρ and top-k overlap (overall and per component
    type), and rank scatter plots;
-6. circuits: faithfulness curves, CPR and CMD of every ranking (`ascale.circuits`), and the
+6. circuits: faithfulness curves, CPR and CMD of every ranking (`ascale.analysis.circuits`), and the
    refit curve;
 7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`.
 
@@ -27,12 +27,12 @@ from typing import Any
 
 import pandas as pd
 
-from ascale.agreement import AgreementResult
-from ascale.attribution import AttributionResult
-from ascale.circuits import CircuitResult
-from ascale.cumulative import CumulativeEffectResult
-from ascale.metrics import Metrics, metrics_table
-from ascale.outputs import write_atomic
+from ascale._outputs import write_atomic
+from ascale.analysis.agreement import AgreementResult
+from ascale.analysis.circuits import CircuitResult
+from ascale.analysis.cumulative import CumulativeEffectResult
+from ascale.analysis.results import AttributionResult
+from ascale.training.metrics import Metrics, metrics_table
 
 __all__ = ["write_report"]
 
@@ -70,10 +70,19 @@ class _Page:
         )
 
     def figure(self, fig: Any) -> None:
-        from ascale.plot import figure_html
-
         self.parts.append(figure_html(fig, include_plotlyjs=not self.has_js))
         self.has_js = True
+
+
+def figure_html(fig: Any, *, include_plotlyjs: bool = False) -> str:
+    """A figure as an HTML fragment; with `include_plotlyjs`, plotly.js is inlined (offline)."""
+    return str(
+        fig.to_html(
+            full_html=False,
+            include_plotlyjs=include_plotlyjs,
+            config={"displaylogo": False, "responsive": True},
+        )
+    )
 
 
 def write_report(
@@ -96,7 +105,7 @@ def write_report(
     Args:
         out: where to write.
         rankings: rankings to draw, named by their method (or a mapping of names).
-        agreement: `ascale.agreement` of the rankings, for the agreement section.
+        agreement: `ascale.analysis.agreement` of the rankings, for the agreement section.
         metrics: per intervention name, its `Metrics` (test split, typically).
         cumulative: `cumulative_effect` results.
         circuits: `score_circuits` (or ``compare(...).circuits``): curves and CPR/CMD table.

@@ -17,11 +17,11 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.errors import UnknownSiteError, closest
-from ascale.hooked import HookedModel
 
-__all__ = ["SITE_HOOKS", "Site", "resolve_sites"]
+__all__ = ["SITE_HOOKS", "Site", "parse_site", "resolve_sites"]
 
 SITE_HOOKS: dict[str, str] = {
     "attn_out": "blocks.{layer}.hook_attn_out",
@@ -77,7 +77,7 @@ def resolve_sites(
     names = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
     if not names or not all(names):
         raise UnknownSiteError(f"no site given; valid sites: {sorted(SITE_HOOKS)}")
-    n_layers = models.dims(model)["n_layers"]
+    n_layers = _tl.dims(model)["n_layers"]
     all_layers = tuple(range(n_layers)) if layers is None else _layers(layers, n_layers)
     chosen: dict[str, list[int]] = {}
     for name in names:
@@ -85,7 +85,7 @@ def resolve_sites(
         bucket = chosen.setdefault(site_name, [])
         bucket.extend(layer for layer in site_layers if layer not in bucket)
     resolved = tuple(Site(s, tuple(sorted(ls))) for s, ls in chosen.items())
-    valid = set(models.hook_names(model))
+    valid = set(_tl.hook_names(model))
     for site in resolved:
         for layer in site.layers:
             if site.hook_name(layer) not in valid:
@@ -96,21 +96,42 @@ def resolve_sites(
     return resolved
 
 
-def _parse(
-    name: str, layers: tuple[int, ...], n_layers: int, model: HookedModel
-) -> tuple[str, tuple[int, ...]]:
+def parse_site(name: str) -> tuple[str, int | None]:
+    """A site name, or a hook name of a site at one layer, without a model: the site and the
+    layer (``None`` for a site name: every chosen layer).
+
+    Raises:
+        UnknownSiteError: `name` is neither; the message names the closest site.
+
+    Example:
+        >>> parse_site("mlp_out"), parse_site("blocks.3.attn.hook_z")
+        (('mlp_out', None), ('heads', 3))
+    """
     if name in SITE_HOOKS:
-        return name, layers
+        return name, None
     for pattern, site in _HOOK_TO_SITE.items():
         match = pattern.match(name)
         if match:
-            return site, _layers([int(match.group(1))], n_layers)
-    hooks = [h for h in models.hook_names(model) if any(p.match(h) for p in _HOOK_TO_SITE)]
-    valid = list(SITE_HOOKS) + hooks
+            return site, int(match.group(1))
     raise UnknownSiteError(
         f"unknown site or hook {name!r}; valid sites are {sorted(SITE_HOOKS)} or hook names "
-        f"like 'blocks.0.hook_mlp_out'; closest: {closest(name, valid)}"
+        f"like 'blocks.0.hook_mlp_out'; closest: {closest(name, SITE_HOOKS)}"
     )
+
+
+def _parse(
+    name: str, layers: tuple[int, ...], n_layers: int, model: HookedModel
+) -> tuple[str, tuple[int, ...]]:
+    try:
+        site, layer = parse_site(name)
+    except UnknownSiteError:
+        hooks = [h for h in _tl.hook_names(model) if any(p.match(h) for p in _HOOK_TO_SITE)]
+        valid = list(SITE_HOOKS) + hooks
+        raise UnknownSiteError(
+            f"unknown site or hook {name!r}; valid sites are {sorted(SITE_HOOKS)} or hook "
+            f"names like 'blocks.0.hook_mlp_out'; closest: {closest(name, valid)}"
+        ) from None
+    return site, layers if layer is None else _layers([layer], n_layers)
 
 
 def _layers(layers: Sequence[int], n_layers: int) -> tuple[int, ...]:

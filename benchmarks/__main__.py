@@ -1,8 +1,10 @@
 """One entry point for the benchmark scripts: ``python -m benchmarks NAME [args]``.
 
-Runs ``benchmarks/NAME.py``'s ``main(argv)`` with the remaining arguments, so
-``python -m benchmarks step --wait`` is ``python -m benchmarks.step --wait``. Without a name, or
-with ``--help``, lists the scripts and what each measures.
+Runs the script's ``main(argv)`` with the remaining arguments, so ``python -m benchmarks step
+--wait`` is ``python -m benchmarks.step --wait``. The scripts are found, not listed: every module
+of ``benchmarks/`` (the maintained suite), ``benchmarks/studies/`` (one-off studies, named
+``studies.NAME``) and ``benchmarks/gpu/`` (GPU measurements, ``gpu.NAME``) that defines a
+top-level ``main``. Without a name, or with ``--help``, lists them and what each measures.
 """
 
 import ast
@@ -11,39 +13,31 @@ import importlib
 import sys
 from pathlib import Path
 
-#: the runnable scripts (``floor``, ``setups`` and ``common`` are helpers they share)
-SCRIPTS = (
-    "answer_columns",
-    "circuits",
-    "compare_cost",
-    "compile_cpu",
-    "demo",
-    "dynamic_generalisation",
-    "fit_defaults",
-    "gpu_step",
-    "localisation",
-    "localisation_cost",
-    "memory",
-    "paper_sizes",
-    "peers",
-    "plot",
-    "precision",
-    "prefix",
-    "report_screenshot",
-    "scaling",
-    "step",
-    "summary",
-    "tradeoffs",
-)
+HERE = Path(__file__).resolve().parent
+GROUPS = ("", "studies", "gpu")
+
+
+def _has_main(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in tree.body)
+
+
+def scripts() -> dict[str, Path]:
+    """Each runnable script's name (``step``, ``studies.fit_defaults``) and its file."""
+    found = {}
+    for group in GROUPS:
+        for path in sorted((HERE / group).glob("*.py")):
+            if not path.name.startswith("_") and _has_main(path):
+                found[f"{group}.{path.stem}" if group else path.stem] = path
+    return found
 
 
 def usage() -> str:
     """The scripts, each with the first line of its docstring (read without importing it)."""
-    here = Path(__file__).resolve().parent
     lines = ["usage: python -m benchmarks NAME [args]  (NAME --help for its arguments)", ""]
-    for name in SCRIPTS:
-        doc = ast.get_docstring(ast.parse((here / f"{name}.py").read_text(encoding="utf-8")))
-        lines.append(f"  {name:24s}{doc.splitlines()[0] if doc else ''}")
+    for name, path in scripts().items():
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        lines.append(f"  {name:32s}{doc.splitlines()[0] if doc else ''}")
     return "\n".join(lines)
 
 
@@ -53,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0 if args else 2
-    name, rest = args[0], args[1:]
-    if name not in SCRIPTS:
-        close = difflib.get_close_matches(name, SCRIPTS, n=3)
+    name, rest, known = args[0], args[1:], scripts()
+    if name not in known:
+        close = difflib.get_close_matches(name, list(known), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         print(f"unknown benchmark {name!r}{hint}\n\n{usage()}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ For each setting, `ascale.compare` splits the task's prompts 50/50, fits sparse 
 (``scalars``), dense scalars (``scalars_dense``), steering vectors (by norm) and dynamic scalars
 on the training half, patches the first 16 training prompts (activation and attribution
 patching), and scores every ranking and a random baseline (mean of 5) as circuits on the test
-half with counterfactual ablation (``shared/CIRCUITS.md``), ``k = max(1, round(p * n))``.
+half with counterfactual ablation (``docs/circuits.md``), ``k = max(1, round(p * n))``.
 
 Settings:
 
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 
 import ascale
-from ascale.compare import METHODS as ALL_METHODS
-from ascale.compare import SPARSE_MAP
+from ascale.analysis.compare import METHODS as ALL_METHODS
+from ascale.analysis.compare import SPARSE_MAP
 from benchmarks import common
 
 SETTINGS: dict[str, dict[str, Any]] = {

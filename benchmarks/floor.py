@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-MASKED = -1e9  # as ascale.objective: exp() of it is 0 and differences stay finite
+MASKED = -1e9  # as ascale.training.objective: exp() of it is 0 and differences stay finite
 
 
 def load_hf(folder: str, attn: str = "eager", device: str = "cpu") -> Any:
@@ -92,7 +92,7 @@ class FloorScalars(nn.Module):
 
 def last_logits(hf: Any, tokens: Tensor, last_only: bool) -> Tensor:
     """Logits at the last position (prompts of one length: no padding)."""
-    if last_only:  # an index tensor, as ascale.models.run: an int slices a non-contiguous view
+    if last_only:  # an index tensor, as ascale._tl.run: an int slices a non-contiguous view
         keep = torch.tensor([tokens.shape[1] - 1], device=tokens.device)
         return hf(input_ids=tokens, logits_to_keep=keep).logits[:, -1]
     return hf(input_ids=tokens).logits[:, -1]

@@ -2,7 +2,7 @@
 
 When every hook an intervention edits sits at layer >= l0, the blocks below l0 see the clean
 prompt; ascale computes the residual entering block l0 once and runs only blocks l0.. each step
-(`ascale.models.Prefix`). Activation patching does the same per pass (a component at layer l
+(`ascale._tl.Prefix`). Activation patching does the same per pass (a component at layer l
 only needs blocks l..).
 
 Training step (SmolLM2-135M fp32, CCC prompts, batch 32 = 64 rows with both signs of beta, scalars
@@ -14,12 +14,12 @@ the clean distributions and the prefix are computed; runners called round-robin)
   the whole model: the floor has no prefix reuse);
 - ``ascale``: ``ascale.fit``, every layer (no prefix to reuse);
 - ``ascale_upper``: ``ascale.fit`` on the upper half, with prefix reuse;
-- ``ascale_upper_full``: the same without prefix reuse (``ascale.forward.clean_prefix``
+- ``ascale_upper_full``: the same without prefix reuse (``ascale.training._passes.clean_prefix``
   switched off).
 
 Patching: ``activation_patching`` of the demo's grid (attn_out, mlp_out x every position) on
 `--patch-n` CCC prompts with their corruptions, with and without prefix reuse
-(``models.prefix_layers`` switched off), alternating.
+(``_tl.prefix_layers`` switched off), alternating.
 
 Run: ``.venv/bin/python -m benchmarks.prefix [--rounds 5] [--threads 2]``; writes
 results/prefix.json.
@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 import ascale
-from ascale import forward, models
+from ascale import _tl
+from ascale.training import _passes
 from benchmarks import common, setups
 
 
@@ -50,26 +51,26 @@ def _upper_sites(n_layers: int) -> str:
 
 def _without_prefix(runner: setups.Runner) -> setups.Runner:
     def run() -> float:
-        saved = forward.clean_prefix
-        forward.clean_prefix = lambda *args, **kwargs: None  # fit calls it through the module
+        saved = _passes.clean_prefix
+        _passes.clean_prefix = lambda *args, **kwargs: None  # fit calls it through the module
         try:
             return runner()
         finally:
-            forward.clean_prefix = saved
+            _passes.clean_prefix = saved
 
     return run
 
 
 def _patching(model: Any, clean: Any, corrupted: Any, reuse: bool) -> float:
-    saved = models.prefix_layers
+    saved = _tl.prefix_layers
     if not reuse:
-        models.prefix_layers = lambda model, layers: []  # type: ignore[assignment]
+        _tl.prefix_layers = lambda model, layers: []  # type: ignore[assignment]
     try:
         start = time.perf_counter()
         ascale.activation_patching(model, clean, corrupted, sites="attn_out,mlp_out")
         return time.perf_counter() - start
     finally:
-        models.prefix_layers = saved  # type: ignore[assignment]
+        _tl.prefix_layers = saved  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: the tiny model, report, browser
     from test_report_browser import check_page, tiny_report
 
-    from ascale.models import load_model
-    from conftest import build_tiny
+    from ascale.loading import load_model
+    from ascale.testing import build_tiny
 
     with tempfile.TemporaryDirectory(prefix="ascale-screenshot-") as tmp:
         model = load_model(build_tiny("gpt2", Path(tmp) / "tiny-gpt2"))

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 import ascale
-from ascale import forward
 from ascale.loading import embedded_folder
+from ascale.training import _passes
 from benchmarks.floor import FloorScalars, FloorTrainer, load_hf
 
 Runner = Callable[[], float]
@@ -63,7 +63,7 @@ def ascale_runner(
             data,
             steps=k,
             batch_size=batch_size,
-            early_stop=False,
+            stop="none",
             progress=False,
         )
         return result.wall_time_s / result.steps_run
@@ -80,7 +80,7 @@ def ascale_loss_and_grads(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """ascale's loss on the prompts at `index` and its gradients, at the given scalars.
 
-    Uses `ascale.forward.step_terms` (the loss of one training step) with all heads' and
+    Uses `ascale.training._passes.step_terms` (the loss of one training step) with all heads' and
     MLPs' scalars set to `alpha_z` ``[layer, pos, head]`` and `alpha_mlp` ``[layer, pos]``, the
     floor's layout: the floor and ascale must agree on both (the check in `benchmarks.step`).
     """
@@ -89,8 +89,8 @@ def ascale_loss_and_grads(
     with torch.no_grad():
         scalars.params["heads"].copy_(alpha_z)
         scalars.params["mlp_out"].copy_(alpha_mlp)
-    clean = forward.clean_log_probs(model, data, 32)
-    terms = forward.step_terms(model, scalars, data.subset(index), clean[index], ascale.Objective())
+    clean = _passes.clean_log_probs(model, data, 32)
+    terms = _passes.step_terms(model, scalars, data.subset(index), clean[index], ascale.Objective())
     params = [scalars.params["heads"], scalars.params["mlp_out"]]
     return terms["loss"].detach(), list(torch.autograd.grad(terms["loss"], params))
 

@@ -115,7 +115,7 @@ def memory_section(r: dict[str, Any] | None) -> list[str]:
 
 def peers_section(r: dict[str, Any] | None) -> list[str]:
     if r is None:
-        return ["## Peers", "", "pending: run `python -m benchmarks.peers`", ""]
+        return ["## Peers", "", "pending: run `python -m benchmarks.studies.peers`", ""]
     lines = [
         "## Peer libraries (same step, same process as the floor)",
         "",
@@ -162,7 +162,12 @@ def scaling_section(r: dict[str, Any] | None) -> list[str]:
 
 def paper_sizes_section(r: dict[str, Any] | None) -> list[str]:
     if r is None:
-        return ["## The paper's sizes", "", "pending: run `python -m benchmarks.paper_sizes`", ""]
+        return [
+            "## The paper's sizes",
+            "",
+            "pending: run `python -m benchmarks.studies.paper_sizes`",
+            "",
+        ]
     runs, what = r["runs"], r["what"][:1].upper() + r["what"][1:]
     lines = [
         "## The paper's sizes (random weights, fresh process per model)",
@@ -201,7 +206,7 @@ def localisation_section(r: dict[str, Any] | None) -> list[str]:
         return [
             "## Localisation cost",
             "",
-            "pending: run `python -m benchmarks.localisation_cost`",
+            "pending: run `python -m benchmarks.studies.localisation_cost`",
             "",
         ]
     s = r["setup"]
@@ -253,7 +258,7 @@ def demo_section(r: dict[str, Any] | None) -> list[str]:
 
 def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
     if r is None:
-        return ["## GPU", "", note or "pending: `benchmarks/gpu_step.py` has not run on a GPU.", ""]
+        return ["## GPU", "", note or "pending: `benchmarks/gpu/step.py` has not run on a GPU.", ""]
     lines = ["## GPU", "", f"{_machine(r)}; weights: {r['weights']}.", ""]
     rows = []
     for key, b in r["results"].items():
@@ -265,7 +270,7 @@ def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
 
 
 def gpu_capture_section(r: dict[str, Any] | None) -> list[str]:
-    """`benchmarks/gpu_capture.py`: the step recorded as a CUDA graph against the eager floor."""
+    """`benchmarks/gpu/capture.py`: the step recorded as a CUDA graph against the eager floor."""
     if r is None:
         return []
     lines = ["### GPU: a captured step (CUDA graph)", "", f"{_machine(r)}.", ""]
@@ -282,7 +287,7 @@ def gpu_capture_section(r: dict[str, Any] | None) -> list[str]:
 
 
 def gpu_profile_section(r: dict[str, Any] | None) -> list[str]:
-    """`benchmarks/gpu_profile.py`: kernels and host-side operators per step."""
+    """`benchmarks/gpu/profile.py`: kernels and host-side operators per step."""
     if r is None:
         return []
     lines = ["### GPU: per-step profile", "", f"{_machine(r)}; batch {r['batch']}.", ""]
@@ -295,7 +300,7 @@ def gpu_profile_section(r: dict[str, Any] | None) -> list[str]:
 
 
 def gpu_runs_section(checks: dict[str, Any] | None, demo: dict[str, Any] | None) -> list[str]:
-    """`benchmarks/gpu_checks.py` and `benchmarks/gpu_demo.py`, one line each."""
+    """`benchmarks/gpu/checks.py` and `benchmarks/gpu/demo.py`, one line each."""
     lines = []
     if checks is not None:
         lines += ["### GPU: device checks", "", f"{_machine(checks)}.", ""]
@@ -352,7 +357,7 @@ def provenance_section() -> list[str]:
 def compile_section(r: dict[str, Any] | None) -> list[str]:
     title = "## `torch.compile` on CPU (the floor, eager vs compiled)"
     if r is None:
-        return [title, "", "pending: run `python -m benchmarks compile_cpu --cold`", ""]
+        return [title, "", "pending: run `python -m benchmarks studies.compile_cpu --cold`", ""]
     s, c = r["setup"], r["compile_seconds"]
     rows = _step_rows(r)
     loss = r["loss_first_batch"]
@@ -376,7 +381,7 @@ def compile_section(r: dict[str, Any] | None) -> list[str]:
 def compare_cost_section(r: dict[str, Any] | None) -> list[str]:
     title = "## `ascale compare --task ioi`: now against before the localisation work"
     if r is None:
-        return [title, "", "pending: run `python -m benchmarks compare_cost`", ""]
+        return [title, "", "pending: run `python -m benchmarks studies.compare_cost`", ""]
     rows = [[label, f"`{r[label]['commit']}`", r[label]["seconds"]] for label in ("before", "now")]
     return [
         title,

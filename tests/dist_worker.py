@@ -13,8 +13,8 @@ import torch
 
 import ascale
 from ascale import distributed
+from ascale._rows import read_jsonl
 from ascale.cli import main
-from ascale.data import read_jsonl
 
 #: the settings the test repeats in one process
 FIT = {"steps": 4, "batch_size": 8, "stop": "none", "seed": 0, "progress": False}

@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from ascale.agreement import agreement
-from ascale.attribution import AttributionResult
+from ascale.analysis.agreement import agreement
+from ascale.analysis.results import AttributionResult
 from ascale.errors import AscaleError
 
 

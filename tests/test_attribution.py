@@ -5,12 +5,13 @@ import pytest
 import torch
 
 import ascale
-from ascale.attribution import EFFECTS, rank_components
-from ascale.cumulative import cumulative_effect
+from ascale.analysis.attribution import rank_components
+from ascale.analysis.cumulative import cumulative_effect
+from ascale.analysis.results import EFFECTS
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
 from ascale.interventions import DynamicScalars
-from conftest import ioi_rows
+from ascale.testing import ioi_rows
 
 ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave")])
 

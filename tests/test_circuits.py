@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import ascale
-from ascale import models
-from ascale.attribution import AttributionResult
-from ascale.circuits import circuit_sizes, score_circuits
+from ascale import _tl
+from ascale.analysis.circuits import circuit_sizes, score_circuits
+from ascale.analysis.results import AttributionResult
 from ascale.grid import Grid
-from ascale.objective import answer_logit_diff
-from conftest import PLANTED_HEAD, PLANTED_LAYER
+from ascale.testing import PLANTED_HEAD, PLANTED_LAYER
+from ascale.training.objective import answer_logit_diff
 
 
 def _ranking(grid, values, method="made_up"):
@@ -31,7 +31,7 @@ def _ranking(grid, values, method="made_up"):
 def _m_loop(model, data, corrupted, grid, keep):
     """The oracle: one forward pass per circuit, corrupted activations everywhere off `keep`."""
     names = grid.hook_names()
-    _, source = models.capture(model, corrupted.tokens, names)
+    _, source = _tl.capture(model, corrupted.tokens, names)
     masks = grid.masks(~keep[None])
 
     def hook(act, hook):
@@ -39,8 +39,8 @@ def _m_loop(model, data, corrupted, grid, keep):
         where = mask[None, ..., None]
         return torch.where(where, source[hook.name], act)
 
-    with torch.no_grad(), models.attach(model, [(n, hook) for n in masks]):
-        logits = models.run(model, data.tokens, last_only=True)[:, -1]
+    with torch.no_grad(), _tl.attach(model, [(n, hook) for n in masks]):
+        logits = _tl.run(model, data.tokens, last_only=True)[:, -1]
     return float(-answer_logit_diff(logits, data.correct_ids, data.wrong_ids).mean())
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from ascale.cli import build_parser, main
 from ascale.data import ContrastSet
-from conftest import ioi_like_rows, ioi_rows
+from ascale.testing import ioi_like_rows, ioi_rows
 
 ROWS = ioi_rows(
     [("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob"), ("John", "Mary"),
@@ -216,7 +216,7 @@ def test_overwrite_never_empties_a_folder_ascale_did_not_write(data_file, tmp_pa
 
 
 def test_a_second_run_into_a_locked_out_fails_clearly(data_file, tmp_path, capsys, no_model):
-    from ascale.outputs import RunFolder
+    from ascale._outputs import RunFolder
 
     with RunFolder(tmp_path / "run") as run:
         assert _fit(data_file, run.path) == 1

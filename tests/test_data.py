@@ -4,9 +4,10 @@ import warnings
 import pytest
 import torch
 
-from ascale.data import ContrastSet, corrupted_from_rows, has_corrupted, load_jsonl, read_jsonl
+from ascale._rows import has_corrupted, read_jsonl
+from ascale.data import ContrastSet, corrupted_from_rows, load_jsonl
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
-from conftest import ioi_rows
+from ascale.testing import ioi_rows
 
 ROWS = [
     *ioi_rows([("Mary", "John"), ("Alice", "Bob")]),

@@ -15,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import ascale
-from ascale import forward, models
+from ascale import _tl, loading
 from ascale.errors import AscaleError, ModelNotAvailableError
-from ascale.models import load_model
+from ascale.loading import load_model
+from ascale.training import _passes
 
 
 def test_bad_devices_and_dtypes_fail_before_loading(tiny_dirs):
@@ -33,8 +34,8 @@ def test_bad_devices_and_dtypes_fail_before_loading(tiny_dirs):
         load_model(folder, device="cuda:1", device_map="auto")
     with pytest.raises(AscaleError, match="device_map must be 'auto'"):
         load_model(folder, device_map="everywhere")
-    assert models.parse_dtype("bfloat16") is torch.bfloat16
-    assert models.parse_dtype(torch.float16) is torch.float16
+    assert loading.parse_dtype("bfloat16") is torch.bfloat16
+    assert loading.parse_dtype(torch.float16) is torch.float16
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def bf16(tiny_dirs):
 
 @pytest.fixture(scope="module")
 def rows():
-    from conftest import ioi_like_rows
+    from ascale.testing import ioi_like_rows
 
     return ioi_like_rows(12)[0]
 
@@ -54,7 +55,7 @@ def test_a_bfloat16_model_trains_float32_scalars_on_a_float32_loss(bf16, rows):
     assert next(bf16.parameters()).dtype is torch.bfloat16
     scalars = ascale.ActivationScalars(bf16, sites="attn_out,mlp_out,heads", n_pos=data.n_pos)
     assert {p.dtype for p in scalars.parameters()} == {torch.float32}
-    logits = forward.answer_logits(bf16, scalars, data, 1.0)
+    logits = _passes.answer_logits(bf16, scalars, data, 1.0)
     assert logits.dtype is torch.float32
     seen = {}
 
@@ -63,8 +64,8 @@ def test_a_bfloat16_model_trains_float32_scalars_on_a_float32_loss(bf16, rows):
         return act
 
     hook = (scalars.sites[0].hook_name(0), record)
-    with scalars.applied(bf16, 1.0), models.attach(bf16, [hook]):
-        models.run(bf16, data.tokens)
+    with scalars.applied(bf16, 1.0), _tl.attach(bf16, [hook]):
+        _tl.run(bf16, data.tokens)
     assert seen["dtype"] is torch.bfloat16  # the model stays in its own dtype after the edit
     result = ascale.fit(bf16, scalars, data, steps=3, batch_size=6, stop="none", progress=False)
     assert all(torch.isfinite(torch.tensor(v)).all() for v in result.history.values())
@@ -83,7 +84,7 @@ def test_a_save_of_a_bfloat16_fit_is_float32_on_cpu_and_loads_with_the_same_metr
     tensors = load_file(tmp_path / "iv" / "intervention.safetensors")
     assert {(t.dtype, t.device.type) for t in tensors.values()} == {(torch.float32, "cpu")}
     again = ascale.load(tmp_path / "iv", bf16)
-    assert {p.device for p in again.parameters()} == {models.first_device(bf16)}
+    assert {p.device for p in again.parameters()} == {_tl.first_device(bf16)}
     assert ascale.evaluate(bf16, again, data) == before
     # the same file on the float32 model: same parameters, metrics within bfloat16's error
     f32 = load_model(tiny_dirs["gpt2"])
@@ -116,7 +117,7 @@ def test_a_model_split_by_a_device_map_gives_the_unsplit_logits_and_fit(tiny_dir
         # on the mapped device; disk-offloaded weights wait on `meta` between uses
         assert p.device.type == {"cpu": "cpu", "disk": "meta"}[GPT2_MAP[module]], name
     data = ascale.ContrastSet.from_rows(rows, whole)
-    assert torch.equal(models.run(split, data.tokens), models.run(whole, data.tokens))
+    assert torch.equal(_tl.run(split, data.tokens), _tl.run(whole, data.tokens))
     fitted = []
     for model in (split, whole):
         iv = ascale.ActivationScalars(model, sites="attn_out,mlp_out,heads", n_pos=data.n_pos)

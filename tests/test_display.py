@@ -1,4 +1,4 @@
-"""Results that show themselves in Jupyter: `_repr_html_` tables and `.plot()` figures."""
+"""Results that show themselves in Jupyter: `_repr_html_` tables, and `ascale.plot.figure`."""
 
 import pytest
 
@@ -60,7 +60,7 @@ def test_a_ranking_shows_its_top_ten_and_plots_its_map(fitted):
     html = ranking._repr_html_()
     assert "<table" in html and html.count("<tr>") == 10  # the header row is styled
     assert "<th>effect</th>" in html
-    fig = ranking.plot("heads")
+    fig = ascale.plot.figure(ranking, site="heads")
     assert fig.data and fig.data[0].type == "heatmap"
 
 
@@ -86,11 +86,11 @@ def test_comparison_and_circuits_show_tables_and_plot_curves(fitted):
     )
     html = result.agreement._repr_html_()
     assert "<table" in html and html.count("<tr>") == len(result.agreement.pairs())
-    assert result.agreement.plot().data
+    assert ascale.plot.figure(result.agreement).data
     for shown in (result, result.circuits):
         html = shown._repr_html_()
         assert "<table" in html and "attribution_patching" in html
-        fig = shown.plot()
+        fig = ascale.plot.figure(shown)
         assert {t.name.split(" (")[0] for t in fig.data} == {
             "scalars",
             "attribution_patching",

@@ -21,12 +21,12 @@ from dist_worker import CLI, FIT, SWEEP, VALIDATION
 
 import ascale
 from ascale import distributed
+from ascale._rows import read_jsonl
 from ascale.cli import main
 from ascale.cli._common import load_model
 from ascale.cli._options import build_parser
-from ascale.data import read_jsonl
 from ascale.errors import AscaleError
-from conftest import ioi_like_rows
+from ascale.testing import ioi_like_rows
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = WORKER.parent.parent

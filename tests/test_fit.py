@@ -7,12 +7,14 @@ import pytest
 import torch
 
 import ascale
-from ascale import forward, memory, models
+from ascale import _tl
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.fit import DEFAULTS
 from ascale.interventions import ActivationScalars, SteeringVectors
-from conftest import TINY_ROWS, ioi_like_rows
+from ascale.testing import ioi_like_rows
+from ascale.training import _memory, _passes
+from ascale.training.fit import DEFAULTS
+from conftest import TINY_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +31,7 @@ def test_fit_is_deterministic_and_leaves_the_model_alone(tiny_gpt2, tiny_rows):
             steps=5,
             batch_size=4,
             seed=3,
-            early_stop=False,
+            stop="none",
             progress=False,
         )
         runs.append(torch.cat([p.detach().flatten() for p in iv.parameters()]))
@@ -188,7 +190,7 @@ def test_keep_mask_holds_other_parameters_at_the_identity(tiny_gpt2, tiny_rows):
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tiny_gpt2, tiny_rows, monkeypatch):
     calls = {"n": 0}
-    real_step = forward.step_terms
+    real_step = _passes.step_terms
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
@@ -196,7 +198,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_steps_done(tiny_gpt2, tiny_rows, mon
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(forward, "step_terms", interrupting)  # fit calls it through the module
+    monkeypatch.setattr(_passes, "step_terms", interrupting)  # fit calls it through the module
     iv = ActivationScalars(tiny_gpt2, sites="mlp_out")
     result = ascale.fit(tiny_gpt2, iv, tiny_rows, steps=20, stop="none", progress=False)
     assert result.steps_run == 3 and "interrupted" in result.stop_reason
@@ -222,16 +224,16 @@ def test_bad_settings_are_refused_before_any_step(tiny_gpt2, tiny_rows, kwargs, 
 def test_a_step_that_would_not_fit_in_memory_is_refused_before_any_work(tiny_gpt2, monkeypatch):
     data = ContrastSet.from_rows(ioi_like_rows(12)[0], tiny_gpt2)
     scalars = ActivationScalars(tiny_gpt2, sites="heads", n_pos=data.n_pos)
-    per_prompt = models.step_bytes(tiny_gpt2, 2, data.n_pos)
-    monkeypatch.setattr(memory, "available_bytes", lambda model: 3 * per_prompt + 1)
+    per_prompt = _memory.step_bytes(tiny_gpt2, 2, data.n_pos)
+    monkeypatch.setattr(_memory, "available_bytes", lambda model: 3 * per_prompt + 1)
     ran = []
-    monkeypatch.setattr(models, "run", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(_tl, "run", lambda *a, **k: ran.append(1))
     with pytest.raises(
         ascale.AscaleError, match=r"8 prompts of .* tokens needs about .* lower batch_size to 3"
     ):
         ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
     assert not ran  # nothing ran: not even the clean pass
-    monkeypatch.setattr(memory, "available_bytes", lambda model: per_prompt // 2)
+    monkeypatch.setattr(_memory, "available_bytes", lambda model: per_prompt // 2)
     with pytest.raises(ascale.AscaleError, match="shorten the prompts"):
         ascale.fit(tiny_gpt2, scalars, data, steps=2, batch_size=8, progress=False)
 
@@ -247,9 +249,9 @@ def test_the_step_memory_estimate_matches_the_measured_step():
     )
     results = Path(__file__).parents[1] / "benchmarks" / "results" / "memory.json"
     measured = json.loads(results.read_text())["median_mb"]["ascale"]["step_extra_mb"] * 2**20
-    estimate = models.step_bytes(smol, rows=64, n_pos=12)  # batch 32 at both signs of beta
+    estimate = _memory.step_bytes(smol, rows=64, n_pos=12)  # batch 32 at both signs of beta
     assert 0.8 < estimate / measured < 1.25
     # what the step keeps grows with rows, quadratically with length, and only above the prefix
-    assert models.step_bytes(smol, 128, 12) == 2 * estimate
-    assert models.step_bytes(smol, 4, 3000) > 16 * 2**30  # the 3,000-token pair: killed at 22 GB
-    assert models.step_bytes(smol, 64, 12, first_layer=15) == estimate // 2
+    assert _memory.step_bytes(smol, 128, 12) == 2 * estimate
+    assert _memory.step_bytes(smol, 4, 3000) > 16 * 2**30  # the 3,000-token pair: killed at 22 GB
+    assert _memory.step_bytes(smol, 64, 12, first_layer=15) == estimate // 2

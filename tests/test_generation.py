@@ -105,15 +105,15 @@ def test_bridge_kv_cache_matches_full_recompute(tiny_gpt2):
 
 
 def test_the_broken_kv_cache_is_turned_off_with_a_warning(tiny_gpt2, monkeypatch):
-    from ascale import models
+    from ascale import _tl
 
-    real, seen = models.generate, []
+    real, seen = _tl.generate_text, []
 
     def spy(model, prompt, **kwargs):
         seen.append(kwargs.get("use_past_kv_cache"))
         return real(model, prompt, **kwargs)
 
-    monkeypatch.setattr(models, "generate", spy)
+    monkeypatch.setattr(_tl, "generate_text", spy)
     with pytest.warns(AscaleWarning, match="use_past_kv_cache=True is turned off"):
         cached = ascale.generate(tiny_gpt2, None, PROMPT, max_new_tokens=4, use_past_kv_cache=True)
     assert seen == [False]  # the Bridge never sees the cache switched on

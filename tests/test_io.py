@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ascale import outputs
+from ascale import _outputs
 from ascale.errors import AscaleError, AscaleWarning, IncompatibleModelError, SavedFileError
 from ascale.interventions import ActivationScalars, SteeringVectors
 from ascale.io import load, save
-from ascale.models import load_model
+from ascale.loading import load_model
 
 
 @pytest.mark.parametrize("cls", [ActivationScalars, SteeringVectors])
@@ -97,7 +97,7 @@ def test_a_failure_between_the_two_files_leaves_the_earlier_save_or_nothing(
     folder = tmp_path / "iv"
     if earlier:
         save(old, folder)
-    calls = _fail_on_call(monkeypatch, outputs, "_write_bytes", 2)  # the JSON, after the tensors
+    calls = _fail_on_call(monkeypatch, _outputs, "_write_bytes", 2)  # the JSON, after the tensors
     with pytest.raises(OSError, match="injected"):
         save(new, folder)
     assert len(calls) == 2
@@ -111,7 +111,7 @@ def test_a_failure_while_swapping_the_folder_in_restores_the_earlier_save(
 ):
     old = _scalars(tiny_gpt2, 0)
     folder = save(old, tmp_path / "iv")
-    _fail_on_call(monkeypatch, outputs.os, "rename", 2)  # old aside, then the new one in: fails
+    _fail_on_call(monkeypatch, _outputs.os, "rename", 2)  # old aside, then the new one in: fails
     with pytest.raises(OSError, match="injected"):
         save(_scalars(tiny_gpt2, 1), folder)
     monkeypatch.undo()

@@ -3,9 +3,9 @@ import hashlib
 import pytest
 import torch
 
-from ascale import loading, models
+from ascale import _tl, loading
 from ascale.errors import ModelNotAvailableError
-from ascale.models import cache_dir, load_model
+from ascale.loading import cache_dir, load_model
 
 
 def test_local_folders_load_frozen_in_eval_mode(tiny_dirs):
@@ -37,9 +37,9 @@ def test_plain_bridge_matches_hugging_face_and_compat_keeps_differences(tiny_dir
 def test_last_only_logits_equal_the_last_column_of_all_logits(tiny):
     tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
     with torch.no_grad():
-        full = models.run(tiny, tokens)
-        last = models.run(tiny, tokens, last_only=True)
-    assert models._keeps_logits(type(tiny.original_model))  # really computed at one position
+        full = _tl.run(tiny, tokens)
+        last = _tl.run(tiny, tokens, last_only=True)
+    assert _tl._keeps_logits(type(tiny.original_model))  # really computed at one position
     assert last.shape == (2, 1, full.shape[-1])
     torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
 
@@ -49,12 +49,12 @@ def test_chosen_columns_equal_those_columns_of_all_logits(tiny):
     tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
     columns = torch.tensor([2, 5])
     with torch.no_grad():
-        full = models.run(tiny, tokens)
-        kept = models.run(tiny, tokens, positions=columns)
+        full = _tl.run(tiny, tokens)
+        kept = _tl.run(tiny, tokens, positions=columns)
     assert kept.shape == (2, 2, full.shape[-1])
     torch.testing.assert_close(kept, full[:, columns], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="not both"):
-        models.run(tiny, tokens, last_only=True, positions=columns)
+        _tl.run(tiny, tokens, last_only=True, positions=columns)
 
 
 def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):
@@ -69,7 +69,7 @@ def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):
 
 
 def test_embedded_model_is_cached_by_gguf_hash(smol):
-    assert models.dims(smol) == {
+    assert _tl.dims(smol) == {
         "model_name": "smollm2-135m",
         "n_layers": 30,
         "n_heads": 9,

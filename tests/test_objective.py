@@ -3,7 +3,7 @@ import torch
 from jaxtyping import TypeCheckError
 
 import ascale
-from ascale.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
+from ascale.training.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
 
 
 def test_logit_diff_is_wrong_minus_correct():

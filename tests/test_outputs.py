@@ -8,9 +8,9 @@ import stat
 
 import pytest
 
-from ascale import outputs
+from ascale import _outputs
+from ascale._outputs import LOCK, MARKER, RunFolder, check_output_file, write_atomic, write_json
 from ascale.errors import AscaleError
-from ascale.outputs import LOCK, MARKER, RunFolder, check_output_file, write_atomic, write_json
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -20,7 +20,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         target.write_bytes(b"ne")
         raise OSError("disk full")
 
-    monkeypatch.setattr(outputs, "_write_bytes", half_then_fail)
+    monkeypatch.setattr(_outputs, "_write_bytes", half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         write_atomic(path, "new\n")
     assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == [path.name]

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import ascale
-from ascale import models
+from ascale import _tl
 from ascale.data import ContrastSet
 from ascale.interventions import ActivationScalars, DynamicScalars
-from ascale.objective import answer_logit_diff, masked_kl, masked_log_probs
+from ascale.training.objective import answer_logit_diff, masked_kl, masked_log_probs
 
 ROWS = [
     {"prompt": "When Mary and John went to the store, John gave a drink to", "correct": " Mary",
@@ -43,7 +43,7 @@ def _last_logits(model, data: ContrastSet, iv, beta: float = 1.0):
     """(padded batch, each prompt alone) logits at each prompt's last real token."""
     context = torch.no_grad() if iv is None else iv.applied(model, beta)
     with torch.no_grad(), context:
-        padded = models.run(model, data.tokens, data.attention_mask)
+        padded = _tl.run(model, data.tokens, data.attention_mask)
         alone = [model(data.tokens[i : i + 1, : int(n)])[0, -1] for i, n in enumerate(data.lengths)]
     return padded[torch.arange(len(data)), data.lengths - 1], torch.stack(alone)
 

@@ -6,12 +6,12 @@ import torch
 from transformer_lens import patching as tl_patching
 
 import ascale
-from ascale import models
+from ascale import _tl
+from ascale.analysis.patching import activation_patching, attribution_patching
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.patching import activation_patching, attribution_patching
-from conftest import PLANTED_HEAD, PLANTED_LAYER
-from conftest import ioi_like_rows as _rows
+from ascale.testing import PLANTED_HEAD, PLANTED_LAYER
+from ascale.testing import ioi_like_rows as _rows
 
 
 def test_planted_head_is_ranked_first_by_every_method(planted):
@@ -19,7 +19,7 @@ def test_planted_head_is_ranked_first_by_every_method(planted):
     first = f"heads L{PLANTED_LAYER}H{PLANTED_HEAD} @{clean.n_pos - 1}"
     torch.manual_seed(0)
     scalars = ascale.ActivationScalars(model, sites="heads")
-    ascale.fit(model, scalars, clean, steps=100, lr=0.1, early_stop=False, progress=False)
+    ascale.fit(model, scalars, clean, steps=100, lr=0.1, stop="none", progress=False)
     assert ascale.evaluate(model, scalars, clean).flip_rate_forward == 1.0
     rankings = [
         ascale.rank_components(scalars),
@@ -42,7 +42,7 @@ def _corrupted_pair(model):
 def _naive(model, base, source, comps):
     """One forward pass per component: Δ with that component replaced by `source`'s value."""
     names = sorted({site_hook for site_hook, _, _ in comps})
-    _, src = models.capture(model, source.tokens, names)
+    _, src = _tl.capture(model, source.tokens, names)
     out = []
     for name, pos, head in comps:
 
@@ -52,8 +52,8 @@ def _naive(model, base, source, comps):
             act[index] = src[name][index]
             return act
 
-        with torch.no_grad(), models.attach(model, [(name, patch)]):
-            logits = models.run(model, base.tokens)
+        with torch.no_grad(), _tl.attach(model, [(name, patch)]):
+            logits = _tl.run(model, base.tokens)
         out.append(_mean_delta(logits, base))
     return torch.tensor(out)
 
@@ -82,8 +82,8 @@ def test_batched_patching_equals_one_component_per_pass(tiny, max_batch):
         )
     ]
     with torch.no_grad():
-        d_clean = _mean_delta(models.run(tiny, clean.tokens), clean)
-        d_corrupt = _mean_delta(models.run(tiny, corrupted.tokens), corrupted)
+        d_clean = _mean_delta(_tl.run(tiny, clean.tokens), clean)
+        d_corrupt = _mean_delta(_tl.run(tiny, corrupted.tokens), corrupted)
     expected = (_naive(tiny, clean, corrupted, comps) - d_clean) / (d_corrupt - d_clean)
     torch.testing.assert_close(
         torch.tensor(frame["value"].to_numpy(), dtype=torch.float32), expected, atol=1e-4, rtol=1e-4
@@ -98,8 +98,8 @@ def test_denoising_matches_transformer_lens_get_act_patch(tiny_gpt2):
         tiny_gpt2, corrupted.tokens, cache, lambda logits: torch.tensor(_mean_delta(logits, clean))
     )  # [layer, pos, head], one forward pass per component
     with torch.no_grad():
-        d_clean = _mean_delta(models.run(tiny_gpt2, clean.tokens), clean)
-        d_corrupt = _mean_delta(models.run(tiny_gpt2, corrupted.tokens), clean)
+        d_clean = _mean_delta(_tl.run(tiny_gpt2, clean.tokens), clean)
+        d_corrupt = _mean_delta(_tl.run(tiny_gpt2, corrupted.tokens), clean)
     expected = (reference - d_corrupt) / (d_clean - d_corrupt)
     frame = ours.to_frame()
     got = torch.zeros_like(expected)
@@ -123,9 +123,9 @@ def test_zero_ablation_gives_the_raw_change_in_logit_difference(tiny_gpt2):
         return act
 
     with torch.no_grad():
-        d_clean = _mean_delta(models.run(tiny_gpt2, clean.tokens), clean)
-        with models.attach(tiny_gpt2, [("blocks.1.hook_mlp_out", zero_last)]):
-            d_ablated = _mean_delta(models.run(tiny_gpt2, clean.tokens), clean)
+        d_clean = _mean_delta(_tl.run(tiny_gpt2, clean.tokens), clean)
+        with _tl.attach(tiny_gpt2, [("blocks.1.hook_mlp_out", zero_last)]):
+            d_ablated = _mean_delta(_tl.run(tiny_gpt2, clean.tokens), clean)
     assert result.to_frame()["value"][0] == pytest.approx(d_ablated - d_clean, abs=1e-5)
 
 
@@ -135,7 +135,7 @@ def test_attribution_patching_with_zero_ablation_is_minus_the_scalar_gradient(ti
     clean, _ = _corrupted_pair(tiny)
     scalars = ascale.ActivationScalars(tiny, sites="heads,mlp_out", n_pos=clean.n_pos)
     with scalars.applied(tiny, beta=1.0):
-        _delta_tensor(models.run(tiny, clean.tokens), clean).mean().backward()
+        _delta_tensor(_tl.run(tiny, clean.tokens), clean).mean().backward()
     estimate = attribution_patching(tiny, clean, like=scalars, ablation="zero")
     grad = ascale.ActivationScalars(tiny, sites="heads,mlp_out", n_pos=clean.n_pos)
     with torch.no_grad():

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 
 from ascale import plot
-from ascale.agreement import agreement
-from ascale.attribution import AttributionResult, effect_classes
-from ascale.cumulative import CumulativeEffectResult
-from ascale.errors import UnknownSiteError
-from ascale.fit import Metrics
+from ascale.analysis.agreement import agreement
+from ascale.analysis.cumulative import CumulativeEffectResult
+from ascale.analysis.results import AttributionResult, effect_classes
+from ascale.errors import AscaleError, UnknownSiteError
+from ascale.training.metrics import Metrics
 
 TOKENS = ["When", " Mary", " and", " John"]
 
@@ -110,7 +110,7 @@ def test_cumulative_effect_lines():
 
 
 def test_only_plot_imports_plotly():
-    package = Path(plot.__file__).parent
+    package = Path(plot.__file__).parent.parent  # ascale/
     importers = set()
     for path in package.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -120,5 +120,26 @@ def test_only_plot_imports_plotly():
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             if any(n.split(".")[0] == "plotly" for n in names):
-                importers.add(path.name)
-    assert importers == {"plot.py"}
+                importers.add(path.relative_to(package).parts[0])
+    assert importers == {"plot"}  # the ascale.plot package alone
+
+
+def test_figure_draws_a_ranking_as_its_map_and_refuses_other_objects():
+    frame = pd.DataFrame(
+        {
+            "rank": [1, 2],
+            "component": ["mlp_out L0 @0", "mlp_out L1 @0"],
+            "site": ["mlp_out", "mlp_out"],
+            "layer": [0, 1],
+            "head": [None, None],
+            "pos": [0, 0],
+            "token": ["a", "a"],
+            "value": [0.5, -0.25],
+            "magnitude": [0.5, 0.25],
+            "effect": [None, None],
+        }
+    )
+    ranking = AttributionResult("scalars", "alpha", frame)
+    assert plot.figure(ranking).data[0].type == "heatmap"
+    with pytest.raises(AscaleError, match="no figure for a dict"):
+        plot.figure({})

@@ -13,7 +13,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ascale.data import ContrastSet, load_jsonl, read_jsonl  # noqa: E402
+from ascale._rows import read_jsonl  # noqa: E402
+from ascale.data import ContrastSet, load_jsonl  # noqa: E402
 from ascale.interventions import ActivationScalars  # noqa: E402
 from ascale.io import load, save  # noqa: E402
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ascale.agreement import agreement
-from ascale.attribution import AttributionResult
+from ascale.analysis.agreement import agreement
+from ascale.analysis.results import AttributionResult
 from ascale.cli import main
 from ascale.report import write_report
 

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import ascale
-from conftest import ioi_like_rows
+from ascale.testing import ioi_like_rows
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = (
@@ -256,7 +256,7 @@ def tiny_report(model: Any, out: Path) -> Path:
     clean = ascale.ContrastSet.from_rows(clean_rows, model)
     corrupted = ascale.ContrastSet.from_rows(corrupt_rows, model)
     scalars = ascale.ActivationScalars(model, sites=["attn_out", "mlp_out", "heads"])
-    ascale.fit(model, scalars, clean, steps=2, early_stop=False, progress=False)
+    ascale.fit(model, scalars, clean, steps=2, stop="none", progress=False)
     ranking = ascale.rank_components(scalars, model=model, data=clean)
     patched = ascale.activation_patching(model, clean, corrupted, like=scalars)
     return ascale.write_report(
@@ -292,7 +292,7 @@ BROKEN = """<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
 def test_checker_reports_a_broken_figure_and_a_network_request(tmp_path):
     import plotly.graph_objects as go
 
-    from ascale.plot import figure_html
+    from ascale.report import figure_html
 
     good = figure_html(go.Figure(go.Bar(x=[1, 2], y=[3, 4])), include_plotlyjs=True)
     path = tmp_path / "broken.html"

@@ -9,8 +9,8 @@ from importlib.resources import files
 import pytest
 import torch
 
+from ascale._tl import answer_token_ids
 from ascale.errors import AscaleError
-from ascale.models import answer_token_ids
 from ascale.tasks import ccc, ccc_corrupt, ioi, ioi_corrupt
 from ascale.tasks.ccc import CCC_TEMPLATES
 from ascale.tasks.ioi import IOI_TEMPLATES

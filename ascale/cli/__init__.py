@@ -5,7 +5,7 @@ Every command checks its inputs, options and output folder before it loads a mod
 a mistake exits with status 1 (2 for a malformed option) and one line, ``ascale CMD: error:
 ...``, naming the value and what would be valid; ``--debug`` shows the traceback instead.
 Ctrl-C exits with status 130 and leaves earlier outputs as they were. Output folders are
-written as a unit when the run succeeds (`ascale.outputs.RunFolder`): never over an input, never
+written as a unit when the run succeeds (`ascale._outputs.RunFolder`): never over an input, never
 mixed with an earlier run's files (``--overwrite`` replaces them), locked while a run writes.
 
 Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), `_train`

@@ -6,7 +6,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ascale.hooked import HookedModel
+from ascale._types import HookedModel
 
 if TYPE_CHECKING:
     from ascale.data import ContrastSet
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
     """The rows of ``--data``, checked before any model is loaded (``None`` for ``--task``)."""
-    from ascale.data import read_jsonl
+    from ascale._rows import read_jsonl
 
     return None if args.data is None else read_jsonl(args.data)
 
@@ -23,7 +23,7 @@ def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[An
     """``--out`` as a `RunFolder` on the process that writes (rank 0 under torchrun); a no-op
     context on the other ranks, which fit their share and write nothing."""
     from ascale import distributed
-    from ascale.outputs import RunFolder
+    from ascale._outputs import RunFolder
 
     if not distributed.is_main():
         return contextlib.nullcontext()
@@ -78,7 +78,7 @@ def fit_one(
     """Fit, evaluate on both splits, and save everything of one intervention into `out`
     (``None``: fit only, as the ranks other than 0 of a data-parallel fit do)."""
     import ascale
-    from ascale.outputs import write_json
+    from ascale._outputs import write_json
 
     objective = ascale.Objective(
         margin=args.margin, lambda_faith=args.lambda_faith, lambda_min=args.lambda_min
@@ -93,7 +93,7 @@ def fit_one(
         objective=objective,
         seed=args.seed,
         sparsity=getattr(args, "sparsity", None),
-        early_stop=not args.no_early_stop,
+        stop="none" if args.no_early_stop else "train",
     )
     if out is None:
         return {}
@@ -152,6 +152,6 @@ def loadable(model_name: str) -> str | None:
 
 def print_table(columns: dict[str, dict[str, Any]], title: str) -> None:
     """Metrics (``Metrics.to_dict()``), one column per intervention."""
-    from ascale.metrics import format_metrics
+    from ascale.training.metrics import format_metrics
 
     print(f"\n{title}\n{format_metrics(columns)}\n")

@@ -5,8 +5,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from ascale._types import HookedModel
 from ascale.cli._common import load_data, load_model, load_split, read_rows, run_folder
-from ascale.hooked import HookedModel
 
 #: per task: (sites, positions) of the grid when --sites / --positions are not given
 GRIDS: dict[str, tuple[str, str | list[int]]] = {
@@ -19,9 +19,9 @@ PATCHING = ("activation_patching", "attribution_patching", "random")
 
 def compare_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale.data import has_corrupted
+    from ascale._outputs import RunFolder
+    from ascale._rows import has_corrupted
     from ascale.errors import AscaleError
-    from ascale.outputs import RunFolder
 
     task = args.task or "data"
     sites, positions = GRIDS[task]
@@ -113,7 +113,7 @@ def write_compare(
 ) -> None:
     """``report.html`` and ``compare.json`` of a `CompareResult` into folder `out`."""
     import ascale
-    from ascale.outputs import write_json
+    from ascale._outputs import write_json
 
     payload = result.to_dict()
     payload["info"] = {**payload["info"], **(info or {})}
@@ -134,7 +134,7 @@ def write_compare(
 def sweep_command(args: argparse.Namespace) -> int:
     import ascale
     from ascale import distributed
-    from ascale.outputs import write_atomic, write_json
+    from ascale._outputs import write_atomic, write_json
 
     rows = read_rows(args)
     main = distributed.is_main()  # under torchrun each rank fits its share, rank 0 writes
@@ -213,8 +213,8 @@ def _corrupted(args: argparse.Namespace, model: HookedModel, rows: Any, data: An
 def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:
     """Per fitted method, the given fit settings over the method's own (scalars: the sparse
     map); settings not given are left to `ascale.compare`."""
-    from ascale.compare import SPARSE_MAP
-    from ascale.objective import Objective
+    from ascale.analysis.compare import SPARSE_MAP
+    from ascale.training.objective import Objective
 
     given: dict[str, Any] = {
         k: v

@@ -7,19 +7,22 @@ what would be valid; nothing has been loaded or written by then.
 import argparse
 import inspect
 import math
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ascale.compare import METHODS as COMPARE_METHODS
+from ascale.analysis.compare import METHODS as COMPARE_METHODS
+from ascale.analysis.sweep import sweep
 from ascale.interventions import METHODS as FIT_METHODS
-from ascale.sweep import sweep
+from ascale.training._loop import SPARSITY
+from ascale.training.objective import Objective
 
 __all__ = ["build_parser"]
 
 #: `ascale compare`'s methods unless --methods says otherwise
 COMPARE_DEFAULT = "scalars,activation_patching,attribution_patching,random"
+#: the objective's defaults, which the flags show and pass on
+_OBJECTIVE = Objective()
 #: `ascale.sweep`'s default lambda_min grid (one source of truth)
 SWEEP_LAMBDA_MIN: tuple[float, ...] = inspect.signature(sweep).parameters["lambda_min"].default
 
@@ -114,16 +117,14 @@ def _positions(text: str) -> str | list[int]:
 
 
 def _sites(text: str) -> str:
-    from ascale.errors import closest
-    from ascale.sites import SITE_HOOKS
+    from ascale.errors import UnknownSiteError
+    from ascale.sites import parse_site
 
     for name in (s.strip() for s in text.split(",")):
-        if name not in SITE_HOOKS and not re.match(r"^blocks\.\d+\.", name):
-            raise argparse.ArgumentTypeError(
-                f"unknown site {name!r} in {text!r}; sites are {', '.join(sorted(SITE_HOOKS))} "
-                f"or hook names like 'blocks.0.hook_mlp_out' (closest: "
-                f"{closest(name, SITE_HOOKS)})"
-            )
+        try:
+            parse_site(name)
+        except UnknownSiteError as err:
+            raise argparse.ArgumentTypeError(f"{err} (in {text!r})") from None
     return text
 
 
@@ -269,12 +270,12 @@ def _fit_settings(p: argparse.ArgumentParser) -> None:
 def _train_options(p: argparse.ArgumentParser) -> None:
     _grid_options(p)
     _fit_settings(p)
-    p.add_argument("--margin", type=_NON_NEGATIVE, default=2.0)
-    p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=1.0)
-    p.add_argument("--lambda-min", type=_NON_NEGATIVE, default=1e-2)
+    p.add_argument("--margin", type=_NON_NEGATIVE, default=_OBJECTIVE.margin)
+    p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=_OBJECTIVE.lambda_faith)
+    p.add_argument("--lambda-min", type=_NON_NEGATIVE, default=_OBJECTIVE.lambda_min)
     p.add_argument(
         "--sparsity",
-        choices=["l1", "proximal"],
+        choices=SPARSITY,
         default=None,
         help="'proximal': the L1 term as a soft-threshold, exact zeros (default: the method's)",
     )
@@ -285,7 +286,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 def _fit_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p)
-    p.add_argument("--method", choices=["scalars", "vectors", "dynamic"], default="scalars")
+    p.add_argument("--method", choices=sorted(FIT_METHODS), default="scalars")
     p.add_argument(
         "--detach-input",
         action="store_true",
@@ -318,7 +319,7 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vectors", action="store_true", help="also rank steering vectors")
     _grid_options(p, per_task=True)
     _fit_settings(p)
-    # None: the method's own setting (scalars: the sparse map, `ascale.compare.SPARSE_MAP`)
+    # None: the method's own setting (scalars: the sparse map, `compare.SPARSE_MAP`)
     for flag in ("--margin", "--lambda-faith", "--lambda-min"):
         p.add_argument(flag, type=_NON_NEGATIVE, default=None, help="default: the method's")
     # None: per task (CCC and --data attn_out,mlp_out at all positions; IOI heads at the last)
@@ -349,7 +350,7 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
         dest="methods",
         type=_names(sorted(FIT_METHODS)),
         default=["scalars", "vectors"],
-        help="comma-separated, of scalars, vectors, dynamic (default scalars,vectors)",
+        help=f"comma-separated, of {', '.join(sorted(FIT_METHODS))} (default scalars,vectors)",
     )
     floats = _list_of(_NON_NEGATIVE, "comma-separated numbers of 0 or more, such as '1e-3,0.1'")
     default_grid = ",".join(f"{x:g}" for x in SWEEP_LAMBDA_MIN)
@@ -360,14 +361,15 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
         help=f"comma-separated L1 weights (default {default_grid})",
     )
     p.add_argument(
-        "--lambda-faith", type=floats, default=[1.0], help="comma-separated KL weights (default 1)"
+        "--lambda-faith",
+        type=floats,
+        default=[_OBJECTIVE.lambda_faith],
+        help=f"comma-separated KL weights (default {_OBJECTIVE.lambda_faith:g})",
     )
-    p.add_argument("--margin", type=_NON_NEGATIVE, default=2.0)
+    p.add_argument("--margin", type=_NON_NEGATIVE, default=_OBJECTIVE.margin)
     _grid_options(p)
     _fit_settings(p)
-    p.add_argument(
-        "--sparsity", choices=["l1", "proximal"], default=None, help="default: the method's"
-    )
+    p.add_argument("--sparsity", choices=SPARSITY, default=None, help="default: the method's")
     _out_options(p)
     p.set_defaults(command="sweep")
 

@@ -51,9 +51,10 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale.data import ContrastSet, read_jsonl
+    from ascale._outputs import check_output_file, write_json
+    from ascale._rows import read_jsonl
+    from ascale.data import ContrastSet
     from ascale.io import METADATA, TENSORS, read_metadata
-    from ascale.outputs import check_output_file, write_json
 
     rows = read_jsonl(args.data)
     saved = read_metadata(args.intervention)
@@ -73,7 +74,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale.outputs import RunFolder, write_json
+    from ascale._outputs import RunFolder, write_json
 
     start = time.perf_counter()
     default = args.out is None  # ascale's own folder: a new demo replaces the previous one

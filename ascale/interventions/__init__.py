@@ -18,8 +18,8 @@ build through `build`, and `ascale.load` finds a saved file's class there.
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ascale._types import HookedModel
 from ascale.errors import AscaleError
-from ascale.hooked import HookedModel
 from ascale.interventions._base import Beta, Intervention, Positions
 from ascale.interventions._dynamic import DynamicScalars
 from ascale.interventions._static import ActivationScalars, SteeringVectors

@@ -16,9 +16,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.hooked import HookedModel
+from ascale.grid import Grid, resolve_positions
 from ascale.sites import Site, resolve_sites
 
 Positions = Literal["all", "shared"] | Sequence[int]
@@ -51,7 +52,7 @@ class Intervention(nn.Module, ABC):
     ) -> None:
         super().__init__()
         self.sites: tuple[Site, ...] = resolve_sites(model, sites, layers)
-        self.dims: dict[str, Any] = models.dims(model)
+        self.dims: dict[str, Any] = _tl.dims(model)
         if isinstance(positions, str):
             if positions not in ("all", "shared"):
                 raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
@@ -62,9 +63,9 @@ class Intervention(nn.Module, ABC):
                 raise AscaleError("positions is an empty list")
         self.n_pos: int | None = None
         self.params = nn.ParameterDict()
-        self._device = models.first_device(model)
+        self._device = _tl.first_device(model)
         if positions == "shared":
-            self._build(n_slots=1)
+            self._build()
         elif n_pos is not None:
             self.bind(n_pos)
 
@@ -84,8 +85,6 @@ class Intervention(nn.Module, ABC):
         """Fix the prompt length and create the parameters (`fit` does this from the data)."""
         if not self.position_tied:
             return
-        if int(n_pos) < 1:
-            raise PromptLengthError(f"n_pos must be at least 1 token, got {n_pos!r}")
         if self.is_bound:
             if n_pos != self.n_pos:
                 raise PromptLengthError(
@@ -93,22 +92,30 @@ class Intervention(nn.Module, ABC):
                     f"got prompts of {n_pos} tokens"
                 )
             return
-        if isinstance(self.positions, tuple):
-            bad = [p for p in self.positions if not -n_pos <= p < n_pos]
-            if bad:
-                raise PromptLengthError(
-                    f"positions {bad} do not exist in prompts of {n_pos} tokens"
-                )
-            self.positions = tuple(sorted({p % n_pos for p in self.positions}))
+        slots = resolve_positions(self.positions, n_pos)  # checked against the length
+        if isinstance(self.positions, tuple) and slots is not None:
+            self.positions = slots
         self.n_pos = n_pos
-        self._build(n_slots=n_pos if self.positions == "all" else len(self.positions))
+        self._build()
 
-    def _build(self, n_slots: int) -> None:
+    @property
+    def grid(self) -> Grid:
+        """The components the parameters sit on (position-tied ones must be bound first)."""
+        if self.position_tied and not self.is_bound:
+            raise AscaleError(f"{type(self).__name__} has no parameters yet: fit or bind it first")
+        return self._grid()
+
+    def _grid(self) -> Grid:
+        slots = resolve_positions(self.positions, self.n_pos)
+        return Grid(self.sites, slots, int(self.dims["n_heads"]), self.n_pos)
+
+    def _build(self) -> None:
         # float32 whatever the model's dtype: in bfloat16 (8 significant bits) an Adam update
         # of 1e-3 to a scalar near 1 rounds away, and small scalars could not be told from 0;
         # the hooks compute the edit in float32 and hand the model back its own dtype
+        grid = self._grid()
         for site in self.sites:
-            shape = (len(site.layers), n_slots, *self._unit_shape(site))
+            shape = (*grid.layout(site), *self._unit_shape(site))
             zeros = torch.zeros(shape, device=self._device, dtype=torch.float32)
             self.params[site.name] = nn.Parameter(zeros)
 
@@ -154,8 +161,8 @@ class Intervention(nn.Module, ABC):
             >>> with scalars.applied(model, beta=1.0):
             ...     logits = model(tokens)
         """
-        models.check_same_shape(self.dims, models.dims(model))
-        with models.attach(model, self.hooks(beta)):
+        _tl.check_same_shape(self.dims, _tl.dims(model))
+        with _tl.attach(model, self.hooks(beta)):
             yield model
 
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:

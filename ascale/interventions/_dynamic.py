@@ -7,8 +7,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ascale._types import HookedModel
 from ascale.errors import AscaleError, UnknownSiteError
-from ascale.hooked import HookedModel
 from ascale.interventions._base import Act, HookBeta, Intervention
 from ascale.sites import Site
 

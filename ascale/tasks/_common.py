@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.hooked import HookedModel
 
 SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
@@ -29,7 +29,7 @@ def mentions(text: str, name: str) -> bool:
 
 def token_length(model: HookedModel, prompt: str) -> int:
     """The number of tokens `model` gives `prompt` alone."""
-    return int(models.tokenize(model, [prompt])[1][0])
+    return int(_tl.tokenize(model, [prompt])[1][0])
 
 
 def pick_length(
@@ -49,12 +49,12 @@ def pick_length(
         return list(range(len(prompts))), None
     if length != "modal" and (not isinstance(length, int) or isinstance(length, bool)):
         raise AscaleError(f"length must be 'modal', an int, or None; got {length!r}")
-    rows = [models.tokenize(model, [p])[0][0] for p in prompts]
+    rows = [_tl.tokenize(model, [p])[0][0] for p in prompts]
     sizes = [len(r) for r in rows]
     target = Counter(sizes).most_common(1)[0][0] if length == "modal" else int(length)
     keep = [i for i, s in enumerate(sizes) if s == target]
     if anchors is not None and keep:
-        where = {i: _first_index(rows[i], models.answer_token_ids(model, anchors[i])) for i in keep}
+        where = {i: _first_index(rows[i], _tl.answer_token_ids(model, anchors[i])) for i in keep}
         modal = Counter(where.values()).most_common(1)[0][0]
         keep = [i for i in keep if where[i] == modal]
     return keep, target

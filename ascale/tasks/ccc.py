@@ -13,10 +13,10 @@ from importlib.resources import files
 
 import torch
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.hooked import HookedModel
 from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
@@ -43,20 +43,20 @@ def _single_token_countries(model: HookedModel) -> list[str]:
     return [
         country
         for country, _ in _table()
-        if country not in _NEEDS_THE and len(models.answer_token_ids(model, " " + country)) == 1
+        if country not in _NEEDS_THE and len(_tl.answer_token_ids(model, " " + country)) == 1
     ]
 
 
 def _known(model: HookedModel, countries: list[str], capitals: dict[str, str]) -> set[str]:
     """Countries the model names first, among `countries`, after ``"{capital} is in"``."""
-    tokens, lengths = models.tokenize(model, [f"{capitals[c]} is in" for c in countries])
+    tokens, lengths = _tl.tokenize(model, [f"{capitals[c]} is in" for c in countries])
     mask = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).long()
     device = getattr(model.cfg, "device", None)
     if device is not None:
         tokens, mask = tokens.to(device), mask.to(device)
-    ids = torch.tensor([models.answer_token_ids(model, " " + c)[0] for c in countries])
+    ids = torch.tensor([_tl.answer_token_ids(model, " " + c)[0] for c in countries])
     with torch.no_grad():
-        logits = models.run(model, tokens, mask)
+        logits = _tl.run(model, tokens, mask)
     best = logits[torch.arange(len(countries)), lengths - 1][:, ids].argmax(-1).cpu()
     return {c for i, c in enumerate(countries) if int(best[i]) == i}
 

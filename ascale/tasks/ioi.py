@@ -11,10 +11,10 @@ from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib.resources import files
 
-from ascale import models
+from ascale import _tl
+from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.hooked import HookedModel
 from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
@@ -46,7 +46,7 @@ def _names() -> tuple[str, ...]:
 
 
 def _single_token_names(model: HookedModel) -> list[str]:
-    return [n for n in _names() if len(models.answer_token_ids(model, " " + n)) == 1]
+    return [n for n in _names() if len(_tl.answer_token_ids(model, " " + n)) == 1]
 
 
 def _fill(template: str, order: str, io: str, s: str) -> str:

@@ -1,0 +1,265 @@
+"""One call that holds the rankings against each other: `compare`.
+
+For one grid of components, `compare` fits the interventions it is asked for on a training
+split, runs activation and attribution patching on (part of) the same split, and then scores
+every ranking as a circuit on the held-out split (`ascale.analysis.circuits`): faithfulness curves, CPR
+and CMD, beside a random baseline. It also reports how far the rankings agree, overall and per
+component type, and (optionally) how well scalars refitted on only their top-k components flip
+the held-out prompts.
+
+Methods:
+
+| name | ranking |
+|---|---|
+| ``scalars`` | sparse activation scalars (`fit(sparsity="proximal")`), by ``-alpha`` |
+| ``scalars_effect`` | the same scalars, by their edit's effect ``alpha * E[h . dΔ/dh]`` |
+| ``scalars_dense`` | activation scalars fitted with Adam on the plain L1 term |
+| ``vectors`` | steering vectors, by norm |
+| ``dynamic`` | dynamic scalars, by mean ``-alpha`` at each position |
+| ``activation_patching`` | the effect of patching each component alone |
+| ``attribution_patching`` | its first-order estimate |
+| ``random`` | seeded random orders (mean of `n_random`) |
+
+Example:
+    >>> result = compare(model, data, corrupted, sites="heads", positions=[-1],
+    ...                  methods=("scalars", "activation_patching"), n_random=1,
+    ...                  fit_options={"scalars": {"steps": 2}}, progress=False)
+    >>> list(result.rankings)
+    ['scalars', 'activation_patching']
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ascale._types import HookedModel
+from ascale.analysis import _methods
+from ascale.analysis.agreement import AgreementResult, agreement
+from ascale.analysis.circuits import CircuitResult, score_circuits
+from ascale.analysis.results import AttributionResult, rerank
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+from ascale.grid import Grid
+from ascale.interventions import Intervention
+from ascale.training.metrics import Metrics
+from ascale.training.objective import Objective
+
+__all__ = ["METHODS", "SPARSE_MAP", "CompareResult", "compare"]
+
+METHODS: tuple[str, ...] = (
+    "scalars",
+    "scalars_effect",
+    "scalars_dense",
+    "vectors",
+    "dynamic",
+    "activation_patching",
+    "attribution_patching",
+    "random",
+)
+#: fit settings of the sparse map (``scalars``): on SmolLM2 IOI heads at the last position,
+#: lambda_min 0.02 gave the best CPR and CMD of the scalar fits tried (0.01-0.1; docs/circuits.md)
+SPARSE_MAP: dict[str, Any] = {
+    "sparsity": "proximal",
+    "objective": Objective(lambda_min=0.02),
+    "steps": 80,
+    "batch_size": 64,
+    "stop": "none",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class CompareResult:
+    """Rankings on one grid, their agreement, and their circuits.
+
+    Attributes:
+        grid: the components.
+        rankings: method -> `AttributionResult` (made on the training split).
+        circuits: faithfulness curves, CPR and CMD of every ranking on the test split.
+        agreement: Spearman and top-k overlap between the rankings, over the whole grid.
+        agreement_by_type: the same within each component type (site).
+        metrics: test-split `Metrics` of each fitted intervention.
+        interventions: the fitted interventions.
+        refit: flip rates of scalars refitted on only the top ``k`` components of the
+            ``scalars`` ranking, one row per ``k`` (empty when not asked for).
+        info: settings, sizes and timings.
+    """
+
+    grid: Grid = field(repr=False)
+    rankings: dict[str, AttributionResult] = field(repr=False)
+    circuits: CircuitResult
+    agreement: AgreementResult | None = field(repr=False)
+    agreement_by_type: dict[str, AgreementResult] = field(repr=False)
+    metrics: dict[str, Metrics] = field(repr=False)
+    interventions: dict[str, Intervention] = field(repr=False)
+    refit: pd.DataFrame = field(repr=False)
+    info: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> pd.DataFrame:
+        """One row per method: CPR, CMD, ``f`` (absolute order) at a few sizes, and for fitted
+        methods the test flip rates and active parameters."""
+        table = self.circuits.summary()
+        ks = sorted(set(self.circuits.curves["k"]))[:4]
+        for k in ks:
+            table[f"f@{k}"] = self.circuits.f_at(k)
+        for method, m in self.metrics.items():
+            if method in table.index:
+                table.loc[method, "flip+1"] = m.flip_rate_forward
+                table.loc[method, "flip-1"] = m.flip_rate_backward
+                table.loc[method, "active"] = m.n_active
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain numbers for JSON."""
+        return {
+            "summary": _records(self.summary()),
+            "curves": self.circuits.curves.to_dict("records"),
+            "m_clean": self.circuits.m_clean,
+            "m_ablated": self.circuits.m_ablated,
+            "n_components": len(self.grid),
+            "agreement": None if self.agreement is None else self.agreement.to_dict(),
+            "agreement_by_type": {t: a.to_dict() for t, a in self.agreement_by_type.items()},
+            "metrics": {m: v.to_dict() for m, v in self.metrics.items()},
+            "refit": self.refit.reset_index().to_dict("records"),
+            "top": {
+                m: r.top(10)[["component", "token", "value"]].to_dict("records")
+                for m, r in self.rankings.items()
+            },
+            "info": self.info,
+        }
+
+    def __repr__(self) -> str:
+        return f"CompareResult(grid={len(self.grid)} components, {self.circuits!r})"
+
+    def _repr_html_(self) -> str:
+        head = (
+            f"<p><b>CompareResult</b>: {len(self.grid)} components, "
+            f"{self.circuits.ablation} ablation on {self.circuits.n_prompts} test prompts "
+            "(CPR: higher is better; CMD: lower is better)</p>"
+        )
+        return head + str(self.summary().to_html(float_format="{:.3f}".format, na_rep=""))
+
+
+def compare(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    methods: Sequence[str] = ("scalars", "activation_patching", "attribution_patching", "random"),
+    sites: str | Sequence[str] = "attn_out,mlp_out",
+    layers: Sequence[int] | None = None,
+    positions: str | Sequence[int] = "all",
+    test_size: float = 0.5,
+    seed: int = 0,
+    patch_n: int = 16,
+    ablation: str | None = None,
+    k: int = 10,
+    refit_ks: Sequence[int] = (),
+    fit_options: dict[str, dict[str, Any]] | None = None,
+    fitted: dict[str, Intervention] | None = None,
+    n_random: int = 5,
+    progress: bool = True,
+) -> CompareResult:
+    """Fit, patch, rank and score every method on one grid.
+
+    Args:
+        model: the model.
+        data: prompts of one token length.
+        corrupted: counterfactual prompts aligned with `data` (same lengths and answers), for
+            patching and counterfactual ablation; without them both use mean ablation.
+        methods: any of `METHODS`.
+        sites: the grid's sites (as for `ActivationScalars`).
+        layers: the grid's layers (default: all).
+        positions: the grid's positions (as for `ActivationScalars`).
+        test_size: share of `data` held out for the circuit curves and metrics.
+        seed: the split, fits and random orders.
+        patch_n: training prompts patched (activation and attribution patching).
+        ablation: circuit ablation, ``"counterfactual"`` (default with `corrupted`),
+            ``"mean"`` or ``"zero"``.
+        k: the top-k of the agreement overlap.
+        refit_ks: sizes of the refit curve (scalars refitted on their own top k).
+        fit_options: per method, keyword arguments for `fit` over the defaults
+            (``scalars``: over `SPARSE_MAP`, the sparse map's settings).
+        fitted: per method, an intervention already fitted on this grid and on the same
+            split (``data.split(test_size, seed)``'s first part) to use instead of fitting one.
+        n_random: random orders in the ``random`` baseline.
+
+    Raises:
+        AscaleError: an unknown method, ``patch_n < 1``, or corrupted prompts that do not
+            align with `data`.
+    """
+    _check(data, corrupted, methods, patch_n, refit_ks)
+    grid = Grid.build(model, data.n_pos, sites=sites, layers=layers, positions=positions)
+    given = fit_options or {}
+    options = {**given, "scalars": {**SPARSE_MAP, **given.get("scalars", {})}}
+    run = _methods.Run.start(model, data, corrupted, grid, test_size, seed, options, progress)
+    run.where = {"sites": sites, "layers": layers, "positions": positions}
+    run.fit_methods(methods, fitted or {})
+    run.patch_methods(methods, patch_n)
+    with run.timed("circuits"):
+        circuits = score_circuits(
+            model, run.test, run.rankings, grid=grid, corrupted=run.ctest,
+            ablation=ablation,  # type: ignore[arg-type]
+            n_random=n_random if "random" in methods else 0, seed=seed, progress=progress,
+        )  # fmt: skip
+    agree, by_type = _agreements(run.rankings, grid, k)
+    refit = pd.DataFrame()
+    if refit_ks:
+        with run.timed("refit"):
+            refit = _methods.refit_curve(run, refit_ks)
+    info = run.info(positions, circuits.ablation)
+    return CompareResult(
+        grid, run.rankings, circuits, agree, by_type, run.metrics, run.interventions, refit, info
+    )
+
+
+def _check(
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    methods: Sequence[str],
+    patch_n: int,
+    refit_ks: Sequence[int],
+) -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise AscaleError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    if patch_n < 1:
+        raise AscaleError(f"patch_n must be at least 1, got {patch_n}")
+    if refit_ks and "scalars" not in methods:
+        raise AscaleError("refit_ks needs the 'scalars' method")
+    if corrupted is not None and len(corrupted) != len(data):
+        raise AscaleError(f"{len(corrupted)} corrupted rows for {len(data)} clean rows")
+
+
+# ---- helpers ----
+
+
+def _agreements(
+    rankings: dict[str, AttributionResult], grid: Grid, k: int
+) -> tuple[AgreementResult | None, dict[str, AgreementResult]]:
+    if len(rankings) < 2:
+        return None, {}
+    on_grid = {m: r.select(list(grid.site_names)) for m, r in rankings.items()}
+    on_grid = {m: _on(r, grid) for m, r in on_grid.items()}
+    overall = agreement(on_grid, k=k)
+    by_type = {}
+    if len(grid.site_names) > 1:
+        for site in grid.site_names:
+            by_type[site] = agreement({m: r.select(site) for m, r in on_grid.items()}, k=k)
+    else:
+        by_type[grid.site_names[0]] = overall
+    return overall, by_type
+
+
+def _on(ranking: AttributionResult, grid: Grid) -> AttributionResult:
+    """Only the components of `grid` (a ranking may cover more positions)."""
+    keep = ranking.components["component"].isin(set(grid.names))
+    return ranking if bool(keep.all()) else rerank(ranking, keep)
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts, NaN as None (valid JSON)."""
+    flat = frame.reset_index().astype(object)
+    records: list[dict[str, Any]] = flat.where(flat.notna(), None).to_dict("records")
+    return records

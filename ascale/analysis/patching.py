@@ -1,0 +1,305 @@
+"""Activation patching and attribution patching, on the same grid as the learned scalars.
+
+The grid is site × layer × [head] × position, exactly the components an `ActivationScalars`
+holds (pass ``like=scalars`` to copy its sites, layers and positions). The metric is the answer
+logit difference ``Δ = logit(wrong) - logit(correct)`` at the last position, averaged over prompts.
+
+- **noising** (default): run the clean prompts, replace one component with its value from the
+  corrupted prompts; the effect is ``(Δ_patched - Δ_clean) / (Δ_corrupt - Δ_clean)``: 0 is no
+  change, 1 the whole clean→corrupt gap.
+- **denoising**: run the corrupted prompts, restore one component from the clean run; the effect
+  is ``(Δ_patched - Δ_corrupt) / (Δ_clean - Δ_corrupt)``.
+- without corrupted prompts: zero- or mean-ablation (the mean over the prompts at each position)
+  of the clean run; the effect is the raw change ``Δ_ablated - Δ_clean``, in logits.
+
+Attribution patching (Nanda, 2023) estimates the same effects to first order from one forward
+pass on each input and one backward pass: ``(a_source - a_base) · ∂Δ/∂a`` at the base run.
+
+Example:
+    >>> corrupted = ascale.tasks.ioi_corrupt(data, model)
+    >>> patched = activation_patching(model, data, corrupted, like=scalars)
+    >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+    >>> len(patched.components) == len(estimated.components) == scalars.n_params
+    True
+"""
+
+from collections.abc import Sequence
+from typing import Literal
+
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ascale._types import HookedModel
+from ascale.analysis import _passes
+from ascale.analysis._passes import Acts
+from ascale.analysis.results import AttributionResult, token_labels
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError, PromptLengthError
+from ascale.grid import Component, Grid
+from ascale.interventions import Intervention
+
+__all__ = ["activation_patching", "attribution_patching"]
+
+Direction = Literal["noising", "denoising"]
+Ablation = Literal["zero", "mean"]
+
+
+def activation_patching(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    like: Intervention | Grid | None = None,
+    sites: str | Sequence[str] = "attn_out,mlp_out",
+    layers: Sequence[int] | None = None,
+    positions: str | Sequence[int] = "all",
+    direction: Direction = "noising",
+    ablation: Ablation = "mean",
+    max_batch: int = 128,
+    progress: bool = True,
+) -> AttributionResult:
+    """Patch every component of the grid, many per forward pass, and rank them by effect.
+
+    TransformerLens' ``get_act_patch_*`` runs one forward pass per component (on SmolLM2, ~420
+    passes for one block type over layer × position, minutes on a laptop CPU). Here the prompts
+    are repeated once per component in a chunk and each copy is patched at its own component,
+    so one forward pass of ``max_batch`` rows patches ``max_batch // n_prompts`` components. Rows
+    never interact in a transformer, so the result equals one-component-per-pass patching.
+
+    Args:
+        model: the model.
+        data: the clean prompts (one token length).
+        corrupted: prompts aligned row by row with `data`, of the same lengths (e.g.
+            `ascale.tasks.ccc_corrupt`, `ascale.tasks.ioi_corrupt`); ``None`` to ablate instead.
+        like: copy sites, layers and positions from this intervention, or a `Grid`.
+        sites: site names, when `like` is not given.
+        layers: layers, when `like` is not given (default: all).
+        positions: ``"all"``, ``"shared"`` (each component spans every position) or a list.
+        direction: ``"noising"`` or ``"denoising"`` (needs `corrupted`).
+        ablation: ``"zero"`` or ``"mean"``, used when `corrupted` is ``None``.
+        max_batch: rows per forward pass (prompts × components patched at once).
+        progress: show a progress bar (`tqdm.auto`: a widget in Jupyter), one tick a pass.
+
+    Returns:
+        An `AttributionResult` (method ``"activation_patching"``) on the grid.
+
+    Example:
+        >>> patched = activation_patching(model, data, corrupted, sites="heads", positions=[-1])
+        >>> len(patched.components)  # layers x heads, at the last position
+        8
+    """
+    grid = _grid(model, data, like, sites, layers, positions)
+    base, source = _inputs(data, corrupted, direction, ablation)
+    comps = list(grid.components)
+    totals = torch.zeros(len(comps))
+    base_delta = source_delta = 0.0  # sums of Δ over prompts
+    names = grid.hook_names()
+    chunk = max(1, min(len(data), max_batch))
+    mean = (
+        _passes.mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
+    )
+    # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
+    # from the clean residual entering block l (`models.Prefix`)
+    order = sorted(range(len(comps)), key=lambda i: comps[i].layer)
+    chunks = _passes.chunks(range(len(data)), chunk)
+    n_passes = sum(-(-len(comps) // max(1, max_batch // len(rows))) for rows in chunks)
+    bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
+    with torch.inference_mode():
+        for rows in chunks:
+            batch = base.subset(rows)
+            delta, base_acts, resid = _passes.capture_with_resid(model, batch, names, grid)
+            src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
+            base_delta, source_delta = (
+                base_delta + float(delta.sum()),
+                source_delta + float(src_delta.sum()),
+            )
+            per_pass = max(1, max_batch // len(rows))
+            for start in range(0, len(order), per_pass):
+                group = torch.tensor(order[start : start + per_pass])
+                rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
+                rows_[torch.arange(len(group)), group] = True
+                patched = _passes.patched_deltas(model, batch, grid, rows_, src_acts, resid)
+                totals[group] += patched.sum(-1).cpu() - float(delta.sum())
+                bar.update(1)
+    bar.close()
+    sums = (totals, base_delta, source_delta)
+    return _result("activation_patching", model, data, comps, sums, corrupted, direction, ablation)
+
+
+def attribution_patching(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    like: Intervention | Grid | None = None,
+    sites: str | Sequence[str] = "attn_out,mlp_out",
+    layers: Sequence[int] | None = None,
+    positions: str | Sequence[int] = "all",
+    direction: Direction = "noising",
+    ablation: Ablation = "mean",
+    batch_size: int = 32,
+) -> AttributionResult:
+    """Estimate every component's patching effect as ``(a_source - a_base) · ∂Δ/∂a``.
+
+    One forward and one backward pass on the base run (clean for noising), one forward pass on
+    the source (corrupted), per batch of prompts; arguments and normalisation as in
+    `activation_patching`, whose effects this approximates to first order.
+
+    Example:
+        >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
+        >>> estimated.method
+        'attribution_patching'
+    """
+    grid = _grid(model, data, like, sites, layers, positions)
+    base, source = _inputs(data, corrupted, direction, ablation)
+    comps = list(grid.components)
+    totals = torch.zeros(len(comps))
+    base_delta = source_delta = 0.0  # sums of Δ over prompts
+    names = grid.hook_names()
+    mean = (
+        _passes.mean_acts(model, data, names, batch_size)
+        if _needs_mean(corrupted, ablation)
+        else None
+    )
+    for rows in _passes.chunks(range(len(data)), batch_size):
+        batch = base.subset(rows)
+        delta, base_acts, grads = _passes.gradients(model, batch, names)
+        with torch.inference_mode():
+            src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
+        base_delta, source_delta = (
+            base_delta + float(delta.sum()),
+            source_delta + float(src_delta.sum()),
+        )
+        summed = {  # [pos, (head)]: gradient × activation difference, summed over prompts
+            n: ((src_acts[n] - base_acts[n]) * grads[n]).sum(-1).sum(0).cpu() for n in names
+        }
+        totals += torch.stack([_pick(summed[c.hook_name], c) for c in comps])
+    sums = (totals, base_delta, source_delta)
+    return _result("attribution_patching", model, data, comps, sums, corrupted, direction, ablation)
+
+
+# ---- the grid and the inputs ----
+
+
+def _grid(
+    model: HookedModel,
+    data: ContrastSet,
+    like: Intervention | Grid | None,
+    sites: str | Sequence[str],
+    layers: Sequence[int] | None,
+    positions: str | Sequence[int],
+) -> Grid:
+    n_pos = data.n_pos
+    if like is None:
+        grid = Grid.build(model, n_pos, sites=sites, layers=layers, positions=positions)
+        return grid.with_length(n_pos)
+    grid = like if isinstance(like, Grid) else Grid.of(like)
+    if grid.n_pos not in (None, n_pos):
+        raise PromptLengthError(
+            f"the grid is tied to prompts of {grid.n_pos} tokens, the data has {n_pos}"
+        )
+    return grid.with_length(n_pos)
+
+
+def _inputs(
+    data: ContrastSet, corrupted: ContrastSet | None, direction: str, ablation: str
+) -> tuple[ContrastSet, ContrastSet | None]:
+    """(base run, source run): what is patched into, and where patches come from."""
+    if direction not in ("noising", "denoising"):
+        raise AscaleError(f"direction must be 'noising' or 'denoising', got {direction!r}")
+    if corrupted is None:
+        if ablation not in ("zero", "mean"):
+            raise AscaleError(f"ablation must be 'zero' or 'mean', got {ablation!r}")
+        if direction == "denoising":
+            raise AscaleError("denoising needs corrupted prompts; without them, ablation noises")
+        return data, None
+    if len(corrupted) != len(data) or not torch.equal(corrupted.lengths, data.lengths):
+        raise PromptLengthError(
+            "corrupted prompts must align row by row with the clean ones, at the same token "
+            f"lengths ({len(corrupted)} vs {len(data)} rows)"
+        )
+    if not (
+        torch.equal(corrupted.correct_ids, data.correct_ids)
+        and torch.equal(corrupted.wrong_ids, data.wrong_ids)
+    ):
+        raise AscaleError("corrupted prompts must keep the clean rows' answers")
+    return (data, corrupted) if direction == "noising" else (corrupted, data)
+
+
+# ---- what is patched in, and what a component scores ----
+
+
+def _source(
+    model: HookedModel,
+    source: ContrastSet | None,
+    rows: list[int],
+    names: list[str],
+    base_acts: Acts,
+    mean: Acts | None,
+) -> tuple[Acts, Tensor]:
+    """Activations to patch in, and the source run's Δ (0 for ablation, which has none)."""
+    if source is not None:
+        delta, acts = _passes.capture(model, source.subset(rows), names)
+        return acts, delta
+    if mean is None:
+        acts = {n: torch.zeros_like(a) for n, a in base_acts.items()}
+    else:
+        acts = {n: mean[n].expand_as(a) for n, a in base_acts.items()}
+    return acts, torch.zeros(len(rows))
+
+
+def _needs_mean(corrupted: ContrastSet | None, ablation: str) -> bool:
+    return corrupted is None and ablation == "mean"
+
+
+def _pick(summed: Float[Tensor, " pos *head"], comp: Component) -> Float[Tensor, ""]:
+    """One component's value from a ``[pos, (head)]`` map (a shared slot sums its positions)."""
+    picked = summed if comp.pos is None else summed[comp.pos : comp.pos + 1]
+    return (picked if comp.head is None else picked[..., comp.head]).sum()
+
+
+# ---- results ----
+
+
+def _normalise(change: Tensor, base: float, source: float, corrupted: ContrastSet | None) -> Tensor:
+    if corrupted is None:
+        return change  # ablation: raw change in logits
+    if abs(source - base) < 1e-6:
+        raise AscaleError(
+            "clean and corrupted prompts give the same mean logit difference: nothing to patch"
+        )
+    return change / (source - base)
+
+
+def _result(
+    method: str,
+    model: HookedModel,
+    data: ContrastSet,
+    comps: list[Component],
+    sums: tuple[Tensor, float, float],
+    corrupted: ContrastSet | None,
+    direction: str,
+    ablation: str,
+) -> AttributionResult:
+    """The result from the sums over prompts of each component's change, Δ_base and Δ_source."""
+    totals, base_delta, source_delta = sums
+    n = len(data)
+    effect = _normalise(totals / n, base_delta / n, source_delta / n, corrupted)
+    labels = token_labels(model, data)
+    frame = pd.DataFrame(
+        [
+            (c.site.name, c.layer, c.head, c.pos, "(all)" if c.pos is None else labels[c.pos], v)
+            for c, v in zip(comps, effect.tolist(), strict=True)
+        ],
+        columns=["site", "layer", "head", "pos", "token", "value"],
+    )
+    info = {
+        "direction": direction if corrupted is not None else f"{ablation}-ablation",
+        "n_prompts": len(data),
+        "normalised": corrupted is not None,
+    }
+    name = "patching effect" if corrupted is not None else "Δ logit diff"
+    return AttributionResult.from_rows(method, name, frame, info=info)
