@@ -5,9 +5,10 @@
 - `write_json` serialises before it writes: a value JSON cannot hold fails with nothing written.
 - `write_folder` writes files that belong together (an intervention's tensors and metadata) into
   a temporary sibling folder, then puts that folder in place as a unit.
-- `RunFolder` is a command's ``--out`` folder: checked before any work (an existing file, an
-  input inside it, a non-empty folder without ``overwrite``, another run's lock), locked while
-  the run writes into a staging folder, and filled with the run's files only when it succeeds.
+- One rule for every output path: an output never goes over an input, nor over anything but a
+  regular file or folder (a device, a broken link), and never over an existing file without
+  ``overwrite`` (`check_output_file`, `check_folder_path`); a command's ``--out`` folder is an
+  `ascale._runfolder.RunFolder`, which replaces only what an earlier run wrote (`claim`).
 
 Every file is created with mode ``0o666`` less the umask (``0644`` under the usual ``022``).
 """
@@ -16,19 +17,18 @@ import json
 import os
 import secrets
 import shutil
-import sys
-import time
+import stat
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from ascale.errors import AscaleError, AscaleWarning
 
 __all__ = [
-    "RunFolder",
+    "check_folder_path",
     "check_output_file",
+    "claim",
     "dumps_json",
     "write_atomic",
     "write_folder",
@@ -37,8 +37,6 @@ __all__ = [
 
 LOCK = ".ascale.lock"
 MARKER = ".ascale-run.json"  # written into a run's folder: what wrote it, and when
-_STAGING = ".ascale-staging-"
-_PREVIOUS = ".ascale-previous-"
 
 
 def dumps_json(obj: Any, *, what: str = "the output") -> str:
@@ -76,9 +74,14 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def check_output_file(
-    path: str | Path, inputs: Iterable[tuple[str, str | Path]], flag: str = "--out"
+    path: str | Path,
+    inputs: Iterable[tuple[str, str | Path]],
+    flag: str = "--out",
+    *,
+    overwrite: bool = False,
 ) -> None:
-    """Refuse an output file that is a folder or resolves to an input (``(option, path)`` pairs).
+    """Refuse an output file that is an input (``(option, path)`` pairs), not a regular file
+    (a folder, a device, a broken link), or exists without `overwrite`.
 
     Example:
         >>> check_output_file("eval.json", [("--data", "rows.jsonl")])  # a new file: fine
@@ -88,14 +91,78 @@ def check_output_file(
         ascale.errors.AscaleError: --out 'rows.jsonl' is the input 'rows.jsonl' (--data); ...
     """
     path = Path(path).expanduser()
+    out = f"{flag} {str(path)!r}"
     if path.is_dir():
-        raise AscaleError(f"{flag} {str(path)!r} is a folder; name a file, such as eval.json")
+        raise AscaleError(f"{out} is a folder; name a file, such as eval.json")
     for option, given in inputs:
         if path.resolve() == Path(given).expanduser().resolve():
             raise AscaleError(
-                f"{flag} {str(path)!r} is the input {str(given)!r} ({option}); outputs "
+                f"{out} is the input {str(given)!r} ({option}); outputs "
                 "never go over an input: name another file"
             )
+    _check_parents(path, out)
+    if not (path.exists() or path.is_symlink()):
+        return
+    kind = _kind(path)
+    if kind != "a file":
+        raise AscaleError(f"{out} is {kind}; name a new file, such as eval.json")
+    if not overwrite:
+        raise AscaleError(f"{out} exists; pass --overwrite to replace it, or name a new file")
+
+
+def check_folder_path(path: Path, flag: str = "--out") -> None:
+    """Refuse an output folder path that names something other than a folder: a file, a
+    device, a broken link, or a path through a file."""
+    out = f"{flag} {str(path)!r}"
+    _check_parents(path, out)
+    if path.is_dir():
+        return
+    if path.exists() or path.is_symlink():
+        kind = _kind(path)
+        what = "an existing file" if kind == "a file" else kind
+        raise AscaleError(f"{out} is {what}; name a folder (new or empty)")
+
+
+def _kind(path: Path) -> str:
+    """What is at `path`, in words (it exists, or is a link)."""
+    if path.is_symlink() and not path.exists():
+        return f"a link to {os.readlink(path)!r}, which does not exist"
+    mode = path.stat().st_mode
+    for test, word in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISREG, "a file"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _check_parents(path: Path, out: str) -> None:
+    for parent in path.absolute().parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise AscaleError(f"{out} lies inside {str(parent)!r}, which is {_kind(parent)}")
+            return
+
+
+def claim(path: str | Path) -> None:
+    """Record `path`, a file ascale wrote into an earlier run's folder (``ascale evaluate``'s
+    ``eval.json``), in that folder's marker: ``--overwrite`` then replaces it with the run's
+    files instead of refusing it as someone else's."""
+    path = Path(path).expanduser()
+    marker = path.parent / MARKER
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a run's folder (or an unreadable marker, which --overwrite treats whole)
+    files = done.get("files") if isinstance(done, dict) else None
+    if isinstance(files, list) and path.name not in files:
+        done["files"] = sorted([*files, path.name])
+        write_atomic(marker, json.dumps(done) + "\n")
 
 
 def write_folder(folder: str | Path, files: Mapping[str, bytes | str]) -> Path:
@@ -159,164 +226,3 @@ def _write_bytes(path: Path, data: bytes | str) -> None:
         f.write(raw)
         f.flush()
         os.fsync(f.fileno())
-
-
-class RunFolder:
-    """A command's output folder, written as a unit when the run succeeds.
-
-    Entering checks the folder before any work and locks it; the run writes into `stage`;
-    leaving without an error moves the staged files in (the previous run's files, with
-    ``overwrite``, go first: they are replaced, never mixed); leaving on an error or Ctrl-C
-    discards the staged files and leaves the folder as it was.
-
-    Args:
-        path: the folder (``~`` is expanded); created if missing.
-        overwrite: replace the contents of a non-empty folder that an earlier ascale run
-            wrote (it holds the marker file ``.ascale-run.json``); other folders are refused.
-        replace_any: with `overwrite`, replace a folder's contents even without the marker
-            (for a default folder that belongs to ascale, such as the demo's).
-        inputs: the run's input files and folders, by option name (``{"--data": path}``);
-            a folder that holds one of them is refused, so no input is ever written over.
-        flag: the option name used in messages.
-
-    Example:
-        >>> with RunFolder("out/run", overwrite=False, inputs={}) as run:
-        ...     _ = write_json(run.stage / "metrics.json", {"flip_rate_forward": 0.5})
-        >>> sorted(p.name for p in run.path.iterdir())  # the files, and the run's marker
-        ['.ascale-run.json', 'metrics.json']
-    """
-
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        overwrite: bool = False,
-        replace_any: bool = False,
-        inputs: Mapping[str, str | Path | None] | None = None,
-        flag: str = "--out",
-    ) -> None:
-        self.path = Path(path).expanduser()
-        self.overwrite = overwrite
-        self.replace_any = replace_any
-        self.inputs = {k: Path(v).expanduser() for k, v in (inputs or {}).items() if v is not None}
-        self.flag = flag
-        self.stage = self.path / f"{_STAGING}{secrets.token_hex(4)}"
-        self._created: list[Path] = []  # folders this run made, deepest first
-
-    def __repr__(self) -> str:
-        return f"RunFolder({str(self.path)!r}, overwrite={self.overwrite})"
-
-    def check(self) -> None:
-        """Refuse, before any work: an existing file, an input inside, another run, old files."""
-        out = f"{self.flag} {str(self.path)!r}"
-        if self.path.exists() and not self.path.is_dir():
-            raise AscaleError(f"{out} is an existing file; name a folder (new or empty)")
-        here = self.path.resolve()
-        entries = {p.resolve() for p in self.path.iterdir()} if self.path.is_dir() else set()
-        for option, given in self.inputs.items():
-            source = given.resolve()
-            if source == here or here in source.parents or source in entries:
-                raise AscaleError(
-                    f"{out} holds the input {str(given)!r} ({option}); outputs never go over or "
-                    "beside an input: choose another folder"
-                )
-        lock = self.path / LOCK
-        if lock.exists():
-            raise AscaleError(_locked_message(out, lock))
-        if not entries:
-            return
-        names = sorted(p.name for p in self.path.iterdir())
-        shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5 else "")
-        if not self.overwrite:
-            raise AscaleError(
-                f"{out} is not empty ({shown}); pass --overwrite to replace an earlier run's "
-                "files with this run's, or choose a new folder"
-            )
-        ours = MARKER in names or all(n.startswith(".ascale") for n in names)
-        if not (self.replace_any or ours):
-            raise AscaleError(
-                f"{out} holds files no ascale run wrote ({shown}; no {MARKER}); --overwrite "
-                "replaces only an earlier run's folder: choose another folder"
-            )
-
-    def __enter__(self) -> "RunFolder":
-        self.check()
-        self._created = [p for p in (self.path, *self.path.parents) if not p.exists()]
-        self.path.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "argv": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M")}
-        try:
-            fd = os.open(self.path / LOCK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            raise AscaleError(
-                _locked_message(f"{self.flag} {str(self.path)!r}", self.path / LOCK)
-            ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(info, f)
-        os.mkdir(self.stage)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self._commit()
-        else:
-            self._abort()
-
-    def _commit(self) -> None:
-        done = {"argv": sys.argv, "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _write_bytes(self.stage / MARKER, json.dumps(done) + "\n")
-        keep = {LOCK, self.stage.name}
-        previous = [p for p in self.path.iterdir() if p.name not in keep]
-        trash = self.path / f"{_PREVIOUS}{secrets.token_hex(4)}"
-        try:
-            if previous:
-                os.mkdir(trash)
-                for p in previous:
-                    os.rename(p, trash / p.name)
-            for p in self.stage.iterdir():
-                os.rename(p, self.path / p.name)
-        except OSError as err:
-            raise AscaleError(
-                f"could not move this run's files into {str(self.path)!r} ({err}); the new "
-                f"files are in {str(self.stage)!r}, the previous ones in {str(trash)!r}; "
-                f"delete {LOCK} there when done"
-            ) from err
-        shutil.rmtree(trash, ignore_errors=True)
-        self.stage.rmdir()
-        (self.path / LOCK).unlink(missing_ok=True)
-
-    def _abort(self) -> None:
-        shutil.rmtree(self.stage, ignore_errors=True)
-        (self.path / LOCK).unlink(missing_ok=True)
-        for folder in self._created:  # a failed run leaves no empty folders behind
-            if any(folder.iterdir()):
-                break
-            folder.rmdir()
-
-
-def _locked_message(out: str, lock: Path) -> str:
-    try:
-        info = json.loads(lock.read_text(encoding="utf-8"))
-        pid, started = int(info["pid"]), info.get("started", "?")
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{out} is locked by another run ({str(lock)!r}); delete it if no run is writing"
-    running = _is_running(pid)
-    state = "still running" if running else "no longer running: delete the lock file"
-    return (
-        f"another ascale run (pid {pid}, started {started}) is writing into {out}; wait for it "
-        f"or choose another folder (lock file {str(lock)!r}; that process is {state})"
-    )
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True

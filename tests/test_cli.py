@@ -206,6 +206,31 @@ def test_a_non_empty_out_needs_overwrite_which_replaces_the_earlier_run(
     )
 
 
+def test_evaluate_never_writes_over_an_existing_file_without_overwrite(
+    data_file, tmp_path, capsys, tiny_model
+):
+    out = tmp_path / "run"
+    assert _fit(data_file, out) == 0
+    evaluate = ["evaluate", "--intervention", str(out), "--data", str(data_file)]
+    assert main(evaluate) == 0
+    first = (out / "eval.json").read_bytes()
+    mine = tmp_path / "mine.json"
+    mine.write_text("my notes")
+    capsys.readouterr()
+    for argv in (evaluate, [*evaluate, "--out", str(mine)]):
+        assert main(argv) == 1
+        assert "exists; pass --overwrite" in _one_error_line(capsys, "evaluate")
+    assert (out / "eval.json").read_bytes() == first and mine.read_text() == "my notes"
+    assert main([*evaluate, "--out", str(mine), "--overwrite"]) == 0
+    assert json.loads(mine.read_text())["data"] == str(data_file)
+    # eval.json is the run's now; a file of the user's in the run's folder stops --overwrite
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert _fit(data_file, out, "--overwrite") == 1
+    assert "did not write (notes.txt)" in _one_error_line(capsys, "fit")
+    assert (out / "notes.txt").read_text() == "mine" and (out / "eval.json").read_bytes() == first
+
+
 def test_overwrite_never_empties_a_folder_ascale_did_not_write(data_file, tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
@@ -216,7 +241,7 @@ def test_overwrite_never_empties_a_folder_ascale_did_not_write(data_file, tmp_pa
 
 
 def test_a_second_run_into_a_locked_out_fails_clearly(data_file, tmp_path, capsys, no_model):
-    from ascale._outputs import RunFolder
+    from ascale._runfolder import RunFolder
 
     with RunFolder(tmp_path / "run") as run:
         assert _fit(data_file, run.path) == 1
@@ -241,7 +266,9 @@ def test_ctrl_c_exits_130_in_one_line_and_keeps_the_earlier_run(
     monkeypatch.setattr(ascale, "fit", interrupted)
     assert _fit(data_file, out, "--overwrite") == 130
     err = capsys.readouterr().err
-    assert err.strip() == "ascale fit: interrupted; earlier outputs are as they were"
+    warning, last = err.strip().splitlines()  # --overwrite names what it would replace
+    assert "replacing the earlier run's 6 entries" in warning
+    assert last == "ascale fit: interrupted (SIGINT); earlier outputs are as they were"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _fit(data_file, tmp_path / "new") == 130
     assert not (tmp_path / "new").exists()
@@ -306,6 +333,7 @@ def bad_files(tmp_path, tiny_gpt2):
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "intervention.json").write_text("{oops")
     (tmp_path / "damaged" / "intervention.safetensors").write_bytes(b"")
@@ -314,6 +342,7 @@ def bad_files(tmp_path, tiny_gpt2):
 
 
 FIT = "fit --data {tmp}/good.jsonl --out {tmp}/out"
+FIT_TO = "fit --data {tmp}/good.jsonl --out "
 GEN = "generate --intervention {tmp}/damaged --prompt"
 EVAL = "evaluate --data {tmp}/good.jsonl --intervention {tmp}/iv"
 DATA = "fit --out {tmp}/out --data {tmp}/"
@@ -338,6 +367,11 @@ BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of 
     "test-size 1": (FIT + " --test-size 1", "--test-size: '1' is not a share"),
     "unknown site": (FIT + " --sites attn_outt", "closest: 'attn_out'"),
     "out is a file": ("fit --data {tmp}/good.jsonl --out {tmp}/a-file", "is an existing file"),
+    "out is a broken link": (FIT_TO + "{tmp}/dangling", "dangling' is a link to '"),
+    "out is a device": (FIT_TO + "/dev/null", "'/dev/null' is a character device"),
+    "out inside a file": (FIT_TO + "{tmp}/a-file/run", "a-file', which is a file"),
+    "compare out is a device": ("compare --task ccc --out /dev/null", "a character device"),
+    "sweep out is a broken link": ("sweep --task ccc --out {tmp}/dangling", "is a link to"),
     "no --out": ("fit --task ccc", "required: --out"),
     "prompt empty": (GEN + " ", "--prompt: the prompt is empty"),
     "beta nan": (GEN + " Hi --beta nan", "--beta: 'nan' is not a finite number"),
@@ -351,6 +385,9 @@ BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of 
     "evaluate out is the data": (EVAL + " --out {tmp}/good.jsonl", "is the input"),
     "evaluate out is the save": (EVAL + " --out {tmp}/iv/intervention.json", "is the input"),
     "evaluate out is a folder": (EVAL + " --out {tmp}", "is a folder; name a file"),
+    "evaluate out exists": (EVAL + " --out {tmp}/a-file", "a-file' exists; pass --overwrite"),
+    "evaluate out is a device": (EVAL + " --out /dev/null --overwrite", "a character device"),
+    "evaluate out is a broken link": (EVAL + " --out {tmp}/dangling", "is a link to"),
     "patch-n 0": ("compare --task ccc --out {tmp}/out --patch-n 0", "--patch-n: '0' is not"),
     "k 0": ("compare --task ccc --out {tmp}/out --k 0", "--k: '0' is not a whole number"),
     "unknown compare method": (
@@ -439,7 +476,7 @@ def test_compare_with_corrupted_rows_scores_every_method(tmp_path, capsys, plant
     assert main(["compare", "--data", str(data), *COMPARE, "--refit", "1", "--out", str(out)]) == 0
     result = json.loads((out / "compare.json").read_text())
     summary = {row["method"]: row for row in result["summary"]}
-    methods = ["scalars", "activation_patching", "attribution_patching", "random"]
+    methods = ["scalars", "circuit", "activation_patching", "attribution_patching", "random"]
     assert list(summary) == methods
     for row in summary.values():
         assert isinstance(row["cpr"], float) and isinstance(row["cmd"], float)

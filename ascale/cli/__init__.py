@@ -4,8 +4,10 @@
 Every command checks its inputs, options and output folder before it loads a model or trains:
 a mistake exits with status 1 (2 for a malformed option) and one line, ``ascale CMD: error:
 ...``, naming the value and what would be valid; ``--debug`` shows the traceback instead.
-Ctrl-C exits with status 130 and leaves earlier outputs as they were. Output folders are
-written as a unit when the run succeeds (`ascale._outputs.RunFolder`): never over an input, never
+Ctrl-C (SIGINT) and SIGTERM stop any command with one line and status 130 or 143: nothing of
+the interrupted run is kept, earlier outputs are as they were (no lock or staging folder left;
+SIGTERM is raised as `ascale._signals.Terminated` so that cleanup runs). Output folders are
+written as a unit when the run succeeds (`ascale._runfolder.RunFolder`): never over an input, never
 mixed with an earlier run's files (``--overwrite`` replaces them), locked while a run writes.
 
 Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), `_train`
@@ -15,11 +17,13 @@ Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), 
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from ascale._signals import Terminated, terminate_raises
 from ascale.cli._maps import compare_command, sweep_command
 from ascale.cli._options import build_parser
 from ascale.cli._train import demo_command, evaluate_command, fit_command, generate_command
@@ -48,14 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     name = f"ascale {args.command}"
     try:
-        with _warnings_as_lines(name), _processes(args) as rank:
+        with terminate_raises(), _warnings_as_lines(name), _processes(args) as rank:
             name += "" if rank is None else f" (rank {rank})"
             return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         if args.debug:
             raise
-        print(f"{name}: interrupted; earlier outputs are as they were", file=sys.stderr)
-        return 130
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        what = signal.Signals(signum).name
+        print(f"{name}: interrupted ({what}); earlier outputs are as they were", file=sys.stderr)
+        return 128 + signum
     except Exception as err:
         if args.debug:
             raise

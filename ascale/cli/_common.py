@@ -23,7 +23,7 @@ def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[An
     """``--out`` as a `RunFolder` on the process that writes (rank 0 under torchrun); a no-op
     context on the other ranks, which fit their share and write nothing."""
     from ascale import distributed
-    from ascale._outputs import RunFolder
+    from ascale._runfolder import RunFolder
 
     if not distributed.is_main():
         return contextlib.nullcontext()

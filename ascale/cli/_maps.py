@@ -19,8 +19,8 @@ PATCHING = ("activation_patching", "attribution_patching", "random")
 
 def compare_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale._outputs import RunFolder
     from ascale._rows import has_corrupted
+    from ascale._runfolder import RunFolder
     from ascale.errors import AscaleError
 
     task = args.task or "data"
@@ -233,7 +233,10 @@ def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict
         if v is not None
     }
     options = {}
-    for method in (m for m in methods if m not in PATCHING):
+    if "circuit" in methods:  # its own objective, and an SGD rate of another scale
+        circuit = {k: v for k, v in given.items() if k in ("steps", "batch_size")}
+        options.update({"circuit": circuit} if circuit else {})
+    for method in (m for m in methods if m not in (*PATCHING, "circuit")):
         base = dict(SPARSE_MAP) if method == "scalars" else {}
         if weights:
             base["objective"] = dataclasses.replace(base.get("objective", Objective()), **weights)

@@ -302,6 +302,7 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="jsonl file of rows to evaluate on")
     p.add_argument("--model", default=None, help="default: the model it was trained on")
     p.add_argument("--out", type=Path, default=None, help="metrics file (default: DIR/eval.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _placement_options(p)
     p.set_defaults(command="evaluate")
 

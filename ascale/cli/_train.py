@@ -51,7 +51,7 @@ def generate_command(args: argparse.Namespace) -> int:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale._outputs import check_output_file, write_json
+    from ascale._outputs import check_output_file, claim, write_json
     from ascale._rows import read_jsonl
     from ascale.data import ContrastSet
     from ascale.io import METADATA, TENSORS, read_metadata
@@ -61,12 +61,13 @@ def evaluate_command(args: argparse.Namespace) -> int:
     folder = args.intervention.expanduser()
     out = (args.out or folder / "eval.json").expanduser()
     inputs = [("--data", args.data), *(("--intervention", folder / f) for f in (METADATA, TENSORS))]
-    check_output_file(out, inputs)
+    check_output_file(out, inputs, overwrite=args.overwrite)
     model = load_model(args, args.model or loadable(saved["model"]["model_name"]))
     intervention = ascale.load(folder, model)
     data = ContrastSet.from_rows(rows, model)
     metrics = ascale.evaluate(model, intervention, data)
     write_json(out, {"data": str(args.data), **metrics.to_dict()})
+    claim(out)  # in a run's folder, --overwrite of that run replaces it
     print_table({saved.get("method", "intervention"): metrics.to_dict()}, title=str(args.data))
     print(f"wrote {out}")
     return 0
@@ -74,7 +75,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 def demo_command(args: argparse.Namespace) -> int:
     import ascale
-    from ascale._outputs import RunFolder, write_json
+    from ascale._outputs import write_json
+    from ascale._runfolder import RunFolder
 
     start = time.perf_counter()
     default = args.out is None  # ascale's own folder: a new demo replaces the previous one

@@ -251,6 +251,27 @@ class Loop:
         self.postfix: dict[str, str] = {}
         self.started = time.perf_counter()
 
+    def run(self, bar: Any) -> int:
+        """Run steps until a stop rule or the last step; the last step run. An interrupt
+        propagates (no partial result), with a note naming the step; `bar` is closed."""
+        step, steps = 0, self.settings.steps
+        try:
+            for step in range(1, steps + 1):
+                done = self.step(step)
+                bar.update(1)
+                bar.set_postfix(self.postfix)
+                if done:
+                    break
+        except KeyboardInterrupt as err:
+            err.add_note(
+                f"ascale.fit was interrupted during step {step} of {steps}: the intervention "
+                f"is as it was then (trained {step - 1} steps); no FitResult was returned"
+            )
+            raise
+        finally:
+            bar.close()
+        return step
+
     def step(self, step: int) -> bool:
         """Run step `step`; ``True`` when a stop rule says to end here."""
         index = self._next_batch()
@@ -343,14 +364,10 @@ class Loop:
             )
         return self.reached is not None and step >= self.reached + self.settling
 
-    def interrupted(self, step: int) -> None:
-        """Ctrl-C: keep what was learned (the best step, with validation)."""
-        self.reason = f"interrupted (Ctrl-C) during step {step}"
-
     def finish(self, step: int) -> dict[str, Any]:
         """`FitResult`'s fields (but the method) once the loop has ended at `step`."""
         s, reason = self.settings, self.reason
-        if self.reached is not None and not reason.startswith("interrupted"):
+        if self.reached is not None:
             reason += f", then {step - self.reached} settling steps"
         per_step = [len(v) for k, v in self.history.items() if not k.startswith("val_")]
         done = min(per_step, default=0)

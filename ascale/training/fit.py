@@ -19,9 +19,12 @@ Stopping:
   stopped too early).
 - ``stop="none"``: run every step.
 
-Ctrl-C (``KeyboardInterrupt``) stops any of them cleanly: `fit` returns, with the best
-validation step's parameters where there is a validation split, and says so in
-``FitResult.stop_reason``. Under torchrun (`ascale.distributed`) each process runs its share of
+Interruption is an outcome, not a result: Ctrl-C (``KeyboardInterrupt``, or any other exception)
+during `fit` propagates; `fit` returns no partial `FitResult`. Before it does, the model's
+``requires_grad`` flags are back as they were, the progress bar is closed, and the intervention
+is as it was when interrupted (a note on the exception names the step), so a
+loop of fits, `ascale.sweep` and the command line stop instead of reporting a half-trained
+intervention as a result. Under torchrun (`ascale.distributed`) each process runs its share of
 every batch and the gradients are summed over processes: the same steps as one process.
 """
 
@@ -192,6 +195,11 @@ def fit(
         seed: the order of the batches and the validation split.
         progress: show a progress bar.
 
+    Raises:
+        KeyboardInterrupt: Ctrl-C during training propagates (no partial `FitResult`), with
+            the model's ``requires_grad`` flags restored and the intervention as it was when
+            interrupted; a note on the exception names the step.
+
     Example:
         >>> fresh = ascale.ActivationScalars(model, sites="mlp_out", n_pos=train.n_pos)
         >>> result = fit(model, fresh, train, steps=3, progress=False)
@@ -210,16 +218,6 @@ def fit(
     loop = _loop.Loop(model, intervention, data, settings, objective or Objective(), keep)
     show = progress and distributed.is_main()
     bar = tqdm(total=steps, desc=f"fit {intervention.method}", disable=not show, leave=False)
-    step = 0
     with _loop.frozen(model):
-        try:
-            for step in range(1, steps + 1):
-                done = loop.step(step)
-                bar.update(1)
-                bar.set_postfix(loop.postfix)
-                if done:
-                    break
-        except KeyboardInterrupt:
-            loop.interrupted(step)
-    bar.close()
+        step = loop.run(bar)
     return FitResult(intervention.method, **loop.finish(step))
