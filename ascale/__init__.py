@@ -16,6 +16,7 @@ Example:
 from ascale import tasks
 from ascale.analysis.agreement import AgreementResult, agreement
 from ascale.analysis.attribution import rank_components
+from ascale.analysis.circuit_fit import fit_circuit
 from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare import CompareResult, compare
 from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
@@ -28,6 +29,7 @@ from ascale.generation import generate
 from ascale.grid import Grid
 from ascale.interventions import (
     ActivationScalars,
+    CircuitScalars,
     DynamicScalars,
     Intervention,
     SteeringVectors,
@@ -48,6 +50,7 @@ __all__ = [
     "AscaleError",
     "AttributionResult",
     "CircuitResult",
+    "CircuitScalars",
     "CompareResult",
     "ContrastSet",
     "CumulativeEffectResult",
@@ -65,6 +68,7 @@ __all__ = [
     "cumulative_effect",
     "evaluate",
     "fit",
+    "fit_circuit",
     "generate",
     "load",
     "load_jsonl",

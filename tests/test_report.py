@@ -74,7 +74,8 @@ def test_compare_on_smollm2_writes_report_and_agreement(tmp_path):
     assert agree["k"] == 5 and numbers["n_components"] == 2 * 9
     assert all(-1 <= r <= 1 for r in agree["spearman"].values() if r is not None)
     summary = {row["method"]: row for row in numbers["summary"]}
-    assert set(summary) == {"scalars", "activation_patching", "attribution_patching", "random"}
+    methods = {"scalars", "circuit", "activation_patching", "attribution_patching", "random"}
+    assert set(summary) == methods
     assert all(row["cpr"] is not None and row["cmd"] >= 0 for row in summary.values())
     assert len(numbers["top"]["activation_patching"]) == 10
     html = (out / "report.html").read_text(encoding="utf-8")

@@ -16,12 +16,13 @@ import pandas as pd
 
 from ascale._types import HookedModel
 from ascale.analysis.attribution import rank_components
+from ascale.analysis.circuit_fit import fit_circuit
 from ascale.analysis.cumulative import refit_top_k
 from ascale.analysis.patching import activation_patching, attribution_patching
 from ascale.analysis.results import AttributionResult
 from ascale.data import ContrastSet
 from ascale.grid import Grid
-from ascale.interventions import Intervention, build
+from ascale.interventions import CircuitScalars, Intervention, build
 from ascale.training.fit import fit
 from ascale.training.metrics import Metrics, evaluate
 from ascale.training.objective import Objective
@@ -104,6 +105,28 @@ class Run:
         options = _options(self.options, method)
         fit(self.model, iv, self.train, seed=self.seed, progress=self.progress, **options)
         return iv
+
+    def circuit_method(
+        self, methods: Sequence[str], ablation: str, fitted: dict[str, Intervention]
+    ) -> None:
+        """Circuit scalars fitted on the training split (`fit_circuit`), ablating as the
+        circuits are scored, and ranked by their scores."""
+        if "circuit" not in methods:
+            return
+        with self.timed("circuit"):
+            iv = fitted.get("circuit")
+            if iv is None:
+                iv = CircuitScalars(
+                    self.model, **self.where, n_pos=self.grid.n_pos, ablation=ablation
+                )
+                options = {
+                    "seed": self.seed,
+                    "progress": self.progress,
+                    **self.options.get("circuit", {}),
+                }
+                fit_circuit(self.model, iv, self.train, self.ctrain, **options)
+            self.interventions["circuit"] = iv
+            self.rankings["circuit"] = rank_components(iv, model=self.model, data=self.train)
 
     def patch_methods(self, methods: Sequence[str], patch_n: int) -> None:
         """Activation and attribution patching on the first `patch_n` training prompts."""

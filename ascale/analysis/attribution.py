@@ -47,10 +47,12 @@ def rank_components(
     per_position: bool = False,
     by: str = "alpha",
 ) -> AttributionResult:
-    """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm.
+    """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm,
+    circuit scalars by ``|score|`` (their signed score is their support for the answer).
 
     Args:
-        intervention: a fitted `ActivationScalars` or `SteeringVectors`.
+        intervention: a fitted `ActivationScalars`, `SteeringVectors`, `DynamicScalars` or
+            `CircuitScalars`.
         model: with `data`, names each position by its token in the first prompt.
         data: the prompts the intervention acts on (any split; only its tokens are read).
         sites: keep only these sites (default: all of the intervention's).
@@ -82,7 +84,7 @@ def rank_components(
     if intervention.method == "dynamic":
         result = _rank_dynamic(intervention, model, data, threshold, ablate_tol, per_position)
         return result if sites is None else result.select(sites)
-    if intervention.method not in ("scalars", "vectors"):
+    if intervention.method not in ("scalars", "vectors", "circuit"):
         raise AscaleError(
             f"rank_components does not know how to score method {intervention.method!r}"
         )
@@ -119,6 +121,12 @@ def rank_components(
     elif intervention.method == "scalars":
         frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
         result = AttributionResult.from_rows("scalars", "alpha", frame, support_sign=-1)
+    elif intervention.method == "circuit":
+        # the score's sign: for or against the answer (CPR's order); its size: how much the
+        # component matters either way (CMD's order), as for patching effects
+        frame["magnitude"] = frame["value"].abs()
+        info = {"ranked_by": "circuit score"}
+        result = AttributionResult.from_rows("circuit", "score", frame, info=info)
     else:
         result = AttributionResult.from_rows("vectors", "‖v‖", frame, signed=False)
     return result if sites is None else result.select(sites)

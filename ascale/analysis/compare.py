@@ -16,6 +16,7 @@ Methods:
 | ``scalars_dense`` | activation scalars fitted with Adam on the plain L1 term |
 | ``vectors`` | steering vectors, by norm |
 | ``dynamic`` | dynamic scalars, by mean ``-alpha`` at each position |
+| ``circuit`` | circuit scalars (`fit_circuit`: a sufficiency fit), by score |
 | ``activation_patching`` | the effect of patching each component alone |
 | ``attribution_patching`` | its first-order estimate |
 | ``random`` | seeded random orders (mean of `n_random`) |
@@ -54,6 +55,7 @@ METHODS: tuple[str, ...] = (
     "scalars_dense",
     "vectors",
     "dynamic",
+    "circuit",
     "activation_patching",
     "attribution_patching",
     "random",
@@ -196,6 +198,8 @@ def compare(
     run = _methods.Run.start(model, data, corrupted, grid, test_size, seed, options, progress)
     run.where = {"sites": sites, "layers": layers, "positions": positions}
     run.fit_methods(methods, fitted or {})
+    ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
+    run.circuit_method(methods, ablation, fitted or {})
     run.patch_methods(methods, patch_n)
     with run.timed("circuits"):
         circuits = score_circuits(

@@ -23,7 +23,7 @@ from ascale import distributed
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.interventions import METHODS, build
+from ascale.interventions import build, steering_methods
 from ascale.training.fit import fit
 from ascale.training.metrics import evaluate
 from ascale.training.objective import Objective
@@ -76,9 +76,9 @@ def sweep(
         >>> len(table.query("split == 'test'"))  # 2 methods x 2 lambda_min
         4
     """
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in steering_methods()]
     if unknown or not methods:
-        raise AscaleError(f"unknown method(s) {unknown}; choose from {sorted(METHODS)}")
+        raise AscaleError(f"unknown method(s) {unknown}; choose from {steering_methods()}")
     if not lambda_min or not lambda_faith:
         raise AscaleError("lambda_min and lambda_faith need at least one value each")
     grid = list(itertools.product(methods, lambda_min, lambda_faith))

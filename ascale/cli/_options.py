@@ -14,13 +14,14 @@ from typing import Any, NoReturn
 from ascale.analysis.compare import METHODS as COMPARE_METHODS
 from ascale.analysis.sweep import sweep
 from ascale.interventions import METHODS as FIT_METHODS
+from ascale.interventions import steering_methods
 from ascale.training._loop import SPARSITY
 from ascale.training.objective import Objective
 
 __all__ = ["build_parser"]
 
 #: `ascale compare`'s methods unless --methods says otherwise
-COMPARE_DEFAULT = "scalars,activation_patching,attribution_patching,random"
+COMPARE_DEFAULT = "scalars,circuit,activation_patching,attribution_patching,random"
 #: the objective's defaults, which the flags show and pass on
 _OBJECTIVE = Objective()
 #: `ascale.sweep`'s default lambda_min grid (one source of truth)
@@ -349,9 +350,9 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
         "--method",
         "--methods",
         dest="methods",
-        type=_names(sorted(FIT_METHODS)),
+        type=_names(steering_methods()),
         default=["scalars", "vectors"],
-        help=f"comma-separated, of {', '.join(sorted(FIT_METHODS))} (default scalars,vectors)",
+        help=f"comma-separated, of {', '.join(steering_methods())} (default scalars,vectors)",
     )
     floats = _list_of(_NON_NEGATIVE, "comma-separated numbers of 0 or more, such as '1e-3,0.1'")
     default_grid = ",".join(f"{x:g}" for x in SWEEP_LAMBDA_MIN)

@@ -40,6 +40,8 @@ class Intervention(nn.Module, ABC):
     """
 
     method: ClassVar[str]
+    #: whether `ascale.fit` trains it with the beta dial (circuit scalars: `ascale.fit_circuit`)
+    steers: ClassVar[bool] = True
 
     def __init__(
         self,

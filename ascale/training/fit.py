@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ascale import distributed
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
+from ascale.errors import AscaleError
 from ascale.interventions import Intervention
 from ascale.training import _loop
 from ascale.training.objective import Objective
@@ -51,14 +52,15 @@ class FitResult:
 
     ``steps_run`` steps ran; the parameters kept are those after step ``kept_step`` (the best
     validation score with ``stop="validation"``, else the last step); ``stop_reason`` says why
-    training ended and which step was kept.
+    training ended and which step was kept. `ascale.fit_circuit` returns one too, with no
+    steering ``objective`` (its own is in ``settings``).
     """
 
     method: str
     steps_run: int
     stopped_early: bool
     wall_time_s: float
-    objective: Objective
+    objective: Objective | None
     settings: dict[str, Any]
     history: dict[str, list[float]] = field(repr=False)
     kept_step: int = 0
@@ -206,6 +208,11 @@ def fit(
         >>> result.steps_run, len(result.history["loss"])
         (3, 3)
     """
+    if not intervention.steers:
+        raise AscaleError(
+            f"fit trains steering interventions with the beta dial; fit "
+            f"{type(intervention).__name__} with ascale.fit_circuit"
+        )
     defaults = DEFAULTS.get(intervention.method, DEFAULTS["scalars"])
     sparsity = defaults.sparsity if sparsity is None else sparsity
     steps = defaults.steps if steps is None else steps

@@ -1,0 +1,244 @@
+"""Fitting circuit scalars: learn which components, kept, carry the clean behaviour with every
+other component of the grid ablated (`fit_circuit`).
+
+Each step draws a circuit size ``k`` from the sizes CPR and CMD measure, each with its weight in
+their trapezoid area (the sizes the areas weigh most are trained most), keeps the top ``k``
+scores through a soft mask (`ascale.interventions.soft_top_k`), ablates the rest of the grid,
+and follows the gradient of what the circuit kept:
+
+- ``"logit_diff"`` (default): the circuit's logit difference ``m`` (correct minus wrong), to be
+  high;
+- ``"faithful"``: ``(m - m_clean)²`` per prompt, to be small.
+
+Both are divided by the clean-to-ablated gap ``m(N) - m(∅)`` of the training prompts. The
+optimiser is plain SGD, on purpose: a score then moves in proportion to its component's effect
+on ``m`` in the circuits drawn (at the clean model the gradient is attribution patching's
+score), so its sign says whether the component supports the answer (CPR's order) and its size
+how much it matters either way (CMD's order, `rank_components`). Adam, which moves every score by
+about the learning rate whatever its gradient, kept the sign but lost the size: on SmolLM2's IOI
+heads its scores gave CPR 1.55 but CMD 0.58, no better than random (`docs/circuits.md`).
+
+The ablated activations, the clean ``m`` and the gap are computed once, before the first step;
+the model's weights stay frozen.
+"""
+
+import math
+import time
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ascale import _tl
+from ascale._types import HookedModel
+from ascale.analysis import _passes
+from ascale.analysis.circuits import FRACTIONS, circuit_sizes
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+from ascale.interventions import CircuitScalars
+from ascale.training._loop import frozen
+from ascale.training.fit import FitResult
+from ascale.training.objective import answer_logit_diff
+
+__all__ = ["OBJECTIVES", "fit_circuit"]
+
+OBJECTIVES = ("logit_diff", "faithful")
+
+
+def fit_circuit(
+    model: HookedModel,
+    scalars: CircuitScalars,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    objective: str = "logit_diff",
+    steps: int = 120,
+    lr: float = 0.3,
+    batch_size: int = 16,
+    temperature: float = 0.5,
+    seed: int = 0,
+    progress: bool = True,
+) -> FitResult:
+    """Learn `scalars`' scores on `data` so that each top-k circuit keeps the clean behaviour.
+
+    Args:
+        model: the model (frozen).
+        scalars: the circuit scalars to fit (their grid; scores start at 0 plus tiny noise).
+        data: prompts of one token length.
+        corrupted: their counterfactual prompts, row by row (needed for the counterfactual
+            ablation, the default of `CircuitScalars`).
+        objective: ``"logit_diff"`` or ``"faithful"`` (the module docstring says what each
+            asks).
+        steps: optimiser steps (SGD, constant rate).
+        lr: learning rate of the scores.
+        batch_size: prompts a step.
+        temperature: of the soft top-k mask (`ascale.interventions.soft_top_k`).
+        seed: the batches, the sizes drawn and the scores' starting noise.
+        progress: show a progress bar.
+
+    Example:
+        >>> circuit = ascale.CircuitScalars(model, sites="heads", positions=[-1])
+        >>> result = fit_circuit(model, circuit, data, corrupted, steps=3, progress=False)
+        >>> result.steps_run, circuit.scores().shape == (len(ascale.Grid.of(circuit)),)
+        (3, True)
+    """
+    _check(scalars, data, corrupted, objective, steps, lr, batch_size, temperature)
+    scalars.bind(data.n_pos)
+    grid, generator = scalars.grid, torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in scalars.parameters():  # ties broken at random: every top-k is defined
+            p.copy_(1e-2 * torch.randn(p.shape, generator=generator))
+    source = _ablated(model, scalars, data, corrupted)
+    m_clean, gap = _clean(model, scalars, data, source)
+    sizes, weights = _sizes(len(grid))
+    optimizer = torch.optim.SGD(list(scalars.parameters()), lr=lr)
+    history: dict[str, list[float]] = {"loss": [], "f": [], "k": []}
+    started = time.perf_counter()
+    show = progress and len(data) > 0
+    order, cursor = torch.randperm(len(data), generator=generator), 0
+    with frozen(model), tqdm(total=steps, desc="fit circuit", disable=not show, leave=False) as bar:
+        for _ in range(steps):
+            if cursor >= len(data):
+                order, cursor = torch.randperm(len(data), generator=generator), 0
+            rows = order[cursor : cursor + batch_size]
+            cursor += batch_size
+            k = sizes[int(torch.multinomial(weights, 1, generator=generator))]
+            keep = scalars.mask(k, temperature)
+            batch = data.subset(rows)
+            m = _masked_m(model, scalars, batch, {n: a[rows] for n, a in source.items()}, keep)
+            loss = _loss(objective, m, m_clean[rows], gap)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history["loss"].append(float(loss.detach()))
+            history["f"].append(float((m.detach() - m_clean[rows]).mean() / gap + 1))
+            history["k"].append(float(k))
+            bar.update(1)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", k=k)
+    settings = {
+        "objective": objective,
+        "steps": steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "temperature": temperature,
+        "seed": seed,
+        "n_train": len(data),
+        "ablation": scalars.ablation,
+        "gap": gap,
+    }
+    return FitResult(
+        "circuit", steps, False, time.perf_counter() - started, None, settings, history,
+        kept_step=steps, stop_reason="ran every step",
+    )  # fmt: skip
+
+
+def _check(
+    scalars: CircuitScalars,
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    objective: str,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    temperature: float,
+) -> None:
+    if not isinstance(scalars, CircuitScalars):
+        raise AscaleError(f"fit_circuit fits CircuitScalars, got a {type(scalars).__name__}")
+    if objective not in OBJECTIVES:
+        raise AscaleError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value < 1:
+            raise AscaleError(f"{name} must be a positive integer, got {value!r}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise AscaleError(f"lr must be a finite number above 0, got {lr!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise AscaleError(f"temperature must be a finite number above 0, got {temperature!r}")
+    if len(data) == 0:
+        raise AscaleError("the data set is empty")
+    if scalars.ablation == "counterfactual" and corrupted is None:
+        raise AscaleError(
+            "counterfactual ablation needs each prompt's counterfactual: give `corrupted` (a "
+            "jsonl row's 'corrupted' field; ascale.tasks.ccc_corrupt / ioi_corrupt), or build "
+            "the CircuitScalars with ablation='mean' or 'zero'"
+        )
+    if corrupted is not None and (len(corrupted) != len(data) or corrupted.n_pos != data.n_pos):
+        raise AscaleError(
+            f"corrupted must align with data row by row: {len(corrupted)} rows of "
+            f"{corrupted.n_pos} tokens for {len(data)} rows of {data.n_pos}"
+        )
+
+
+def _ablated(
+    model: HookedModel, scalars: CircuitScalars, data: ContrastSet, corrupted: ContrastSet | None
+) -> dict[str, Tensor]:
+    """What each component is ablated to, for every prompt: its counterfactual activation, its
+    mean over `data` at each position, or zero (as `ascale.score_circuits` ablates)."""
+    names = scalars.hook_names
+    mean = _passes.mean_acts(model, data, names) if scalars.ablation == "mean" else None
+    parts: dict[str, list[Tensor]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for rows in _passes.chunks(range(len(data)), 64):
+            acts = _passes.capture_source(
+                model, data, corrupted, rows, names, scalars.ablation, mean
+            )
+            for n in names:
+                parts[n].append(acts[n])
+    return {n: torch.cat(p).clone() for n, p in parts.items()}
+
+
+def _clean(
+    model: HookedModel, scalars: CircuitScalars, data: ContrastSet, source: dict[str, Tensor]
+) -> tuple[Tensor, float]:
+    """Each prompt's clean ``m``, and the clean-to-ablated gap of the mean ``m``."""
+    n = len(scalars.grid)
+    with torch.no_grad():
+        m_clean = -_passes.clean_deltas(model, data)
+        m_empty = torch.cat(
+            [
+                _masked_m(model, scalars, data.subset(r), {k: a[r] for k, a in source.items()},
+                          torch.zeros(n))
+                for r in _passes.chunks(range(len(data)), 64)
+            ]
+        )  # fmt: skip
+    gap = float((m_clean - m_empty).mean())
+    if abs(gap) < 1e-6:
+        raise AscaleError(
+            "ablating the whole grid does not change the logit difference on these prompts: "
+            "no circuit to find here"
+        )
+    return m_clean.clone(), gap
+
+
+def _sizes(n: int) -> tuple[list[int], Tensor]:
+    """The circuit sizes below the whole grid and their weights in CPR's trapezoid area."""
+    fractions, ks = list(FRACTIONS), circuit_sizes(n)
+    weights: dict[int, float] = {}
+    for i, k in enumerate(ks):
+        width = (fractions[min(i + 1, len(ks) - 1)] - fractions[max(i - 1, 0)]) / 2
+        if k < n:
+            weights[k] = weights.get(k, 0.0) + width
+    if not weights:  # a grid of one component
+        return [n], torch.ones(1)
+    sizes = sorted(weights)
+    return sizes, torch.tensor([weights[k] for k in sizes])
+
+
+def _masked_m(
+    model: HookedModel,
+    scalars: CircuitScalars,
+    batch: ContrastSet,
+    source: dict[str, Tensor],
+    keep: Tensor,
+) -> Tensor:
+    """``m`` of each prompt with the circuit `keep` (everything else ablated to `source`)."""
+    device = _tl.first_device(model)
+    with scalars.circuit(model, source, keep):
+        logits = _tl.run(model, batch.tokens.to(device), last_only=True)[:, -1]
+    correct, wrong = (ids.to(logits.device) for ids in (batch.correct_ids, batch.wrong_ids))
+    return -answer_logit_diff(logits.float(), correct, wrong)
+
+
+def _loss(objective: str, m: Tensor, m_clean: Tensor, gap: float) -> Tensor:
+    if objective == "logit_diff":
+        return -m.mean() / gap
+    return (((m - m_clean) / gap) ** 2).mean()
