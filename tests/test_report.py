@@ -67,8 +67,8 @@ def test_compare_on_smollm2_writes_report_and_agreement(tmp_path):
     )  # fmt: skip
     assert code == 0
     numbers = json.loads((out / "compare.json").read_text())
-    pairs = {"scalars|activation_patching", "scalars|attribution_patching",
-             "activation_patching|attribution_patching"}  # fmt: skip
+    ranked = ["scalars", "circuit", "activation_patching", "attribution_patching"]
+    pairs = {f"{a}|{b}" for i, a in enumerate(ranked) for b in ranked[i + 1 :]}
     agree = numbers["agreement"]
     assert set(agree["spearman"]) == pairs and set(agree["topk_overlap"]) == pairs
     assert agree["k"] == 5 and numbers["n_components"] == 2 * 9
