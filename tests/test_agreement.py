@@ -7,7 +7,7 @@ import pytest
 
 from ascale.analysis.agreement import agreement
 from ascale.analysis.results import AttributionResult
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, AscaleWarning
 
 
 def ranking(method, values, site="mlp_out"):
@@ -51,9 +51,14 @@ def test_partial_overlap_and_shared_components_only():
     assert result.spearman.loc["x", "y"] == pytest.approx(0.3)
 
 
-def test_constant_rankings_have_no_correlation():
-    result = agreement([ranking("a", [1.0, 1.0, 1.0]), ranking("b", [1.0, 2.0, 3.0])])
+def test_constant_rankings_have_no_correlation_and_say_so():
+    zeros = [ranking("a", [0.0] * 12), ranking("b", [0.0] * 12)]  # every patching effect zero
+    with pytest.warns(AscaleWarning, match=r"\['a', 'b'\] give all 12 shared components the same"):
+        result = agreement([*zeros, ranking("c", [float(i) for i in range(12)])], k=3)
     assert math.isnan(result.spearman.loc["a", "b"]) and result.to_dict()["spearman"]["a|b"] is None
+    # not 1.0 (the tie-breaking artefact of before): no order, no overlap
+    assert math.isnan(result.topk_overlap.loc["a", "b"])
+    assert result.to_dict()["topk_overlap"]["a|c"] is None
 
 
 def test_bad_inputs_are_refused():

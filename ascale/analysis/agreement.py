@@ -6,9 +6,14 @@ Two numbers per pair of methods, over the components both rankings score:
   ranks), from -1 to 1;
 - top-k overlap: the share of one method's ``k`` largest components that are among the other's
   ``k`` largest, from 0 to 1.
+
+A ranking that gives every shared component the same magnitude (all patching effects zero, an
+untrained intervention) has no order: its Spearman is NaN, and its top-k overlap, which would
+only reflect how ties are broken, is NaN too, with an `AscaleWarning` naming it.
 """
 
 import itertools
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +23,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from ascale.analysis.results import AttributionResult
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, AscaleWarning
 
 __all__ = ["AgreementResult", "agreement"]
 
@@ -100,11 +105,21 @@ def agreement(
     methods = tuple(named)
     rho = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
     overlap = rho.copy()
+    constant = [m for m in methods if table[m].nunique() < 2]
+    if constant:
+        warnings.warn(
+            f"ranking(s) {constant} give all {len(table)} shared components the same magnitude: "
+            "no order to compare, so their Spearman and top-k overlap are NaN (the overlap "
+            "would only reflect how ties are broken)",
+            AscaleWarning,
+            stacklevel=2,
+        )
     for a, b in itertools.combinations(methods, 2):
         r = _spearman(table[a], table[b])
         top_a = set(table[a].nlargest(k).index)
         top_b = set(table[b].nlargest(k).index)
         share = len(top_a & top_b) / min(k, len(table))
+        share = float("nan") if a in constant or b in constant else share
         rho.loc[a, b] = rho.loc[b, a] = r
         overlap.loc[a, b] = overlap.loc[b, a] = share
     return AgreementResult(methods, k, rho, overlap, len(table), named)

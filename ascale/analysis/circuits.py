@@ -29,6 +29,7 @@ Example:
     ['scalars', 'activation_patching', 'random']
 """
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,7 +44,7 @@ from ascale._types import HookedModel
 from ascale.analysis import _passes
 from ascale.analysis.results import AttributionResult
 from ascale.data import ContrastSet
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, AscaleWarning
 from ascale.grid import Grid
 
 __all__ = ["FRACTIONS", "CircuitResult", "circuit_sizes", "score_circuits"]
@@ -221,6 +222,16 @@ def _orders(ranking: AttributionResult, grid: Grid) -> tuple[np.ndarray, np.ndar
         raise AscaleError(
             f"ranking {ranking.method!r} shares no component with the grid; compute it on the "
             "same sites, layers and positions"
+        )
+    scores = magnitude.dropna()
+    if scores.nunique() < 2:
+        warnings.warn(
+            f"ranking {ranking.method!r} gives all {len(scores)} components it scores the same "
+            f"magnitude ({float(scores.iloc[0]) if len(scores) else float('nan'):g}): its order "
+            "is the grid's (ties keep grid order), not a ranking, so its f(k), CPR and CMD say "
+            "nothing about the method",
+            AscaleWarning,
+            stacklevel=4,
         )
     # stable sorts: ties (and missing components, last) keep grid order
     signed = np.argsort(-support.fillna(-np.inf).to_numpy(), kind="stable")
