@@ -15,7 +15,10 @@ import math
 import warnings
 from typing import Any
 
+import torch
+
 from ascale import _tl
+from ascale._rows import short
 from ascale._types import HookedModel
 from ascale.errors import AscaleError, AscaleWarning
 from ascale.interventions import Intervention
@@ -57,8 +60,10 @@ def generate(
 
     Raises:
         PromptLengthError: a position-tied intervention and a prompt of another length.
-        AscaleError: an empty prompt, a `beta` that is NaN or infinite, or `max_new_tokens`
-            below 1.
+        AscaleError: a prompt that is not one non-empty string (call once per prompt), a
+            `beta` that is not one finite number, `max_new_tokens` not a whole number of 1 or
+            more, prompt and new tokens together past the model's context window, or an
+            intervention whose parameters hold NaN or infinite values.
 
     Example:
         >>> dyn = ascale.DynamicScalars(model, sites="mlp_out")
@@ -69,12 +74,7 @@ def generate(
         0.0 Rome is the capital of France. Rome is in...
         1.0 Rome is the capital of France. Rome is in...
     """
-    if max_new_tokens < 1:
-        raise AscaleError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if not prompt:
-        raise AscaleError("the prompt is empty; give the text to continue")
-    if not math.isfinite(beta):
-        raise AscaleError(f"beta must be a finite number, got {beta}")
+    beta = _check(model, intervention, prompt, beta, max_new_tokens)
     if kwargs.get("use_past_kv_cache") and not KV_CACHE_WORKS:
         warnings.warn(
             "use_past_kv_cache=True is turned off: the TransformerBridge's KV cache is broken "
@@ -88,3 +88,43 @@ def generate(
         return _tl.generate_text(model, prompt, **options)
     with intervention.applied(model, beta):
         return _tl.generate_text(model, prompt, **options)
+
+
+def _check(
+    model: HookedModel, intervention: Intervention | None, prompt: Any, beta: Any, new: Any
+) -> float:
+    """Refuse what generation would get wrong silently or fail on deep inside; `beta` as a
+    float."""
+    if not isinstance(prompt, str):
+        raise AscaleError(
+            f"prompt must be one string, got {type(prompt).__name__} {short(prompt)}; "
+            "call generate once per prompt"
+        )
+    if not prompt:
+        raise AscaleError("the prompt is empty; give the text to continue")
+    if isinstance(new, bool) or not isinstance(new, int) or new < 1:
+        raise AscaleError(f"max_new_tokens must be a whole number of 1 or more, got {new!r}")
+    if isinstance(beta, torch.Tensor) and beta.numel() == 1:
+        beta = float(beta)
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta):
+        shown = (
+            f"a tensor of shape {list(beta.shape)}"
+            if isinstance(beta, torch.Tensor)
+            else repr(beta)
+        )
+        raise AscaleError(f"beta must be one finite number, got {shown}")
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None:
+        n = int(model.to_tokens(prompt, truncate=False).shape[1])
+        if n + new > n_ctx:
+            raise AscaleError(
+                f"the prompt is {n} tokens and max_new_tokens is {new}: {n + new} tokens, past "
+                f"the model's context window of {n_ctx}; use max_new_tokens <= {max(n_ctx - n, 0)}"
+            )
+    for name, param in intervention.params.items() if intervention is not None else ():
+        if not bool(torch.isfinite(param).all()):
+            raise AscaleError(
+                f"the intervention's parameter {name!r} holds NaN or infinite values; its text "
+                "would be meaningless (refit it, or load a good save)"
+            )
+    return float(beta)

@@ -123,14 +123,27 @@ def test_the_broken_kv_cache_is_turned_off_with_a_warning(tiny_gpt2, monkeypatch
 @pytest.mark.parametrize(
     ("prompt", "beta", "message"),
     [
-        (PROMPT, float("nan"), "beta must be a finite number, got nan"),
-        (PROMPT, float("inf"), "beta must be a finite number, got inf"),
+        (PROMPT, float("nan"), "beta must be one finite number, got nan"),
+        (PROMPT, float("inf"), "beta must be one finite number, got inf"),
+        (PROMPT, torch.tensor([1.0, -1.0]), r"beta must be one .*a tensor of shape \[2\]"),
+        (PROMPT, "1", "beta must be one finite number, got '1'"),
         ("", 1.0, "the prompt is empty"),
+        ([PROMPT, PROMPT], 1.0, "prompt must be one string, got list .*once per prompt"),
     ],
 )
 def test_a_non_finite_beta_or_an_empty_prompt_is_refused(tiny_gpt2, prompt, beta, message):
     with pytest.raises(AscaleError, match=message):
-        ascale.generate(tiny_gpt2, _dynamic(tiny_gpt2), prompt, beta=beta, max_new_tokens=2)
+        _as_users_get_it(ascale.generate)(
+            tiny_gpt2, _dynamic(tiny_gpt2), prompt, beta=beta, max_new_tokens=2
+        )
+
+
+def _as_users_get_it(fn):
+    """`fn` without the run-time type check the test run adds (jaxtyping): wrong types reach
+    ascale's own checks, as they do for users."""
+    import inspect
+
+    return inspect.unwrap(fn)
 
 
 def test_cli_generate_has_help(capsys):
@@ -183,3 +196,20 @@ def test_generation_on_smollm2(smol, one_thread):
     assert ascale.generate(smol, dyn, prompt, beta=1.0, max_new_tokens=4) == _greedy(
         smol, prompt, 4, dyn.applied(smol, 1.0)
     )
+
+
+def test_generation_past_the_context_or_with_nan_parameters_is_refused(tiny_gpt2):
+    n_ctx = tiny_gpt2.cfg.n_ctx
+    n = int(tiny_gpt2.to_tokens(PROMPT).shape[1])
+    with pytest.raises(
+        AscaleError,
+        match=f"past the model's context window of {n_ctx}; use max_new_tokens <= {n_ctx - n}",
+    ):
+        ascale.generate(tiny_gpt2, None, PROMPT, max_new_tokens=n_ctx)
+    with pytest.raises(AscaleError, match="max_new_tokens must be a whole number"):
+        _as_users_get_it(ascale.generate)(tiny_gpt2, None, PROMPT, max_new_tokens=2.5)
+    dyn = _dynamic(tiny_gpt2)
+    with torch.no_grad():
+        next(iter(dyn.parameters()))[0] = float("nan")
+    with pytest.raises(AscaleError, match=r"parameter .* holds NaN or infinite values"):
+        ascale.generate(tiny_gpt2, dyn, PROMPT, max_new_tokens=2)

@@ -110,3 +110,14 @@ def test_mentions_matches_whole_words():
     assert mentions("Rome is in Italy.", "Italy")
     assert not mentions("Francesca is here", "France")
     assert mentions("New York, then York", "York")
+
+
+def test_a_builder_asked_for_more_prompts_than_exist_says_how_many(tiny_gpt2):
+    from ascale.errors import AscaleWarning
+
+    for build in (ccc, ioi):
+        with pytest.warns(
+            AscaleWarning, match=r"n=100000 prompts asked, but only \d+ distinct"
+        ) as w:
+            data = build(tiny_gpt2, n=100000)
+        assert f"only {len(data)} distinct" in str(w[0].message) and 0 < len(data) < 100000

@@ -2,6 +2,7 @@
 corrupting a clean set row by row at unchanged token lengths."""
 
 import re
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -9,12 +10,24 @@ from typing import Any
 from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, AscaleWarning
 
 SAMPLE = 3000  # at most this many candidate prompts are tokenised to find lengths
 
 # (row index, clean prompt, correct answer, wrong answer) -> corrupted prompts to try, in order
 Candidates = Callable[[int, str, str, str], Iterable[str]]
+
+
+def check_count(task: str, n: int, got: int, target: Any) -> None:
+    """Say so (an `AscaleWarning`) when a builder returns fewer prompts than the `n` asked."""
+    if got < n:
+        where = "" if target is None else f" of {target} tokens"
+        warnings.warn(
+            f"{task}: n={n} prompts asked, but only {got} distinct prompt(s){where} exist for "
+            f"this model (among the candidates tried); returning {got}",
+            AscaleWarning,
+            stacklevel=3,
+        )
 
 
 def mentions(text: str, name: str) -> bool:

@@ -17,7 +17,7 @@ from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
+from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
 
@@ -135,6 +135,7 @@ def ccc(
             f"no country-capital conflict prompt has {target} tokens for this model "
             f"({len(prompts)} candidate(s) tried); try length='modal' or length=None"
         )
+    check_count("ccc", n, len(keep), target)
     rows = [
         {"prompt": prompts[i], "correct": " " + candidates[i][2], "wrong": " " + candidates[i][3]}
         for i in keep

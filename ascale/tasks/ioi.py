@@ -15,7 +15,7 @@ from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks._common import SAMPLE, corrupt, mentions, pick_length
+from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
 
@@ -145,6 +145,7 @@ def ioi(
             f"no IOI prompt has {target} tokens for this model ({len(flat)} candidate(s) "
             "tried); try length='modal', length=None or other templates"
         )
+    check_count("ioi", n, len(rows), target)
     return ContrastSet.from_rows(rows, model)
 
 
