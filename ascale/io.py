@@ -12,6 +12,7 @@ name, shape and values are checked, and each failure names the file and what is 
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from safetensors.torch import save as save_bytes
 from ascale import _tl
 from ascale._outputs import dumps_json, write_folder
 from ascale._types import HookedModel
-from ascale.errors import AscaleError, SavedFileError
+from ascale.errors import AscaleError, AscaleWarning, SavedFileError
 from ascale.interventions import METHODS, Intervention
 from ascale.sites import SITE_HOOKS, Site
 
@@ -30,7 +31,10 @@ __all__ = ["load", "read_metadata", "save"]
 
 TENSORS = "intervention.safetensors"
 METADATA = "intervention.json"
-FORMAT_VERSION = 2  # 2: the JSON holds "tensors_sha256"; 1 (no checksum) is still read
+# 2: the JSON holds "tensors_sha256". 1 (no checksum) is still read, with an AscaleWarning that
+# its tensors cannot be verified; a checksum in any version's JSON is always checked, so editing
+# format_version to 1 does not skip it.
+FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 _REQUIRED = ("method", "sites", "hooks", "positions", "n_pos", "model")
 
@@ -77,6 +81,10 @@ def load(path: str | Path, model: HookedModel) -> Intervention:
         IncompatibleModelError: `model` has another shape (layers, heads, widths, vocabulary)
             than the model the intervention was trained on.
 
+    Warns:
+        AscaleWarning: `model` has another name than the model the save was trained on (same
+            shape: a copy in another folder, or another model); a format-1 save (no checksum).
+
     Example:
         >>> folder = save(scalars, "out/ioi-scalars")
         >>> loaded = load(folder, model)
@@ -95,6 +103,15 @@ def load(path: str | Path, model: HookedModel) -> Intervention:
             f"{str(folder / METADATA)!r} does not describe a {config['method']!r} intervention "
             f"({type(err).__name__}: {err}); the file was edited or damaged"
         ) from err
+    saved_name, name = config["model"].get("model_name"), getattr(model.cfg, "model_name", None)
+    if saved_name is not None and name is not None and str(saved_name) != str(name):
+        warnings.warn(
+            f"{str(folder)!r} was trained on model {saved_name!r} and is loaded into {name!r} "
+            "(same shape): its parameters mean what they mean only on the model they were "
+            "trained on; load that model (ascale.load_model) unless this is the same one",
+            AscaleWarning,
+            stacklevel=2,
+        )
     tensors = _read_tensors(folder / TENSORS)
     _check_tensors(tensors, intervention, folder / TENSORS)
     intervention.load_state_dict({f"params.{k}": v for k, v in tensors.items()})
@@ -129,7 +146,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise SavedFileError(f"{str(meta)!r} holds {type(config).__name__}, not a JSON object")
     _check_config(config, meta)
     expected = config.get("tensors_sha256")
-    if config["format_version"] >= 2:
+    if config["format_version"] == 1 and expected is None:
+        warnings.warn(
+            f"{str(meta)!r} is format 1, which records no checksum: its tensors cannot be "
+            "verified; ascale.save it again to add one",
+            AscaleWarning,
+            stacklevel=2,
+        )
+    elif config["format_version"] >= 2 or expected is not None:  # a checksum is always checked
         actual = hashlib.sha256(tensors.read_bytes()).hexdigest()
         if actual != expected:
             raise SavedFileError(

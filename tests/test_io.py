@@ -239,8 +239,28 @@ def test_an_edited_or_damaged_save_fails_naming_the_file(tiny_gpt2, tmp_path, ed
     assert str(tmp_path / "iv") in str(info.value)
 
 
-def test_a_format_1_save_without_checksum_still_loads(tiny_gpt2, tmp_path):
+def test_a_format_1_save_without_checksum_loads_with_a_warning(tiny_gpt2, tmp_path):
     folder = save(_scalars(tiny_gpt2, 0), tmp_path / "iv")
     _drop(folder)
     _edit(folder, format_version=1)
-    assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))
+    with pytest.warns(AscaleWarning, match="format 1, which records no checksum"):
+        assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))
+
+
+def test_editing_the_version_to_1_does_not_skip_the_checksum(tiny_gpt2, tmp_path):
+    folder = save(_scalars(tiny_gpt2, 0), tmp_path / "iv")
+    other = save(_scalars(tiny_gpt2, 1), tmp_path / "other")
+    shutil.copy(other / "intervention.safetensors", folder / "intervention.safetensors")
+    _edit(folder, format_version=1)
+    with pytest.raises(SavedFileError, match="does not match the checksum"):
+        load(folder, tiny_gpt2)
+
+
+def test_loading_into_a_model_of_another_name_warns(tiny_gpt2, tmp_path, monkeypatch):
+    folder = save(_scalars(tiny_gpt2, 0), tmp_path / "iv")
+    saved = tiny_gpt2.cfg.model_name
+    monkeypatch.setattr(tiny_gpt2.cfg, "model_name", "another-model")
+    with pytest.warns(
+        AscaleWarning, match=f"trained on model '{saved}' and is loaded into 'another-model'"
+    ):
+        assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))
