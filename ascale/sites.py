@@ -137,8 +137,14 @@ def _parse(
 def _layers(layers: Sequence[int], n_layers: int) -> tuple[int, ...]:
     if len(layers) == 0:
         raise UnknownSiteError(f"layers is empty; give some of 0..{n_layers - 1}, or None for all")
+    if isinstance(layers, (str, int)):
+        raise UnknownSiteError(f"layers must be a list of whole numbers, got {layers!r}")
     out = []
     for layer in layers:
+        if isinstance(layer, bool) or not hasattr(layer, "__index__"):  # 1.5 must not become 1
+            raise UnknownSiteError(
+                f"layer {layer!r} is not a whole number; give layers of 0..{n_layers - 1}"
+            )
         if not -n_layers <= int(layer) < n_layers:
             raise UnknownSiteError(
                 f"layer {layer} does not exist: the model has layers 0..{n_layers - 1}"

@@ -148,6 +148,11 @@ def check_settings(
 @contextlib.contextmanager
 def frozen(model: HookedModel) -> Iterator[None]:
     """Model weights get no gradients inside; their previous flags come back afterwards."""
+    if not torch.is_grad_enabled():
+        raise AscaleError(
+            "fit needs gradients, but it was called under torch.no_grad() or "
+            "torch.inference_mode(): call it outside that block"
+        )
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
@@ -210,12 +215,8 @@ class Loop:
             train, val = data.split(test_size=s.val_size, seed=s.seed)
         elif s.stop == "validation":
             s = dataclasses.replace(s, stop="train")
-        self.model, self.intervention, self.settings, self.objective = (
-            model,
-            intervention,
-            s,
-            objective,
-        )
+        self.model, self.intervention = model, intervention
+        self.settings, self.objective = s, objective
         self.train, self.val = train, val
         # the blocks below the intervention's lowest layer see clean prompts: computed once,
         # after the memory check (each prompt runs at both signs of beta)
