@@ -99,6 +99,11 @@ def load_model(
         model, prepend_bos = _boot(str(_dequantised(path)), place, model_name=key), None
     elif Path(key).expanduser().is_dir():
         model, prepend_bos = _boot(str(Path(key).expanduser()), place, key), None
+    elif key.startswith((".", "/", "~")) or os.sep in key.strip("/").replace("/", "", 1):
+        raise ModelNotAvailableError(
+            f"no model folder at {str(Path(key).expanduser())!r}; give a folder holding a Hugging "
+            f"Face model, a .gguf file, a hub name, or {DEFAULT_MODEL!r} (the embedded default)"
+        )
     else:
         model, prepend_bos = _boot_hub(key, place), None
     if prepend_bos is not None:
@@ -312,7 +317,8 @@ def _build_locked(folder: Path, build: Callable[[Path], None]) -> None:
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence the load-time chatter of transformers and TransformerLens."""
-    loggers = [logging.getLogger(n) for n in ("transformers", "transformer_lens", "root")]
+    names = ("transformers", "transformer_lens", "root", "huggingface_hub", "urllib3", "httpx")
+    loggers = [logging.getLogger(n) for n in names]  # hub retries too: one message, ours
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

@@ -61,3 +61,21 @@ def test_fit_settings_of_the_wrong_value_or_type_are_refused(tiny_gpt2, tiny_row
 def test_an_empty_data_set_is_refused(tiny_gpt2):
     with pytest.raises(AscaleError, match="needs at least one row"):
         ContrastSet.from_rows([], tiny_gpt2)
+
+
+@pytest.mark.parametrize("name", ["./no-such-model", "~/no/such/model", "a/b/c"])
+def test_a_missing_model_folder_is_named_before_any_hub_lookup(name):
+    from ascale.errors import ModelNotAvailableError
+
+    with pytest.raises(ModelNotAvailableError, match=r"no model folder at .*embedded default"):
+        ascale.load_model(name)
+
+
+def test_cli_a_missing_model_folder_is_one_line(tmp_path, capsys):
+    from ascale.cli import main
+
+    argv = ["fit", "--task", "ccc", "--model", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ascale fit: error: no model folder at")
+    assert not (tmp_path / "o").exists()
