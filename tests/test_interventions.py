@@ -186,3 +186,16 @@ def test_non_finite_beta_empty_layers_and_zero_length_are_refused(tiny_gpt2):
     )
     with pytest.raises(AscaleError, match="NaN or infinite"):
         ascale.evaluate(tiny_gpt2, scalars, data)
+
+
+def test_a_beta_tensor_of_the_wrong_length_is_named(tiny_gpt2):
+    scalars = ActivationScalars(tiny_gpt2, sites="mlp_out", n_pos=5)
+    tokens = torch.zeros((3, 5), dtype=torch.long)
+    wrong = torch.tensor([1.0, -1.0])
+    with (
+        pytest.raises(AscaleError, match="beta holds 2 values for a batch of 3 prompts"),
+        scalars.applied(tiny_gpt2, beta=wrong),
+    ):
+        tiny_gpt2(tokens)
+    with scalars.applied(tiny_gpt2, beta=torch.tensor([1.0, -1.0, 0.5])):
+        assert tiny_gpt2(tokens).shape[0] == 3  # one per prompt is fine

@@ -303,8 +303,13 @@ class Intervention(nn.Module, ABC):
         )
 
 
-def _beta_like(beta: Beta, act: Act) -> HookBeta:
+def _beta_like(beta: float | Tensor, act: Act) -> HookBeta:  # checked here, not by type
     """`beta` as a float, or a per-prompt tensor shaped to broadcast over `act`."""
     if isinstance(beta, Tensor):
+        if beta.numel() not in (1, act.shape[0]):
+            raise AscaleError(
+                f"beta holds {beta.numel()} values for a batch of {act.shape[0]} prompts: give "
+                "one number, or one per prompt"
+            )
         return beta.to(act.device, act.dtype).reshape(-1, *([1] * (act.ndim - 1)))
     return float(beta)

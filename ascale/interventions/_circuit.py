@@ -181,7 +181,12 @@ class CircuitScalars(Intervention):
         return f"{super().extra_repr()}, ablation={self.ablation!r}"
 
 
-def _as_hook_beta(beta: Beta, act: Act) -> HookBeta | Tensor:
+def _as_hook_beta(beta: float | Tensor, act: Act) -> HookBeta | Tensor:
     if isinstance(beta, Tensor):
+        if beta.numel() not in (1, act.shape[0]):
+            raise AscaleError(
+                f"beta holds {beta.numel()} values for a batch of {act.shape[0]} prompts: give "
+                "one number, or one per prompt"
+            )
         return beta.to(act.device, torch.float32).reshape(-1, *([1] * (act.ndim - 1)))
     return float(beta)
