@@ -120,6 +120,8 @@ def test_errors_name_what_is_missing(ioi):
         ascale.fit(model, circuit, data, steps=2, progress=False)
     with pytest.raises(AscaleError, match=r"inside `with scalars\.circuit"), circuit.applied(model):
         model(data.tokens)
+    with pytest.raises(AscaleError, match="no_grad"), torch.no_grad():
+        ascale.fit_circuit(model, circuit, data, corrupted, steps=2, progress=False)
     with pytest.raises(AscaleError, match="ablation must be one of"):
         ascale.CircuitScalars(model, sites="heads", ablation="resample")
 

@@ -155,6 +155,11 @@ def _check(
         raise AscaleError(f"temperature must be a finite number above 0, got {temperature!r}")
     if len(data) == 0:
         raise AscaleError("the data set is empty")
+    if not torch.is_grad_enabled():
+        raise AscaleError(
+            "fit_circuit needs gradients, but it was called under torch.no_grad() or "
+            "torch.inference_mode(): call it outside that block"
+        )
     if scalars.ablation == "counterfactual" and corrupted is None:
         raise AscaleError(
             "counterfactual ablation needs each prompt's counterfactual: give `corrupted` (a "
