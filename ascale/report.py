@@ -193,9 +193,21 @@ def _maps(page: _Page, named: dict[str, AttributionResult]) -> None:
         "note",
     )
     for name, result in named.items():
-        page.text("h3", f"{name} ({result.value_name})")
+        page.text("h3", f"{name} ({result.value_name}){_where(result)}")
         for site in result.sites:
             page.figure(plot.plot_heatmap(result, site))
+
+
+def _where(result: AttributionResult) -> str:
+    """Where a ranking steered, when it is a few positions (a fit's default, the last ones):
+    each with the first prompt's token; ``""`` for a grid of every position."""
+    pos = sorted({int(p) for p in result.components["pos"].dropna()})
+    if not pos:
+        return ", shared over positions"
+    if len(pos) > 3:
+        return ""
+    shown = ", ".join(f"{p} {result.tokens.get(p, '')!r}" for p in pos)
+    return f", at position{'s' if len(pos) > 1 else ''} {shown}"
 
 
 def _top(page: _Page, named: dict[str, AttributionResult], k: int) -> None:

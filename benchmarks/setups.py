@@ -54,7 +54,7 @@ def ascale_runner(
     model: Any, data: ascale.ContrastSet, k: int, batch_size: int, sites: str = ALL_SITES
 ) -> Runner:
     """``ascale.fit`` for `k` steps; seconds per step from fit's own wall time."""
-    scalars = ascale.ActivationScalars(model, sites=sites)
+    scalars = ascale.ActivationScalars(model, sites=sites, positions="all")
 
     def run() -> float:
         result = ascale.fit(
@@ -84,7 +84,7 @@ def ascale_loss_and_grads(
     MLPs' scalars set to `alpha_z` ``[layer, pos, head]`` and `alpha_mlp` ``[layer, pos]``, the
     floor's layout: the floor and ascale must agree on both (the check in `benchmarks.step`).
     """
-    scalars = ascale.ActivationScalars(model, sites=ALL_SITES)
+    scalars = ascale.ActivationScalars(model, sites=ALL_SITES, positions="all")
     scalars.bind(data.n_pos)
     with torch.no_grad():
         scalars.params["heads"].copy_(alpha_z)

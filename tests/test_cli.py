@@ -64,14 +64,20 @@ def test_fit_then_evaluate_writes_the_promised_files(tiny_dirs, tiny_gpt2, tmp_p
         "l1",
         "n_active",
     }
-    assert set(metrics) == {"train", "test"} and keys <= set(metrics["test"])
+    assert set(metrics) == {"train", "test", "settings"} and keys <= set(metrics["test"])
     meta = json.loads((out / "intervention.json").read_text())
+    # no --positions: fit chose the last 3 positions, and says so (printed, metrics.json, save)
+    n = meta["n_pos"]
+    chose = {"positions": [n - 3, n - 2, n - 1], "positions_rule": f"auto: the last 3 of {n} positions"}  # fmt: skip
+    assert metrics["settings"] == chose and meta["positions"] == chose["positions"]
+    assert meta["metadata"]["hyperparameters"]["positions_rule"] == chose["positions_rule"]
     assert meta["metadata"]["hyperparameters"]["steps"] == 3
     assert main(["evaluate", "--intervention", str(out), "--data", str(out / "test.jsonl")]) == 0
     evaluated = json.loads((out / "eval.json").read_text())
     assert evaluated["n_prompts"] == metrics["test"]["n_prompts"]
     assert evaluated["logit_diff_forward"] == pytest.approx(metrics["test"]["logit_diff_forward"])
     out = capsys.readouterr().out
+    assert f"scalars: positions {chose['positions']} ({chose['positions_rule']})" in out
     assert out.count("flip rate, beta=+1") == 2  # fit's table and evaluate's
     # beside each flip rate: the clean model's rate and the share moved among the rest
     assert out.count("  clean model") == 4 and out.count("  moved (not clean)") == 4
@@ -357,7 +363,7 @@ BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of 
     "data not an object": (DATA + "list.jsonl", "expected an object with keys"),
     "data no rows": (DATA + "no-rows.jsonl", "holds no rows"),
     "layers a,b": (FIT + " --layers a,b", "--layers: 'a,b' is not comma-separated"),
-    "positions last": (FIT + " --positions last", "--positions: 'last' is not 'all'"),
+    "positions last": (FIT + " --positions last", "--positions: 'last' is not 'auto', 'all'"),
     "lr -1": (FIT + " --lr -1", "--lr: '-1' is not a finite number above 0"),
     "lr nan": (FIT + " --lr nan", "--lr: 'nan' is not a finite number above 0"),
     "steps 0": (FIT + " --steps 0", "--steps: '0' is not a whole number of 1 or more"),

@@ -88,7 +88,7 @@ def test_default_fit_flips_held_out_prompts_of_a_small_user_set(smol):
     # set (it never reaches the flip target), so they cannot tell old from new here.
     data = ascale.load_jsonl(ROOT / "benchmarks" / "data" / "pronouns.jsonl", smol)
     train, test = data.split(test_size=0.3, seed=0)
-    vectors = SteeringVectors(smol, sites="attn_out,mlp_out")
+    vectors = SteeringVectors(smol, sites="attn_out,mlp_out", positions="all")  # as measured
     result = ascale.fit(smol, vectors, train, seed=0, progress=False)
     metrics = ascale.evaluate(smol, vectors, test)
     print(result.steps_run, result.stop_reason, metrics)
@@ -142,7 +142,7 @@ def test_validation_stop_keeps_the_best_step_and_says_so(tiny_gpt2, tiny_rows):
 def test_proximal_sparsity_leaves_exact_zeros_where_adam_does_not(tiny_gpt2, tiny_rows):
     zeros = {}
     for sparsity in ("l1", "proximal"):
-        iv = ActivationScalars(tiny_gpt2, sites="heads,mlp_out")
+        iv = ActivationScalars(tiny_gpt2, sites="heads,mlp_out", positions="all")  # 150 scalars
         ascale.fit(
             tiny_gpt2, iv, tiny_rows, steps=30, sparsity=sparsity, stop="none", seed=0,
             objective=ascale.Objective(lambda_min=0.002), progress=False,

@@ -97,11 +97,14 @@ def fit_one(
     )
     if out is None:
         return {}
+    where = {k: result.settings[k] for k in ("positions", "positions_rule")}
+    print(f"{intervention.method}: positions {where['positions']} ({where['positions_rule']})")
     metrics = {
         "train": ascale.evaluate(model, intervention, train).to_dict(),
         "test": ascale.evaluate(model, intervention, test).to_dict(),
+        "settings": where,  # where it steered, and why (`ascale.training.positions`)
     }
-    hyper = {**result.settings, **vars(objective), "sites": args.sites, "positions": args.positions}
+    hyper = {**result.settings, **vars(objective), "sites": args.sites}
     ascale.save(
         intervention,
         out,

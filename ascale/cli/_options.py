@@ -112,9 +112,9 @@ def _layers(text: str) -> list[int]:
 
 
 def _positions(text: str) -> str | list[int]:
-    if text in ("all", "shared"):
+    if text in ("auto", "all", "shared"):
         return text
-    return _ints(text, "'all', 'shared' or comma-separated positions, such as '-1' or '0,-1'")
+    return _ints(text, "'auto', 'all', 'shared' or positions such as '-1' or '0,-1'")
 
 
 def _sites(text: str) -> str:
@@ -243,11 +243,13 @@ def _out_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
-def _grid_options(p: argparse.ArgumentParser, per_task: bool = False) -> None:
+def _grid_options(p: argparse.ArgumentParser, per_task: bool = False, auto: bool = False) -> None:
+    """`auto`: ``--positions auto`` (fit's choice, `ascale.training.positions`); else ``all``."""
+    positions_default = "auto" if auto else "all"
     sites, positions = (
         (" (default: ioi heads, else attn_out,mlp_out)", " (default: ioi -1, else all)")
         if per_task
-        else (" (default attn_out,mlp_out)", " (default all)")
+        else (" (default attn_out,mlp_out)", f" (default {positions_default})")
     )
     p.add_argument(
         "--sites",
@@ -257,7 +259,10 @@ def _grid_options(p: argparse.ArgumentParser, per_task: bool = False) -> None:
     )
     p.add_argument("--layers", type=_layers, default=None, help="e.g. '0,1,-1' (default: all)")
     p.add_argument(
-        "--positions", type=_positions, default="all", help="'all', 'shared', '-1,-2'" + positions
+        "--positions",
+        type=_positions,
+        default=positions_default,
+        help="'auto' (fit: the last positions), 'all', 'shared', '-1,-2'" + positions,
     )
 
 
@@ -269,7 +274,7 @@ def _fit_settings(p: argparse.ArgumentParser) -> None:
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    _grid_options(p)
+    _grid_options(p, auto=True)
     _fit_settings(p)
     p.add_argument("--margin", type=_NON_NEGATIVE, default=_OBJECTIVE.margin)
     p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=_OBJECTIVE.lambda_faith)

@@ -202,7 +202,9 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def _demo_options(args: argparse.Namespace) -> argparse.Namespace:
-    """The `fit` command's defaults (one source of truth), with the demo's steps and seed."""
+    """The `fit` command's defaults (one source of truth), with the demo's steps and seed, at
+    every position: the demo's maps and compare's patching share one layer x position grid."""
     argv = ["fit", "--task", "ccc", "--out", "unused", "--seed", str(args.seed)]
+    argv += ["--positions", "all"]
     steps = [] if args.steps is None else ["--steps", str(args.steps)]
     return build_parser().parse_args([*argv, *steps])

@@ -22,7 +22,7 @@ from ascale.errors import AscaleError, PromptLengthError
 from ascale.grid import Grid, resolve_positions
 from ascale.sites import Site, resolve_sites
 
-Positions = Literal["all", "shared"] | Sequence[int]
+Positions = Literal["auto", "all", "shared"] | Sequence[int]
 Beta = float | Float[Tensor, " batch"]
 # Activations at a hook: ``[batch, pos, d_model]``, or ``[batch, pos, head, d_head]`` for ``heads``.
 Act = Float[Tensor, "batch pos *head d"]
@@ -36,7 +36,10 @@ class Intervention(nn.Module, ABC):
     Parameters of site ``s`` live in ``self.params[s]`` with shape
     ``[n_layers_of_site, n_slots, *unit]``: one slot per chosen position (``positions="all"``: every
     position of the training length; a list: those positions; ``"shared"``: one slot used at
-    every position, for prompts of any length).
+    every position, for prompts of any length). ``"auto"`` (the default of the steering
+    classes) leaves the choice to `ascale.fit`, which binds the positions its rule picks for the
+    data (``ascale.training.positions``) and reports them; bound without a fit (``n_pos=...``
+    or `bind`), ``"auto"`` is every position.
     """
 
     method: ClassVar[str]
@@ -49,15 +52,17 @@ class Intervention(nn.Module, ABC):
         *,
         sites: str | Sequence[str],
         layers: Sequence[int] | None = None,
-        positions: Positions = "all",
+        positions: Positions = "auto",
         n_pos: int | None = None,
     ) -> None:
         super().__init__()
         self.sites: tuple[Site, ...] = resolve_sites(model, sites, layers)
         self.dims: dict[str, Any] = _tl.dims(model)
         if isinstance(positions, str):
-            if positions not in ("all", "shared"):
-                raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
+            if positions not in ("auto", "all", "shared"):
+                raise AscaleError(
+                    f"positions must be 'auto', 'all', 'shared' or a list, got {positions!r}"
+                )
             self.positions: str | tuple[int, ...] = positions
         else:
             self.positions = tuple(int(p) for p in positions)
@@ -83,10 +88,21 @@ class Intervention(nn.Module, ABC):
         """Whether the parameters exist (position-tied ones need the prompt length first)."""
         return len(self.params) > 0
 
-    def bind(self, n_pos: int) -> None:
-        """Fix the prompt length and create the parameters (`fit` does this from the data)."""
+    def bind(self, n_pos: int, positions: Sequence[int] | None = None) -> None:
+        """Fix the prompt length and create the parameters (`fit` does this from the data).
+
+        `positions` is where an intervention made with ``positions="auto"`` steers (`fit`'s
+        choice); ``None``: every position. It is refused when the positions were given.
+        """
         if not self.position_tied:
             return
+        if positions is not None and self.positions != "auto":
+            raise AscaleError(
+                f"this {type(self).__name__} steers at positions={self.positions!r}, given when "
+                "it was made; only positions='auto' takes positions at bind"
+            )
+        if self.positions == "auto" and not self.is_bound:
+            self.positions = "all" if positions is None else tuple(int(p) for p in positions)
         if self.is_bound:
             if n_pos != self.n_pos:
                 raise PromptLengthError(
@@ -213,8 +229,8 @@ class Intervention(nn.Module, ABC):
     def _require_bound(self) -> None:
         if not self.is_bound:
             raise AscaleError(
-                f"{type(self).__name__} with positions='all' needs the prompt length: pass "
-                "n_pos=..., call .bind(n_pos), or fit it on data first"
+                f"{type(self).__name__} with positions={self.positions!r} needs the prompt "
+                "length: pass n_pos=..., call .bind(n_pos), or fit it on data first"
             )
 
     # ---- summaries ----

@@ -40,7 +40,7 @@ from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.interventions import Intervention
-from ascale.training import _loop
+from ascale.training import _loop, positions
 from ascale.training.objective import Objective
 
 __all__ = ["DEFAULTS", "FitDefaults", "FitResult", "fit"]
@@ -177,7 +177,10 @@ def fit(
 
     Each step runs the batch at ``beta=+1`` and ``beta=-1`` in one stacked forward pass; the
     clean next-token distributions are computed once. Settings left at ``None`` take the
-    method's `DEFAULTS`; the stop rules are described above (Stopping).
+    method's `DEFAULTS`; the stop rules are described above (Stopping). A position-tied
+    intervention made with ``positions="auto"`` (the default) is bound to the last positions
+    of the prompts (`ascale.training.positions`); ``settings["positions"]`` and
+    ``settings["positions_rule"]`` say where it steers and why.
 
     Args:
         steps: most optimiser steps (cosine-decayed learning rate over them).
@@ -222,9 +225,11 @@ def fit(
         steps, lr, batch_size, sparsity, stop, flip_target, settle, val_size, eval_every,
         patience, seed,
     )  # fmt: skip
+    where = positions.bind_for_fit(intervention, data)  # "auto": the positions chosen for data
     loop = _loop.Loop(model, intervention, data, settings, objective or Objective(), keep)
     show = progress and distributed.is_main()
     bar = tqdm(total=steps, desc=f"fit {intervention.method}", disable=not show, leave=False)
     with _loop.frozen(model):
         step = loop.run(bar)
-    return FitResult(intervention.method, **loop.finish(step))
+    done = loop.finish(step)
+    return FitResult(intervention.method, **{**done, "settings": {**done["settings"], **where}})

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         model = load(device=dev, compatibility_mode=not plain)
         data = ascale.load_jsonl(args.data, model).subset(range(args.batch))
-        scalars = ascale.ActivationScalars(model, sites="heads,mlp_out")
+        scalars = ascale.ActivationScalars(model, sites="heads,mlp_out", positions="all")
         kw = {"batch_size": args.batch, "stop": "none", "progress": False}
         ascale.fit(model, scalars, data, steps=2, **kw)  # warm-up
 

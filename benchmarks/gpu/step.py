@@ -97,7 +97,7 @@ def floor_run(trainer: Any, steps: int, dev: str) -> Any:
 def ascale_run(model: Any, data: Any, batch: int, steps: int, dev: str) -> Any:
     import ascale
 
-    scalars = ascale.ActivationScalars(model, sites="heads,mlp_out")
+    scalars = ascale.ActivationScalars(model, sites="heads,mlp_out", positions="all")
 
     def run() -> float:
         sync(dev)
