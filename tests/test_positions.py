@@ -9,7 +9,7 @@ import torch
 import ascale
 from ascale import _tl
 from ascale.errors import AscaleError
-from ascale.interventions import ActivationScalars, SteeringVectors
+from ascale.interventions import ActivationScalars, DynamicScalars, SteeringVectors
 from ascale.plot import plot_heatmap
 from ascale.training.positions import auto_positions
 
@@ -43,11 +43,18 @@ def test_auto_fit_steers_the_last_three_positions_and_says_so(tiny_gpt2, tiny_ro
 
 def test_given_positions_are_kept_and_reported_as_given(tiny_gpt2, tiny_rows):
     n = tiny_rows.n_pos
-    for given, bound in (("all", "all"), ([-1], [n - 1]), ([0, -1], [0, n - 1]), ("shared", "shared")):  # fmt: skip
+    for given, bound in (("all", "all"), ([-1], [n - 1]), ([0, -1], [0, n - 1])):
         iv = ActivationScalars(tiny_gpt2, sites="mlp_out", positions=given)
         result = ascale.fit(tiny_gpt2, iv, tiny_rows, steps=1, progress=False)
         assert result.settings["positions"] == bound, given
         assert result.settings["positions_rule"] == "given"
+    for iv in (
+        ActivationScalars(tiny_gpt2, sites="mlp_out", positions="shared"),
+        DynamicScalars(tiny_gpt2, sites="mlp_out"),
+    ):
+        result = ascale.fit(tiny_gpt2, iv, tiny_rows, steps=1, progress=False)
+        assert result.settings["positions"] == "shared"
+        assert result.settings["positions_rule"] == "shared over positions, any prompt length"
 
 
 def test_auto_bound_without_a_fit_is_every_position(tiny_gpt2):

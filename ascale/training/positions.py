@@ -47,7 +47,7 @@ def auto_positions(n_pos: int) -> tuple[int, ...]:
 def bind_for_fit(intervention: Intervention, data: ContrastSet) -> dict[str, Any]:
     """Bind a position-tied `intervention` to `data`'s prompt length, at `auto_positions` where
     its positions are ``"auto"``; what ``FitResult.settings`` reports of the positions."""
-    rule = "given"
+    rule = "given" if intervention.position_tied else "shared over positions, any prompt length"
     if intervention.position_tied and not intervention.is_bound:
         n_pos = data.n_pos  # PromptLengthError on prompts of several lengths
         if intervention.positions == "auto":
