@@ -84,15 +84,16 @@ def fit_circuit(
         (3, True)
     """
     _check(scalars, data, corrupted, objective, steps, lr, batch_size, temperature)
+    started = time.perf_counter()
     scalars.bind(data.n_pos)
     grid, generator = scalars.grid, torch.Generator().manual_seed(seed)
     source = _ablated(model, scalars, data, corrupted)
     m_clean, gap = _clean(model, scalars, data, source)
-    _first_order_start(model, scalars, data, source, gap)
+    with frozen(model):  # the gradient goes to the keep mask only
+        _first_order_start(model, scalars, data, source, gap)
     sizes, weights = _sizes(len(grid))
     optimizer = torch.optim.SGD(list(scalars.parameters()), lr=lr)
     history: dict[str, list[float]] = {"loss": [], "f": [], "k": []}
-    started = time.perf_counter()
     show = progress and len(data) > 0
     order, cursor = torch.randperm(len(data), generator=generator), 0
     with frozen(model), tqdm(total=steps, desc="fit circuit", disable=not show, leave=False) as bar:
