@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ascale._types import HookedModel
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.interventions._base import Act, Beta, HookBeta, Intervention, Positions
+from ascale.interventions._base import Act, Beta, HookBeta, Intervention, Positions, _beta_like
 from ascale.sites import Site
 
 __all__ = ["ABLATIONS", "CircuitScalars", "soft_top_k"]
@@ -144,7 +144,7 @@ class CircuitScalars(Intervention):
                     f"{act.shape[1]} at {name}"
                 )
             keep = self._full_keep(self._keep[site.name][k].to(act.device), act.shape[1])
-            weight = 1 - _as_hook_beta(beta, act) * (1 - keep[None, ..., None])
+            weight = 1 - _beta_like(beta, act) * (1 - keep[None, ..., None])
             # lerp is exact at both ends: weight 1 gives act, weight 0 the source
             source = self._source[name].to(act.device, act.dtype)
             return torch.lerp(source, act, weight.to(act.dtype))
@@ -179,14 +179,3 @@ class CircuitScalars(Intervention):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, ablation={self.ablation!r}"
-
-
-def _as_hook_beta(beta: float | Tensor, act: Act) -> HookBeta | Tensor:
-    if isinstance(beta, Tensor):
-        if beta.numel() not in (1, act.shape[0]):
-            raise AscaleError(
-                f"beta holds {beta.numel()} values for a batch of {act.shape[0]} prompts: give "
-                "one number, or one per prompt"
-            )
-        return beta.to(act.device, torch.float32).reshape(-1, *([1] * (act.ndim - 1)))
-    return float(beta)
