@@ -39,7 +39,7 @@ def test_last_only_logits_equal_the_last_column_of_all_logits(tiny):
     with torch.no_grad():
         full = _tl.run(tiny, tokens)
         last = _tl.run(tiny, tokens, last_only=True)
-    assert _tl._keeps_logits(type(tiny.original_model))  # really computed at one position
+    assert _tl._run.keeps_logits(type(tiny.original_model))  # really computed at one position
     assert last.shape == (2, 1, full.shape[-1])
     torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
 

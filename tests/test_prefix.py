@@ -94,11 +94,11 @@ def test_the_model_is_whole_again_after_a_prefix_run(tiny_gpt2):
     tokens, _ = _tl.tokenize(tiny_gpt2, ["Rome is the capital of"])
     before = _tl.run(tiny_gpt2, tokens)
     prefix = _tl.prefix_of(tiny_gpt2, tokens, 1)
-    with pytest.raises(RuntimeError), _tl._blocks_from(tiny_gpt2, 1):
+    with pytest.raises(RuntimeError), _tl._blocks.blocks_from(tiny_gpt2, 1):
         raise RuntimeError("inside")
     _tl.run(tiny_gpt2, tokens, prefix=prefix)
     torch.testing.assert_close(_tl.run(tiny_gpt2, tokens), before)
-    parent, attribute = _tl._layer_list(tiny_gpt2)
+    parent, attribute = _tl._blocks.layer_list(tiny_gpt2)
     assert getattr(parent, attribute) is tiny_gpt2.blocks
 
 
@@ -176,13 +176,15 @@ def test_prefix_is_refused_where_layer_types_do_not_repeat(tiny_dirs, monkeypatc
     config.layer_types = ["full_attention", "sliding_attention", "full_attention"]
     forwards = []
     real_capture = _tl.capture
-    monkeypatch.setattr(_tl, "capture", lambda *a, **k: forwards.append(1) or real_capture(*a, **k))
+    monkeypatch.setattr(
+        _tl._reuse, "capture", lambda *a, **k: forwards.append(1) or real_capture(*a, **k)
+    )
     try:
         # layer 1 would run with layer 0's type: refused from the config, before any forward
-        assert _tl._check_prefix(model, [1]) == {1: False} and not forwards
+        assert _tl._reuse._check_prefix(model, [1]) == {1: False} and not forwards
         config.layer_types = ["full_attention"] * 3
-        assert _tl._check_prefix(model, [1, 2]) == {1: True, 2: True} and forwards
+        assert _tl._reuse._check_prefix(model, [1, 2]) == {1: True, 2: True} and forwards
     finally:
         del config.layer_types
-    assert _tl._check_prefix(model, [0, 3]) == {0: False, 3: False}  # nothing to start from
+    assert _tl._reuse._check_prefix(model, [0, 3]) == {0: False, 3: False}  # nothing to start from
     assert _tl.prefix_layers(model, [2, 0, 1]) == [2, 1]

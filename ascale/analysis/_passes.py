@@ -31,6 +31,7 @@ __all__ = [
     "gradients",
     "mean_acts",
     "patched_deltas",
+    "shared_length",
 ]
 
 Acts = dict[str, Tensor]
@@ -149,6 +150,17 @@ def clean_deltas(model: HookedModel, data: ContrastSet, batch_size: int = 64) ->
         )
 
 
+def shared_length(data: ContrastSet, corrupted: ContrastSet | None) -> int:
+    """How many first positions every prompt of `data` shares with its counterfactual: before
+    the first token where they differ, the two runs are one run, so patching or ablating a
+    component there to its counterfactual value changes nothing (0 without `corrupted`)."""
+    if corrupted is None or corrupted.tokens.shape != data.tokens.shape:
+        return 0
+    same = (data.tokens == corrupted.tokens).all(0)  # [pos]: every prompt agrees there
+    differs = (~same).nonzero()
+    return int(differs[0]) if len(differs) else data.n_pos - 1
+
+
 def patched_deltas(
     model: HookedModel,
     batch: ContrastSet,
@@ -156,27 +168,37 @@ def patched_deltas(
     rows: Bool[Tensor, "copy component"],
     source: Acts,
     resid: dict[int, Tensor] | None = None,
+    shared: _tl.Shared | None = None,
 ) -> Float[Tensor, "copy batch"]:
     """Δ per prompt in one copy of `batch` per row of ``rows [copy, component]``; copy ``c``
     takes `source` at every component set in ``rows[c]`` (the rest run as they are).
 
     With `resid` (the clean residual entering each block of the grid, `capture_with_resid`),
-    the pass starts at the lowest block it patches (`_tl.Prefix`).
+    the pass starts at the lowest block it patches (`_tl.Prefix`). With `shared` (the clean
+    keys and values of the batch's first ``shared.n`` positions, `_tl.shared_of`), only the
+    later positions run: the caller vouches that `source` equals the clean run before them
+    (`shared_length`), so the components there are left as they are.
     """
-    copies = rows.shape[0]
+    copies, n = rows.shape[0], 0 if shared is None else shared.n
     masks = grid.masks(rows)
     hooks = [
-        (name, functools.partial(_patch, mask=mask.to(source[name].device), source=source[name]))
+        (
+            name,
+            functools.partial(
+                _patch, mask=mask[:, n:].to(source[name].device), source=source[name][:, n:]
+            ),
+        )
         for name, mask in masks.items()
     ]
     prefix = None
     first = _tl.first_block(list(masks))
     if resid and first in resid:
-        start = einops.repeat(resid[first], "batch ... -> (copy batch) ...", copy=copies)
+        start = einops.repeat(resid[first][:, n:], "batch ... -> (copy batch) ...", copy=copies)
         prefix = _tl.Prefix(first, start)
+    repeated = None if shared is None else shared.repeat(copies)
     with _tl.attach(model, hooks):
         tokens = einops.repeat(_tokens(batch, model), "batch pos -> (copy batch) pos", copy=copies)
-        logits = _tl.run(model, tokens, last_only=True, prefix=prefix)
+        logits = _tl.run(model, tokens, last_only=True, prefix=prefix, shared=repeated)
     return einops.rearrange(
         _deltas(logits, batch, copies), "(copy batch) -> copy batch", copy=copies
     )

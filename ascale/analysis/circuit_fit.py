@@ -88,9 +88,15 @@ def fit_circuit(
     scalars.bind(data.n_pos)
     grid, generator = scalars.grid, torch.Generator().manual_seed(seed)
     source = _ablated(model, scalars, data, corrupted)
-    m_clean, gap = _clean(model, scalars, data, source)
+    # before the first token a counterfactual changes, ablation is a no-op: every pass starts
+    # after those positions, from their clean keys and values (`_tl.Shared`)
+    counterfactual = scalars.ablation == "counterfactual"
+    shared = _tl.shared_of(
+        model, data.tokens, _passes.shared_length(data, corrupted) if counterfactual else 0
+    )
+    m_clean, gap = _clean(model, scalars, data, source, shared)
     with frozen(model):  # the gradient goes to the keep mask only
-        _first_order_start(model, scalars, data, source, gap)
+        _first_order_start(model, scalars, data, source, gap, shared)
     sizes, weights = _sizes(len(grid))
     optimizer = torch.optim.SGD(list(scalars.parameters()), lr=lr)
     history: dict[str, list[float]] = {"loss": [], "f": [], "k": []}
@@ -105,7 +111,8 @@ def fit_circuit(
             k = sizes[int(torch.multinomial(weights, 1, generator=generator))]
             keep = scalars.mask(k, temperature)
             batch = data.subset(rows)
-            m = _masked_m(model, scalars, batch, {n: a[rows] for n, a in source.items()}, keep)
+            part = {n: a[rows] for n, a in source.items()}
+            m = _masked_m(model, scalars, batch, part, keep, _rows(shared, rows))
             loss = _loss(objective, m, m_clean[rows], gap)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -192,7 +199,11 @@ def _ablated(
 
 
 def _clean(
-    model: HookedModel, scalars: CircuitScalars, data: ContrastSet, source: dict[str, Tensor]
+    model: HookedModel,
+    scalars: CircuitScalars,
+    data: ContrastSet,
+    source: dict[str, Tensor],
+    shared: _tl.Shared | None,
 ) -> tuple[Tensor, float]:
     """Each prompt's clean ``m``, and the clean-to-ablated gap of the mean ``m``."""
     n = len(scalars.grid)
@@ -201,7 +212,7 @@ def _clean(
         m_empty = torch.cat(
             [
                 _masked_m(model, scalars, data.subset(r), {k: a[r] for k, a in source.items()},
-                          torch.zeros(n))
+                          torch.zeros(n), _rows(shared, r))
                 for r in _passes.chunks(range(len(data)), 64)
             ]
         )  # fmt: skip
@@ -220,6 +231,7 @@ def _first_order_start(
     data: ContrastSet,
     source: dict[str, Tensor],
     gap: float,
+    shared: _tl.Shared | None,
 ) -> None:
     """Scores start tiny, in attribution patching's order: ``∂m/∂s`` at the clean model (``s =
     1``) over `data`, scaled to at most 0.01. Components the fit never moves keep that order
@@ -229,7 +241,8 @@ def _first_order_start(
     total = torch.zeros(n)
     for rows in _passes.chunks(range(len(data)), 16):
         batch = data.subset(rows)
-        m = _masked_m(model, scalars, batch, {k: a[rows] for k, a in source.items()}, keep)
+        part = {k: a[rows] for k, a in source.items()}
+        m = _masked_m(model, scalars, batch, part, keep, _rows(shared, rows))
         (grad,) = torch.autograd.grad(m.sum() / gap, keep)
         total += grad.detach().cpu()
     largest = float(total.abs().max())
@@ -259,13 +272,19 @@ def _masked_m(
     batch: ContrastSet,
     source: dict[str, Tensor],
     keep: Tensor,
+    shared: _tl.Shared | None = None,
 ) -> Tensor:
-    """``m`` of each prompt with the circuit `keep` (everything else ablated to `source`)."""
+    """``m`` of each prompt with the circuit `keep` (everything else ablated to `source`),
+    from `shared`'s positions on where given."""
     device = _tl.first_device(model)
-    with scalars.circuit(model, source, keep):
-        logits = _tl.run(model, batch.tokens.to(device), last_only=True)[:, -1]
+    with scalars.circuit(model, source, keep, start=0 if shared is None else shared.n):
+        logits = _tl.run(model, batch.tokens.to(device), last_only=True, shared=shared)[:, -1]
     correct, wrong = (ids.to(logits.device) for ids in (batch.correct_ids, batch.wrong_ids))
     return -answer_logit_diff(logits.float(), correct, wrong)
+
+
+def _rows(shared: _tl.Shared | None, rows: Tensor | list[int]) -> _tl.Shared | None:
+    return None if shared is None else shared.rows(rows)
 
 
 def _loss(objective: str, m: Tensor, m_clean: Tensor, gap: float) -> Tensor:

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ascale import _tl
 from ascale._types import HookedModel
 from ascale.analysis import _passes
 from ascale.analysis.results import AttributionResult
@@ -172,25 +173,31 @@ def score_circuits(
     for i in range(n_random):
         perm = rng.permutation(n)
         orders[f"random#{i}"] = (perm, perm)
-    # every distinct circuit (as a keep mask), then f for each
+    # every distinct circuit (as a keep mask), then f for each; a component whose ablation is
+    # a no-op (before the first token a counterfactual changes) counts as kept, so circuits
+    # that differ only there are scored once
+    n_shared = _passes.shared_length(data, corrupted) if ablation == "counterfactual" else 0
+    no_op = torch.tensor([c.pos is not None and c.pos < n_shared for c in grid.components])
     circuits: dict[bytes, Tensor] = {}
     plan: list[tuple[str, float, int, bytes, bytes]] = []
     for name, (signed, absolute) in orders.items():
         for p, k in zip(fractions, ks, strict=True):
             keys = []
             for order in (signed, absolute):
-                keep = torch.zeros(n, dtype=torch.bool)
+                keep = no_op.clone()
                 keep[torch.as_tensor(order[:k])] = True
                 key = keep.numpy().tobytes()
                 circuits.setdefault(key, keep)
                 keys.append(key)
             plan.append((name, p, k, keys[0], keys[1]))
-    empty = torch.zeros(n, dtype=torch.bool)
+    empty = no_op.clone()
     circuits.setdefault(empty.numpy().tobytes(), empty)
+    full = torch.ones(n, dtype=torch.bool).numpy().tobytes()
+    circuits.pop(full, None)  # the whole grid kept is the clean model
     with torch.inference_mode():
         m = _circuit_metrics(model, data, corrupted, grid, ablation, circuits, max_batch, progress)
-    m_clean = m[torch.ones(n, dtype=torch.bool).numpy().tobytes()] if n in ks else None
-    m_clean = m_clean if m_clean is not None else _clean_metric(model, data)
+        m[full] = _clean_metric(model, data)
+    m_clean = m[full]
     m_empty = m[empty.numpy().tobytes()]
     gap = m_clean - m_empty
     if abs(gap) < 1e-6:
@@ -260,13 +267,17 @@ def _circuit_metrics(
     )
     names = grid.hook_names()
     mean = _passes.mean_acts(model, data, names) if ablation == "mean" else None
+    # before the first token a counterfactual changes, ablating to it is a no-op: those
+    # positions run once per batch, not once per circuit
+    n_shared = _passes.shared_length(data, corrupted) if ablation == "counterfactual" else 0
     for start in range(0, len(data), chunk):
         rows = list(range(start, min(start + chunk, len(data))))
         batch = data.subset(rows)
         source = _passes.capture_source(model, data, corrupted, rows, names, ablation, mean)
+        shared = _tl.shared_of(model, batch.tokens, n_shared)
         for first in range(0, len(keys), per_pass):
             group = ablate[first : first + per_pass]
-            delta = _passes.patched_deltas(model, batch, grid, group, source)  # [copy, prompt]
+            delta = _passes.patched_deltas(model, batch, grid, group, source, shared=shared)
             totals[first : first + len(group)] += (-delta).sum(-1).cpu()  # m = -Δ
             bar.update(len(group))
     bar.close()

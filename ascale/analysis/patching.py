@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ascale import _tl
 from ascale._types import HookedModel
 from ascale.analysis import _passes
 from ascale.analysis._passes import Acts
@@ -101,11 +102,15 @@ def activation_patching(
     mean = (
         _passes.mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
     )
+    # before the first token the corrupted prompts change, patching is a no-op (effect 0): those
+    # components are not run, and the others' passes start after those positions (`_tl.Shared`)
+    n_shared = _passes.shared_length(data, corrupted)
+    live = [i for i, c in enumerate(comps) if c.pos is None or c.pos >= n_shared]
     # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
-    # from the clean residual entering block l (`models.Prefix`)
-    order = sorted(range(len(comps)), key=lambda i: comps[i].layer)
+    # from the clean residual entering block l (`_tl.Prefix`)
+    order = sorted(live, key=lambda i: comps[i].layer)
     chunks = _passes.chunks(range(len(data)), chunk)
-    n_passes = sum(-(-len(comps) // max(1, max_batch // len(rows))) for rows in chunks)
+    n_passes = sum(-(-len(order) // max(1, max_batch // len(rows))) for rows in chunks)
     bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
     with torch.inference_mode():
         for rows in chunks:
@@ -116,12 +121,13 @@ def activation_patching(
                 base_delta + float(delta.sum()),
                 source_delta + float(src_delta.sum()),
             )
+            shared = _tl.shared_of(model, batch.tokens, n_shared)
             per_pass = max(1, max_batch // len(rows))
             for start in range(0, len(order), per_pass):
                 group = torch.tensor(order[start : start + per_pass])
                 rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
                 rows_[torch.arange(len(group)), group] = True
-                patched = _passes.patched_deltas(model, batch, grid, rows_, src_acts, resid)
+                patched = _passes.patched_deltas(model, batch, grid, rows_, src_acts, resid, shared)
                 totals[group] += patched.sum(-1).cpu() - float(delta.sum())
                 bar.update(1)
     bar.close()

@@ -89,6 +89,7 @@ class CircuitScalars(Intervention):
         self.ablation = ablation
         self._source: Mapping[str, Tensor] | None = None
         self._keep: dict[str, Tensor] = {}
+        self._start = 0  # the first position a pass feeds (`circuit(start=...)`)
 
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         return (self.dims["n_heads"],) if site.per_head else ()
@@ -108,10 +109,14 @@ class CircuitScalars(Intervention):
         source: Mapping[str, Tensor],
         keep: Float[Tensor, " component"],
         beta: Beta = 1.0,
+        *,
+        start: int = 0,
     ) -> Iterator[HookedModel]:
         """Run `model` with only `keep` of each component (a ``[component]`` vector in grid
         order, e.g. `mask`), the rest replaced by `source` (hook name -> ablated activations
-        of the batch, ``[batch, pos, ...]``).
+        of the batch, ``[batch, pos, ...]``). With `start`, the passes inside feed positions
+        ``start..`` only (a `_tl.Shared` run): the hooks edit those positions of `source` and
+        `keep`, and the caller vouches that ablating the earlier ones is a no-op.
 
         Example:
             >>> circuit = CircuitScalars(model, sites="heads", n_pos=train.n_pos)
@@ -122,12 +127,12 @@ class CircuitScalars(Intervention):
         missing = [name for name in self.hook_names if name not in source]
         if missing:
             raise AscaleError(f"the ablated activations lack the hook(s) {missing}")
-        self._source, self._keep = source, self.grid.to_params(keep)
+        self._source, self._keep, self._start = source, self.grid.to_params(keep), start
         try:
             with self.applied(model, beta):
                 yield model
         finally:
-            self._source, self._keep = None, {}
+            self._source, self._keep, self._start = None, {}, 0
 
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
         name = site.hook_name(site.layers[k])
@@ -138,15 +143,15 @@ class CircuitScalars(Intervention):
                     "circuit scalars ablate towards the batch's own ablated activations: run "
                     "the model inside `with scalars.circuit(model, source, keep)`"
                 )
-            if self.position_tied and act.shape[1] != self.n_pos:
+            start, n = self._start, self._start + act.shape[1]
+            if self.position_tied and n != self.n_pos:
                 raise PromptLengthError(
-                    f"CircuitScalars is tied to prompts of {self.n_pos} tokens, got "
-                    f"{act.shape[1]} at {name}"
+                    f"CircuitScalars is tied to prompts of {self.n_pos} tokens, got {n} at {name}"
                 )
-            keep = self._full_keep(self._keep[site.name][k].to(act.device), act.shape[1])
+            keep = self._full_keep(self._keep[site.name][k].to(act.device), n)[start:]
             weight = 1 - _beta_like(beta, act) * (1 - keep[None, ..., None])
             # lerp is exact at both ends: weight 1 gives act, weight 0 the source
-            source = self._source[name].to(act.device, act.dtype)
+            source = self._source[name][:, start:].to(act.device, act.dtype)
             return torch.lerp(source, act, weight.to(act.dtype))
 
         return hook

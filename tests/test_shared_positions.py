@@ -1,0 +1,126 @@
+"""Shared positions (`_tl.Shared`): passes that start after the positions every run shares give
+the full passes' results, in the forward pass itself, activation patching, circuit scoring and
+circuit fits (tiny models: mechanics)."""
+
+import pytest
+import torch
+
+import ascale
+from ascale import _tl
+from ascale.analysis import _passes
+from ascale.analysis.circuit_fit import fit_circuit
+from ascale.analysis.circuits import score_circuits
+from ascale.analysis.patching import activation_patching
+from ascale.data import ContrastSet
+from ascale.grid import Grid
+from ascale.testing import TEMPLATE, ioi_like_rows
+
+
+def _late_corruption(model, n: int = 6) -> tuple[ContrastSet, ContrastSet]:
+    """Clean IOI-like rows and a counterfactual that changes only the subject's second mention
+    ("... the store, X gave"): every earlier position is shared."""
+    clean_rows, _ = ioi_like_rows(n)
+    corrupt_rows = []
+    for i, row in enumerate(clean_rows):
+        a, b = row["correct"], row["wrong"]
+        other = clean_rows[(i + 1) % n]["correct"]
+        other = other if other not in (a, b) else clean_rows[(i + 2) % n]["correct"]
+        prompt = TEMPLATE.replace("{B} gave", "{C} gave").format(A=a, B=b, C=other)
+        corrupt_rows.append({**row, "prompt": prompt})
+    clean = ContrastSet.from_rows(clean_rows, model)
+    return clean, ContrastSet.from_rows(corrupt_rows, model)
+
+
+def _without_shared(monkeypatch):
+    monkeypatch.setattr(_tl, "shared_of", lambda *args, **kwargs: None)
+
+
+def test_a_run_from_shared_positions_equals_the_full_run(tiny):
+    clean, corrupted = _late_corruption(tiny)
+    n = _passes.shared_length(clean, corrupted)
+    assert 0 < n < clean.n_pos - 1  # the test rows share a prefix and differ after it
+    assert _tl.shared_supported(tiny)
+    shared = _tl.shared_of(tiny, clean.tokens, n)
+    assert shared is not None and shared.n == n and len(shared) == len(clean)
+    with torch.no_grad():
+        full = _tl.run(tiny, clean.tokens, last_only=True)
+        part = _tl.run(tiny, clean.tokens, last_only=True, shared=shared)
+        twice = _tl.run(tiny, clean.tokens.repeat(2, 1), last_only=True, shared=shared.repeat(2))
+        some = _tl.run(tiny, clean.tokens[[2, 0]], last_only=True, shared=shared.rows([2, 0]))
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(twice, full.repeat(2, 1, 1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(some, full[[2, 0]], atol=1e-5, rtol=1e-5)
+
+
+def test_the_cache_reaches_the_attention_bridges_only_through_the_hand_over(tiny):
+    """transformer-lens 4.3's attention bridges read ``past_key_values``; transformers 5.x passes
+    ``cache``: without `cache_seen` the later positions attend to themselves alone. Should this
+    fail, TransformerLens reads the cache itself now and `cache_seen` can go."""
+    clean, corrupted = _late_corruption(tiny)
+    n = _passes.shared_length(clean, corrupted)
+    shared = _tl.shared_of(tiny, clean.tokens, n)
+    assert shared is not None
+    with torch.no_grad():
+        full = _tl.run(tiny, clean.tokens, last_only=True)
+        blind = tiny(clean.tokens[:, n:], cache=shared.cache(tiny.original_model.config))
+    assert (blind[:, -1] - full[:, -1]).abs().max() > 1e-3
+
+
+def test_shared_length_is_the_first_position_any_counterfactual_changes(tiny):
+    clean, corrupted = _late_corruption(tiny)
+    n = _passes.shared_length(clean, corrupted)
+    assert bool((clean.tokens[:, :n] == corrupted.tokens[:, :n]).all())
+    assert not bool((clean.tokens[:, n] == corrupted.tokens[:, n]).all())
+    assert _passes.shared_length(clean, None) == 0
+    assert _passes.shared_length(clean, clean) == clean.n_pos - 1  # identical: the last runs
+
+
+def test_activation_patching_skips_the_shared_positions_and_equals_the_full_passes(
+    tiny, monkeypatch
+):
+    clean, corrupted = _late_corruption(tiny)
+    n = _passes.shared_length(clean, corrupted)
+    fast = activation_patching(tiny, clean, corrupted, sites="heads,mlp_out", max_batch=12)
+    _without_shared(monkeypatch)
+    slow = activation_patching(tiny, clean, corrupted, sites="heads,mlp_out", max_batch=12)
+    a, b = (r.components.set_index("component").sort_index() for r in (fast, slow))
+    assert float(a["value"].abs().max()) > 1e-3
+    torch.testing.assert_close(
+        torch.tensor(a["value"].to_numpy()),
+        torch.tensor(b["value"].to_numpy()),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    before = a[a["pos"] < n]["value"]
+    assert len(before) > 0 and bool((before == 0).all())  # patched to itself: no effect
+
+
+def test_circuit_scores_equal_the_full_passes(tiny, monkeypatch):
+    clean, corrupted = _late_corruption(tiny)
+    ranking = activation_patching(tiny, clean, corrupted, sites="heads,mlp_out", progress=False)
+    grid = Grid.build(tiny, clean.n_pos, sites="heads,mlp_out")
+    fast = score_circuits(tiny, clean, [ranking], grid=grid, corrupted=corrupted, n_random=2)
+    _without_shared(monkeypatch)
+    slow = score_circuits(tiny, clean, [ranking], grid=grid, corrupted=corrupted, n_random=2)
+    assert fast.m_clean == pytest.approx(slow.m_clean, abs=1e-5)
+    assert fast.m_ablated == pytest.approx(slow.m_ablated, abs=1e-5)
+    for column in ("f_signed", "f_abs"):
+        torch.testing.assert_close(
+            torch.tensor(fast.curves[column].to_numpy()),
+            torch.tensor(slow.curves[column].to_numpy()),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+
+
+def test_a_circuit_fit_from_shared_positions_equals_the_full_one(tiny, monkeypatch):
+    clean, corrupted = _late_corruption(tiny)
+    scores = []
+    for shared in (True, False):
+        if not shared:
+            _without_shared(monkeypatch)
+        circuit = ascale.CircuitScalars(tiny, sites="heads,mlp_out", n_pos=clean.n_pos)
+        fit_circuit(tiny, circuit, clean, corrupted, steps=4, batch_size=4, progress=False)
+        scores.append(circuit.scores().detach())
+    assert scores[0].abs().max() > 0
+    torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=1e-4)
