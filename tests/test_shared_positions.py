@@ -13,6 +13,7 @@ from ascale.analysis.circuits import score_circuits
 from ascale.analysis.patching import activation_patching
 from ascale.data import ContrastSet
 from ascale.grid import Grid
+from ascale.interventions import build
 from ascale.testing import TEMPLATE, ioi_like_rows
 
 
@@ -124,3 +125,36 @@ def test_a_circuit_fit_from_shared_positions_equals_the_full_one(tiny, monkeypat
         scores.append(circuit.scores().detach())
     assert scores[0].abs().max() > 0
     torch.testing.assert_close(scores[0], scores[1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["scalars", "vectors"])
+def test_a_steering_fit_at_the_last_positions_equals_the_full_one(tiny, monkeypatch, method):
+    """An intervention bound to the last positions edits nothing before them: fit and
+    evaluate run only those positions, from the clean keys and values of the rest."""
+    clean, _ = _late_corruption(tiny)
+    starts = []
+    real_run = _tl.run
+
+    def spy(model, tokens, *args, prefix=None, **kwargs):
+        starts.append(0 if prefix is None or prefix.shared is None else prefix.shared.n)
+        return real_run(model, tokens, *args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(_tl, "run", spy)
+    results = []
+    for shared in (True, False):
+        if not shared:
+            _without_shared(monkeypatch)
+        iv = build(method, tiny, sites="heads,mlp_out", positions=[-2, -1], n_pos=clean.n_pos)
+        assert iv.first_position == clean.n_pos - 2
+        ascale.fit(tiny, iv, clean, steps=3, batch_size=4, stop="none", progress=False)
+        metrics = ascale.evaluate(tiny, iv, clean)
+        results.append(([p.detach().clone() for p in iv.parameters()], metrics))
+    assert clean.n_pos - 2 in starts and 0 in starts  # the first fit ran from the shared positions
+    (fast, fast_metrics), (slow, slow_metrics) = results
+    assert max(float(p.abs().max()) for p in fast) > 0
+    for a, b in zip(fast, slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert fast_metrics.logit_diff_forward == pytest.approx(
+        slow_metrics.logit_diff_forward, abs=1e-4
+    )
+    assert fast_metrics.faithfulness_kl == pytest.approx(slow_metrics.faithfulness_kl, abs=1e-5)

@@ -39,19 +39,31 @@ class Prefix:
     still runs the blocks below (transformer-lens 4.3), so `run` also hides those blocks from
     the Hugging Face model for the pass. Where that does not reproduce the full forward on a
     model (`prefix_supported`), `prefix_of` returns a prefix at layer 0: the full forward.
+
+    With `shared`, the pass also starts after ``shared.n`` positions no edit reaches (see
+    `Shared`); `resid` then holds the later positions only (at layer 0: none, width 0).
     """
 
     layer: int
     resid: Float[Tensor, "batch pos d_model"]
+    shared: "Shared | None" = None  # positions before an edit: `resid` holds the later ones
 
     def rows(self, index: Tensor | Sequence[int]) -> "Prefix":
         """The prefix of a subset of the prompts (``index`` as in ``ContrastSet.subset``)."""
         index = torch.as_tensor(index, dtype=torch.long, device=self.resid.device)
-        return Prefix(self.layer, self.resid.index_select(0, index))
+        shared = None if self.shared is None else self.shared.rows(index)
+        return Prefix(self.layer, self.resid.index_select(0, index), shared)
+
+    def repeat(self, copies: int) -> "Prefix":
+        """For `copies` copies of the batch one after another (``(copy batch)`` rows)."""
+        resid = einops.repeat(self.resid, "batch ... -> (copy batch) ...", copy=copies)
+        return Prefix(
+            self.layer, resid, None if self.shared is None else self.shared.repeat(copies)
+        )
 
     def positions_from(self, n: int) -> "Prefix":
         """The same residual at positions ``n..`` only (to run beside a `Shared` of `n`)."""
-        return Prefix(self.layer, self.resid[:, n:])
+        return Prefix(self.layer, self.resid[:, n:], self.shared)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,8 @@ def run(
     if last_only and positions is not None:
         raise ValueError("pass last_only or positions, not both")
     cached: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if shared is None and prefix is not None:
+        shared = prefix.shared
     if shared is not None:
         if attention_mask is not None or positions is not None or len(shared) != len(tokens):
             raise ValueError(

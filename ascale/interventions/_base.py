@@ -69,6 +69,7 @@ class Intervention(nn.Module, ABC):
             if not self.positions:
                 raise AscaleError("positions is an empty list")
         self.n_pos: int | None = None
+        self._start = 0  # the first position a pass feeds (`applied(start=...)`)
         self.params = nn.ParameterDict()
         self._device = _tl.first_device(model)
         if positions == "shared":
@@ -171,17 +172,33 @@ class Intervention(nn.Module, ABC):
             for k, layer in enumerate(site.layers)
         ]
 
+    @property
+    def first_position(self) -> int:
+        """The first prompt position this intervention edits (0 unless bound to positions):
+        the clean run before it can be computed once (`ascale._tl.Shared`)."""
+        if self.position_tied and isinstance(self.positions, tuple) and self.positions:
+            return min(self.positions)
+        return 0
+
     @contextlib.contextmanager
-    def applied(self, model: HookedModel, beta: Beta = 1.0) -> Iterator[Any]:
+    def applied(self, model: HookedModel, beta: Beta = 1.0, *, start: int = 0) -> Iterator[Any]:
         """Context manager: run `model` (forward passes or ``generate``) with this intervention.
+
+        With `start`, the passes inside feed positions ``start..`` only (a `_tl.Shared` run);
+        the hooks edit those positions, and the caller vouches that the earlier ones need no
+        edit (``start`` at most `first_position`, or a no-op there).
 
         Example:
             >>> with scalars.applied(model, beta=1.0):
             ...     logits = model(tokens)
         """
         _tl.check_same_shape(self.dims, _tl.dims(model))
-        with _tl.attach(model, self.hooks(beta)):
-            yield model
+        self._start = start
+        try:
+            with _tl.attach(model, self.hooks(beta)):
+                yield model
+        finally:
+            self._start = 0
 
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
         name = site.hook_name(site.layers[k])
@@ -197,9 +214,10 @@ class Intervention(nn.Module, ABC):
             param = self.params[site.name][k].to(act.device)
             if not self.position_tied:
                 return self._edit(act, param, _beta_like(beta, act))
-            if n == self.n_pos:
+            if self._start + n == self.n_pos:
                 tracker[name] = n
-                return self._edit(act, self._full(param), _beta_like(beta, act))
+                full = self._full(param)[self._start :]
+                return self._edit(act, full, _beta_like(beta, act))
             if tracker.get(name, 0) >= (self.n_pos or 0) and n == 1:
                 return act  # a generated token beyond the trained prompt positions (KV cache)
             if n > (self.n_pos or 0) and tracker.get(name) == n - 1:

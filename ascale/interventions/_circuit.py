@@ -89,7 +89,6 @@ class CircuitScalars(Intervention):
         self.ablation = ablation
         self._source: Mapping[str, Tensor] | None = None
         self._keep: dict[str, Tensor] = {}
-        self._start = 0  # the first position a pass feeds (`circuit(start=...)`)
 
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         return (self.dims["n_heads"],) if site.per_head else ()
@@ -127,12 +126,12 @@ class CircuitScalars(Intervention):
         missing = [name for name in self.hook_names if name not in source]
         if missing:
             raise AscaleError(f"the ablated activations lack the hook(s) {missing}")
-        self._source, self._keep, self._start = source, self.grid.to_params(keep), start
+        self._source, self._keep = source, self.grid.to_params(keep)
         try:
-            with self.applied(model, beta):
+            with self.applied(model, beta, start=start):
                 yield model
         finally:
-            self._source, self._keep, self._start = None, {}, 0
+            self._source, self._keep = None, {}
 
     def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
         name = site.hook_name(site.layers[k])

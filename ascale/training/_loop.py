@@ -223,10 +223,11 @@ class Loop:
         first = _tl.first_block(intervention.hook_names)
         width = int(train.tokens.shape[1])
         _memory.check_step_memory(model, 2, min(s.batch_size, len(train)), width, first)
-        self.prefix = _passes.clean_prefix(model, train, first, s.batch_size)
+        position = intervention.first_position  # and the positions before its first edit
+        self.prefix = _passes.clean_prefix(model, train, first, s.batch_size, position)
         self.clean = _passes.clean_log_probs(model, train, s.batch_size, self.prefix)
         if val is not None:
-            self.val_prefix = _passes.clean_prefix(model, val, first, s.batch_size)
+            self.val_prefix = _passes.clean_prefix(model, val, first, s.batch_size, position)
             self.val_clean = _passes.clean_log_probs(model, val, s.batch_size, self.val_prefix)
         self.params = list(intervention.parameters())
         distributed.broadcast_parameters(self.params)  # one starting point on every rank

@@ -56,8 +56,11 @@ def answer_logits(
         >>> tuple(logits.shape) == (len(train), model.cfg.d_vocab), logits.dtype
         (True, torch.float32)
     """
+    start = 0 if prefix is None or prefix.shared is None else prefix.shared.n
     context = (
-        contextlib.nullcontext() if intervention is None else intervention.applied(model, beta)
+        contextlib.nullcontext()
+        if intervention is None
+        else intervention.applied(model, beta, start=start)
     )
     # Only the answer columns are unembedded (`_tl.run`): without right padding (always,
     # for position-tied data) the last one; with it, each length's last real token.
@@ -108,26 +111,37 @@ def clean_log_probs(
 
 
 def clean_prefix(
-    model: HookedModel, data: ContrastSet, layer: int, batch_size: int
+    model: HookedModel, data: ContrastSet, layer: int, batch_size: int, start: int = 0
 ) -> _tl.Prefix | None:
-    """The clean residual entering block `layer` for every prompt of `data`.
+    """The clean residual entering block `layer` for every prompt of `data`, and the clean
+    keys and values of its first `start` positions (`_tl.Shared`; an intervention's
+    `first_position`: nothing edits before it).
 
-    ``None`` (the full forward runs instead) at layer 0, when it would take more than
-    `PREFIX_MEMORY` bytes, or where the model does not support prefix reuse
-    (`_tl.prefix_supported`).
+    ``None`` (the full forward runs instead) at layer 0 and position 0, when the residual
+    would take more than `PREFIX_MEMORY` bytes, with padding (no shared positions then), or
+    where the model does not support either reuse (`_tl.prefix_supported`,
+    `_tl.shared_supported`).
 
     Example:
         >>> clean_prefix(model, train, 0, batch_size=4) is None  # nothing below block 0
         True
     """
     d_model = int(model.cfg.d_model)
-    if layer <= 0 or data.tokens.numel() * d_model * 4 > PREFIX_MEMORY:
-        return None
-    with torch.no_grad():  # not inference_mode: the residual enters the autograd graph later
-        prefix = _tl.prefix_of(
-            model, data.tokens, layer, data.attention_mask, batch_size=batch_size
+    padded = not bool((data.lengths == data.tokens.shape[1]).all())
+    shared = None if padded else _tl.shared_of(model, data.tokens, start, batch_size=batch_size)
+    prefix = None
+    if layer > 0 and data.tokens.numel() * d_model * 4 <= PREFIX_MEMORY:
+        with torch.no_grad():  # not inference_mode: the residual enters the autograd graph
+            prefix = _tl.prefix_of(
+                model, data.tokens, layer, data.attention_mask, batch_size=batch_size
+            )
+    if prefix is not None and prefix.layer > 0:
+        return _tl.Prefix(prefix.layer, prefix.resid, shared).positions_from(
+            0 if shared is None else shared.n
         )
-    return prefix if prefix.layer > 0 else None
+    if shared is None:
+        return None
+    return _tl.Prefix(0, torch.zeros((len(data), data.n_pos - shared.n, 0)), shared)
 
 
 def prefix_rows(prefix: _tl.Prefix | None, index: Tensor, batch: ContrastSet) -> _tl.Prefix | None:
@@ -136,6 +150,8 @@ def prefix_rows(prefix: _tl.Prefix | None, index: Tensor, batch: ContrastSet) ->
     if prefix is None:
         return None
     rows = prefix.rows(index)
+    if rows.shared is not None:  # unpadded: the residual is the batch's width already
+        return rows
     return _tl.Prefix(rows.layer, rows.resid[:, : batch.tokens.shape[1]])
 
 
@@ -179,7 +195,7 @@ def step_terms(
     beta = torch.cat([torch.ones(n), -torch.ones(n)]).to(device)
     doubled = stack_twice(batch)
     if prefix is not None:
-        prefix = _tl.Prefix(prefix.layer, prefix.resid.repeat(2, 1, 1))
+        prefix = prefix.repeat(2)
     logits = answer_logits(model, intervention, doubled, beta, prefix)
     correct, wrong = doubled.correct_ids.to(device), doubled.wrong_ids.to(device)
     delta = answer_logit_diff(logits, correct, wrong)

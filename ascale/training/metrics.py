@@ -170,11 +170,12 @@ def evaluate(
     kls: list[Tensor] = []
     device = _tl.output_device(model)
     first = _tl.first_block(intervention.hook_names)  # the blocks below run once a batch
+    position = intervention.first_position  # and the positions before it
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
             batch = data.subset(range(start, min(start + batch_size, len(data))))
             ids = (batch.correct_ids.to(device), batch.wrong_ids.to(device))
-            prefix = _passes.clean_prefix(model, batch, first, batch_size)
+            prefix = _passes.clean_prefix(model, batch, first, batch_size, position)
             clean_logits = _passes.answer_logits(model, None, batch, 0.0, prefix)
             clean = masked_log_probs(clean_logits, *ids)
             deltas[0.0].append(answer_logit_diff(clean_logits, *ids))
