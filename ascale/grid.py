@@ -191,6 +191,13 @@ class Grid:
         """Position slots: one per position, or one shared by every position."""
         return 1 if self.positions is None else len(self.positions)
 
+    @property
+    def first_position(self) -> int:
+        """The first prompt position a component sits at (0 for a shared slot): every pass
+        that patches or ablates only this grid's components runs the earlier positions as the
+        clean model does."""
+        return self.positions[0] if self.positions else 0
+
     def layout(self, site: Site) -> tuple[int, int]:
         """``(layers, slots)``: how an intervention lays out `site`'s parameters, before the
         unit (a head's scalar, a vector) of each."""

@@ -158,3 +158,56 @@ def test_a_steering_fit_at_the_last_positions_equals_the_full_one(tiny, monkeypa
         slow_metrics.logit_diff_forward, abs=1e-4
     )
     assert fast_metrics.faithfulness_kl == pytest.approx(slow_metrics.faithfulness_kl, abs=1e-5)
+
+
+def _spy_shared(monkeypatch) -> list[int]:
+    """The `n` of every `_tl.shared_of` call from here on."""
+    calls: list[int] = []
+    real = _tl.shared_of
+
+    def spy(model, tokens, n, **kwargs):
+        calls.append(int(n))
+        return real(model, tokens, n, **kwargs)
+
+    monkeypatch.setattr(_tl, "shared_of", spy)
+    return calls
+
+
+def test_a_grid_at_the_last_positions_runs_only_those_and_equals_the_full_passes(tiny, monkeypatch):
+    """Nothing is patched or ablated before a grid's first position: patching, circuit scores
+    and circuit fits run only the later positions, with or without a counterfactual (here the
+    mean ablation, and a counterfactual that changes the first name)."""
+    clean_rows, corrupt_rows = ioi_like_rows(6)
+    clean = ContrastSet.from_rows(clean_rows, tiny)
+    corrupted = ContrastSet.from_rows(corrupt_rows, tiny)
+    last = [-2, -1]
+    grid = Grid.build(tiny, clean.n_pos, sites="heads,mlp_out", positions=last)
+    assert grid.first_position == clean.n_pos - 2
+    assert _passes.clean_length(grid, clean, corrupted) == clean.n_pos - 2
+
+    def everything():
+        patched = activation_patching(
+            tiny, clean, sites="heads,mlp_out", positions=last, ablation="mean", progress=False
+        )
+        scored = score_circuits(tiny, clean, [patched], grid=grid, corrupted=corrupted, n_random=1)
+        circuit = ascale.CircuitScalars(
+            tiny, sites="heads,mlp_out", positions=last, ablation="mean"
+        )
+        fit_circuit(tiny, circuit, clean, corrupted, steps=3, batch_size=4, progress=False)
+        return patched.components["value"].to_numpy(), scored.curves, circuit.scores().detach()
+
+    calls = _spy_shared(monkeypatch)
+    fast = everything()
+    assert calls and set(calls) == {clean.n_pos - 2}
+    _without_shared(monkeypatch)
+    slow = everything()
+    assert abs(fast[0]).max() > 1e-3 and float(fast[2].abs().max()) > 0
+    torch.testing.assert_close(torch.tensor(fast[0]), torch.tensor(slow[0]), atol=1e-5, rtol=1e-4)
+    for column in ("f_signed", "f_abs"):
+        torch.testing.assert_close(
+            torch.tensor(fast[1][column].to_numpy()),
+            torch.tensor(slow[1][column].to_numpy()),
+            atol=1e-4,
+            rtol=1e-4,
+        )
+    torch.testing.assert_close(fast[2], slow[2], atol=1e-5, rtol=1e-4)

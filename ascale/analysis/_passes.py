@@ -28,6 +28,7 @@ __all__ = [
     "capture_with_resid",
     "chunks",
     "clean_deltas",
+    "clean_length",
     "gradients",
     "mean_acts",
     "patched_deltas",
@@ -159,6 +160,14 @@ def shared_length(data: ContrastSet, corrupted: ContrastSet | None) -> int:
     same = (data.tokens == corrupted.tokens).all(0)  # [pos]: every prompt agrees there
     differs = (~same).nonzero()
     return int(differs[0]) if len(differs) else data.n_pos - 1
+
+
+def clean_length(grid: Grid, data: ContrastSet, corrupted: ContrastSet | None) -> int:
+    """How many first positions every pass that patches `grid`'s components towards
+    `corrupted` (or `data`'s own runs, without it) leaves as the clean run: those before the
+    grid's first position (nothing there is patched) or before `shared_length` (patching there
+    changes nothing)."""
+    return max(grid.first_position, shared_length(data, corrupted))
 
 
 def patched_deltas(

@@ -88,11 +88,12 @@ def fit_circuit(
     scalars.bind(data.n_pos)
     grid, generator = scalars.grid, torch.Generator().manual_seed(seed)
     source = _ablated(model, scalars, data, corrupted)
-    # before the first token a counterfactual changes, ablation is a no-op: every pass starts
-    # after those positions, from their clean keys and values (`_tl.Shared`)
+    # before the first token a counterfactual changes, ablation is a no-op, and before the
+    # grid's first position nothing is ablated: every pass starts after those positions, from
+    # their clean keys and values (`_tl.Shared`)
     counterfactual = scalars.ablation == "counterfactual"
     shared = _tl.shared_of(
-        model, data.tokens, _passes.shared_length(data, corrupted) if counterfactual else 0
+        model, data.tokens, _passes.clean_length(grid, data, corrupted if counterfactual else None)
     )
     m_clean, gap = _clean(model, scalars, data, source, shared)
     with frozen(model):  # the gradient goes to the keep mask only

@@ -267,14 +267,15 @@ def _circuit_metrics(
     )
     names = grid.hook_names()
     mean = _passes.mean_acts(model, data, names) if ablation == "mean" else None
-    # before the first token a counterfactual changes, ablating to it is a no-op: those
-    # positions run once per batch, not once per circuit
-    n_shared = _passes.shared_length(data, corrupted) if ablation == "counterfactual" else 0
+    # before the first token a counterfactual changes, ablating to it is a no-op, and before
+    # the grid's first position nothing is ablated: those positions run once per batch, not
+    # once per circuit
+    n_clean = _passes.clean_length(grid, data, corrupted if ablation == "counterfactual" else None)
     for start in range(0, len(data), chunk):
         rows = list(range(start, min(start + chunk, len(data))))
         batch = data.subset(rows)
         source = _passes.capture_source(model, data, corrupted, rows, names, ablation, mean)
-        shared = _tl.shared_of(model, batch.tokens, n_shared)
+        shared = _tl.shared_of(model, batch.tokens, n_clean)
         for first in range(0, len(keys), per_pass):
             group = ablate[first : first + per_pass]
             delta = _passes.patched_deltas(model, batch, grid, group, source, shared=shared)

@@ -103,9 +103,11 @@ def activation_patching(
         _passes.mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
     )
     # before the first token the corrupted prompts change, patching is a no-op (effect 0): those
-    # components are not run, and the others' passes start after those positions (`_tl.Shared`)
+    # components are not run, and the others' passes start after those positions, or at the
+    # grid's first position if later (`_tl.Shared`)
     n_shared = _passes.shared_length(data, corrupted)
     live = [i for i, c in enumerate(comps) if c.pos is None or c.pos >= n_shared]
+    n_clean = _passes.clean_length(grid, data, corrupted)
     # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
     # from the clean residual entering block l (`_tl.Prefix`)
     order = sorted(live, key=lambda i: comps[i].layer)
@@ -121,7 +123,7 @@ def activation_patching(
                 base_delta + float(delta.sum()),
                 source_delta + float(src_delta.sum()),
             )
-            shared = _tl.shared_of(model, batch.tokens, n_shared)
+            shared = _tl.shared_of(model, batch.tokens, n_clean)
             per_pass = max(1, max_batch // len(rows))
             for start in range(0, len(order), per_pass):
                 group = torch.tensor(order[start : start + per_pass])
