@@ -12,6 +12,9 @@ from typing import Any
 from benchmarks import common
 from benchmarks.common import RESULTS
 
+#: `benchmarks.first_result` runs, in order: main before the first-result work, then after it
+FIRST_RESULT_RUNS = ("first_result_before", "first_result_run1", "first_result_run2")
+
 
 def _load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
@@ -378,8 +381,41 @@ def compile_section(r: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def compare_cost_section(r: dict[str, Any] | None) -> list[str]:
-    title = "## `ascale compare --task ioi`: now against before the localisation work"
+def first_result_section(runs: dict[str, dict[str, Any] | None]) -> list[str]:
+    """`first_result` runs by name: the demo's seconds and plain training steps, and stages."""
+    title = "## A first result: `ascale demo` in plain training steps"
+    present = {name: r for name, r in runs.items() if r is not None}
+    if not present:
+        return [title, "", "pending: run `python -m benchmarks first_result`", ""]
+    rows = []
+    for name, r in present.items():
+        stages = r["demo"]["summary"]["timings_s"]
+        rows.append(
+            [
+                f"`{name}`",
+                f"`{r['machine'].get('commit') if 'machine' in r else '?'}`",
+                r["demo_s"],
+                r["plain_step_s"]["median"],
+                r["demo_in_plain_steps"],
+                ", ".join(f"{k} {v}" for k, v in stages.items() if k != "compare"),
+            ]
+        )
+    targets = next(iter(present.values()))["targets"]
+    return [
+        title,
+        "",
+        f"{next(iter(present.values()))['benchmark']}; targets: {targets['seconds']} s and "
+        f"{targets['plain_steps']} plain steps. Each row is one run; its JSON names the machine.",
+        "",
+        *_table(["run", "commit", "demo s", "plain step s", "demo in steps", "stages (s)"], rows),
+        "",
+    ]
+
+
+def compare_cost_section(
+    r: dict[str, Any] | None,
+    title: str = "## `ascale compare --task ioi`: now against before the localisation work",
+) -> list[str]:
     if r is None:
         return [title, "", "pending: run `python -m benchmarks studies.compare_cost`", ""]
     rows = [[label, f"`{r[label]['commit']}`", r[label]["seconds"]] for label in ("before", "now")]
@@ -422,6 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     lines += paper_sizes_section(_load("paper_sizes"))
     lines += localisation_section(_load("localisation_cost"))
     lines += compare_cost_section(_load("compare_cost"))
+    lines += compare_cost_section(
+        _load("compare_cost_ioi"),
+        "## `ascale compare --task ioi`: now against before the first-result work",
+    )
+    lines += first_result_section({name: _load(name) for name in FIRST_RESULT_RUNS})
     lines += demo_section(_load("demo"))
     lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
     lines += gpu_capture_section(_load("gpu_capture"))

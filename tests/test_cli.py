@@ -569,6 +569,7 @@ def test_demo_scores_its_own_fits_as_the_map(tmp_path, capsys, tiny_model):
     assert list(circuits) == [
         "scalars",
         "vectors",
+        "circuit",
         "activation_patching",
         "attribution_patching",
         "random",
@@ -578,8 +579,12 @@ def test_demo_scores_its_own_fits_as_the_map(tmp_path, capsys, tiny_model):
         assert circuits[method]["flip+1"] == summary["test"][method]["flip_rate_forward"]
     saved = json.loads((out / "scalars" / "intervention.json").read_text())
     assert saved["metadata"]["hyperparameters"]["sparsity"] == "proximal"
+    assert saved["metadata"]["hyperparameters"]["settle"] == 1  # the demo's settling budget
+    # measured once, on the test split: compare takes the demo's metrics of its fits
+    assert set(json.loads((out / "scalars" / "metrics.json").read_text())) == {"test", "settings"}
     compared = json.loads((out / "compare.json").read_text())
     assert compared["info"]["ablation"] == "counterfactual"
+    assert all(1 <= summary["steps_run"][m] <= 2 for m in ("scalars", "vectors"))  # --steps 2
     stages = summary["timings_s"]  # where the demo's time goes
     assert {"load_model", "fit_and_evaluate_scalars", "compare_activation_patching"} <= set(stages)
     assert sum(v for k, v in stages.items() if k != "compare") <= summary["wall_time_s"] + 0.5

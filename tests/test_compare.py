@@ -51,12 +51,30 @@ def test_compare_scores_every_method_on_one_grid(compared, planted):
     json.dumps(compared.to_dict())  # plain data all the way down
 
 
-def test_compare_refuses_unknown_methods_and_bad_sizes(planted):
+def test_compare_refuses_unknown_methods_and_bad_sizes(compared, planted):
     model, clean, corrupted = planted
     with pytest.raises(AscaleError, match="unknown method"):
         ascale.compare(model, clean, corrupted, methods=["scalar"])
     with pytest.raises(AscaleError, match="patch_n"):
         ascale.compare(model, clean, corrupted, patch_n=0)
+    with pytest.raises(AscaleError, match=r"fitted_metrics for \['scalars'\]"):
+        ascale.compare(
+            model, clean, corrupted, fitted_metrics={"scalars": compared.metrics["scalars"]}
+        )
+
+
+def test_compare_takes_the_metrics_of_its_fitted_interventions_as_given(compared, planted):
+    model, clean, corrupted = planted
+    given = compared.interventions["vectors"]
+    measured = compared.metrics["vectors"]
+    marked = ascale.Metrics(**{**measured.to_dict(), "faithfulness_kl": 123.0})
+    again = ascale.compare(
+        model, clean, corrupted, methods=["vectors", "random"], sites="heads,mlp_out",
+        positions=[-1], fitted={"vectors": given}, fitted_metrics={"vectors": marked},
+        n_random=1, progress=False,
+    )  # fmt: skip
+    assert again.metrics["vectors"].faithfulness_kl == 123.0  # not measured again
+    assert again.interventions["vectors"] is given
 
 
 def test_sweep_returns_one_row_per_setting_and_split(planted):

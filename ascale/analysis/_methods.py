@@ -79,8 +79,14 @@ class Run:
         yield
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
 
-    def fit_methods(self, methods: Sequence[str], fitted: dict[str, Intervention]) -> None:
-        """Fit (or take from `fitted`) each fitted method, evaluate it and rank its components."""
+    def fit_methods(
+        self,
+        methods: Sequence[str],
+        fitted: dict[str, Intervention],
+        measured: dict[str, Metrics] | None = None,
+    ) -> None:
+        """Fit (or take from `fitted`) each fitted method, evaluate it (unless `measured`
+        holds its test metrics already) and rank its components."""
         wanted = [m for m in methods if m in FITTED]
         if "scalars_effect" in methods and "scalars" not in wanted:
             wanted.insert(0, "scalars")  # fitted for its effect ranking only
@@ -88,7 +94,8 @@ class Run:
             with self.timed(method):
                 iv = fitted.get(method) or self._fit(method)
                 self.interventions[method] = iv
-                self.metrics[method] = evaluate(self.model, iv, self.test)
+                known = (measured or {}).get(method) if method in fitted else None
+                self.metrics[method] = known or evaluate(self.model, iv, self.test)
                 per_position = method == "dynamic"  # a probe's alpha at each grid position
                 ranked = rank_components(
                     iv, model=self.model, data=self.train, per_position=per_position

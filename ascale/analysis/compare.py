@@ -160,6 +160,7 @@ def compare(
     refit_ks: Sequence[int] = (),
     fit_options: dict[str, dict[str, Any]] | None = None,
     fitted: dict[str, Intervention] | None = None,
+    fitted_metrics: dict[str, Metrics] | None = None,
     n_random: int = 5,
     progress: bool = True,
 ) -> CompareResult:
@@ -185,6 +186,8 @@ def compare(
             (``scalars``: over `SPARSE_MAP`, the sparse map's settings).
         fitted: per method, an intervention already fitted on this grid and on the same
             split (``data.split(test_size, seed)``'s first part) to use instead of fitting one.
+        fitted_metrics: per method of `fitted`, its `evaluate` on the test split when already
+            measured (it is not measured again).
         n_random: random orders in the ``random`` baseline.
 
     Raises:
@@ -192,12 +195,15 @@ def compare(
             align with `data`.
     """
     _check(data, corrupted, methods, patch_n, refit_ks)
+    stray = sorted(set(fitted_metrics or {}) - set(fitted or {}))
+    if stray:
+        raise AscaleError(f"fitted_metrics for {stray}, which fitted does not hold")
     grid = Grid.build(model, data.n_pos, sites=sites, layers=layers, positions=positions)
     given = fit_options or {}
     options = {**given, "scalars": {**SPARSE_MAP, **given.get("scalars", {})}}
     run = _methods.Run.start(model, data, corrupted, grid, test_size, seed, options, progress)
     run.where = {"sites": sites, "layers": layers, "positions": positions}
-    run.fit_methods(methods, fitted or {})
+    run.fit_methods(methods, fitted or {}, fitted_metrics)
     ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
     run.circuit_method(methods, ablation, fitted or {})
     run.patch_methods(methods, patch_n)

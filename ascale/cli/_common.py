@@ -74,8 +74,9 @@ def fit_one(
     test: Any,
     args: argparse.Namespace,
     out: Path | None,
+    splits: tuple[str, ...] = ("train", "test"),
 ) -> dict[str, Any]:
-    """Fit, evaluate on both splits, and save everything of one intervention into `out`
+    """Fit, evaluate on `splits`, and save everything of one intervention into `out`
     (``None``: fit only, as the ranks other than 0 of a data-parallel fit do)."""
     import ascale
     from ascale._outputs import write_json
@@ -94,34 +95,29 @@ def fit_one(
         seed=args.seed,
         sparsity=getattr(args, "sparsity", None),
         stop="none" if args.no_early_stop else "train",
+        settle=args.settle,
     )
     if out is None:
         return {}
     where = {k: result.settings[k] for k in ("positions", "positions_rule")}
     print(f"{intervention.method}: positions {where['positions']} ({where['positions_rule']})")
-    metrics = {
-        "train": ascale.evaluate(model, intervention, train).to_dict(),
-        "test": ascale.evaluate(model, intervention, test).to_dict(),
-        "settings": where,  # where it steered, and why (`ascale.training.positions`)
+    data = {"train": train, "test": test}
+    metrics: dict[str, Any] = {
+        split: ascale.evaluate(model, intervention, data[split]).to_dict() for split in splits
     }
+    metrics["settings"] = where  # where it steered, and why (`ascale.training.positions`)
     hyper = {**result.settings, **vars(objective), "sites": args.sites}
-    ascale.save(
-        intervention,
-        out,
-        metadata={
-            "hyperparameters": hyper,
-            "fit": {
-                "steps_run": result.steps_run,
-                "stopped_early": result.stopped_early,
-                "wall_time_s": round(result.wall_time_s, 2),
-            },
-        },
-    )
+    fitted = {
+        "steps_run": result.steps_run,
+        "stopped_early": result.stopped_early,
+        "wall_time_s": round(result.wall_time_s, 2),
+    }
+    ascale.save(intervention, out, metadata={"hyperparameters": hyper, "fit": fitted})
     write_json(out / "metrics.json", metrics)
     write_json(out / "history.json", result.history)
     train.to_jsonl(out / "train.jsonl")
     test.to_jsonl(out / "test.jsonl")
-    return metrics
+    return {**metrics, "fit": fitted}
 
 
 def load_model(args: argparse.Namespace, name: str | None) -> Any:

@@ -149,6 +149,7 @@ def sweep_command(args: argparse.Namespace) -> int:
                 ("lr", args.lr),
                 ("batch_size", args.batch_size),
                 ("sparsity", args.sparsity),
+                ("settle", args.settle),
             )
             if v is not None
         }
@@ -218,7 +219,12 @@ def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict
 
     given: dict[str, Any] = {
         k: v
-        for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size))
+        for k, v in (
+            ("steps", args.steps),
+            ("lr", args.lr),
+            ("batch_size", args.batch_size),
+            ("settle", args.settle),
+        )
         if v is not None
     }
     if args.no_early_stop:

@@ -271,6 +271,12 @@ def _fit_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_POSITIVE, default=None, help="learning rate (cosine decay)")
     p.add_argument("--batch-size", type=_whole(1), default=None, help="prompts a step")
     p.add_argument("--no-early-stop", action="store_true", help="always run every step")
+    p.add_argument(
+        "--settle",
+        type=_whole(0),
+        default=None,
+        help="steps run after the flip target is reached (default: as many as reaching it took)",
+    )
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:

@@ -18,6 +18,18 @@ from ascale.cli._common import (
 from ascale.cli._maps import print_summary, write_compare
 from ascale.cli._options import build_parser
 
+# The demo's budgets, smaller than `fit`'s and `compare`'s so that it ends in about two minutes
+# on 2 CPU cores (docs/benchmarks.md "A first result"; benchmarks/results/demo_budget*.json and
+# first_result_run*.json, on the demo's split): each steering fit settles for 1 step after 95% of
+# the training prompts flip, not as many as reaching that took (scalars 20 steps, test flips
+# 0.98 / 0.98, KL 0.84, against 38 steps and KL 0.76; vectors 10 steps, 0.98 / 0.98, KL 0.95,
+# against 18 and 0.89); circuit scalars run 24 steps of 32 prompts (CPR 1.03 / CMD 0.036,
+# against 1.05 / 0.033 at fit_circuit's 120 of 16, in under half the time); the random
+# baseline averages 3 orders, not 5 (CPR 0.266 against 0.262).
+DEMO_SETTLE = 1
+DEMO_CIRCUIT_STEPS = 24
+DEMO_RANDOM_ORDERS = 3
+
 
 def fit_command(args: argparse.Namespace) -> int:
     from ascale import distributed
@@ -149,16 +161,22 @@ def demo_command(args: argparse.Namespace) -> int:
             f"{data.wrong[0]!r}"
         )
         opts = _demo_options(args)
-        table, ivs = {}, {}
+        table, ivs, measured, steps = {}, {}, {}, {}
         for method in ("scalars", "vectors"):
             ivs[method] = intervention = make_intervention(model, method, opts)
             # the scalars are the demo's map too: fitted sparse (exact zeros), as compare does
             sparse = argparse.Namespace(**{**vars(opts), "sparsity": "proximal"})
             settings = sparse if method == "scalars" else opts
             t = time.perf_counter()
-            metrics = fit_one(model, intervention, train, test, settings, run.stage / method)
+            # the test split only: the demo's first table, and compare's metrics of its fits
+            # (`ascale evaluate --data scalars/train.jsonl` measures the training split)
+            metrics = fit_one(
+                model, intervention, train, test, settings, run.stage / method, splits=("test",)
+            )
             timings[f"fit_and_evaluate_{method}"] = time.perf_counter() - t
             table[method] = metrics["test"]
+            measured[method] = ascale.Metrics(**metrics["test"])
+            steps[method] = metrics["fit"]["steps_run"]
         title = f"CCC test split, {model.cfg.model_name}, sites attn_out+mlp_out, all positions"
         print_table(table, title=title)
         # the same split: the demo's own fits are ranked and scored beside patching and random
@@ -175,11 +193,14 @@ def demo_command(args: argparse.Namespace) -> int:
                 "random",
             ],
             fitted={"scalars": ivs["scalars"], "vectors": ivs["vectors"]},
+            fitted_metrics=measured,
+            fit_options={"circuit": {"steps": args.steps or DEMO_CIRCUIT_STEPS, "batch_size": 32}},
             sites=opts.sites,
             positions=opts.positions,
             test_size=0.3,
             seed=args.seed,
             patch_n=8,
+            n_random=DEMO_RANDOM_ORDERS,
             k=10,
         )
         description = (
@@ -197,6 +218,7 @@ def demo_command(args: argparse.Namespace) -> int:
         summary = {
             "wall_time_s": round(time.perf_counter() - start, 1),
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "steps_run": steps,
             "test": table,
             "circuits": result.to_dict()["summary"],
         }
@@ -209,9 +231,10 @@ def demo_command(args: argparse.Namespace) -> int:
 
 
 def _demo_options(args: argparse.Namespace) -> argparse.Namespace:
-    """The `fit` command's defaults (one source of truth), with the demo's steps and seed, at
-    every position: the demo's maps and compare's patching share one layer x position grid."""
+    """The `fit` command's defaults (one source of truth), with the demo's steps, seed and
+    settling steps, at every position: the demo's maps and compare's patching share one
+    layer x position grid."""
     argv = ["fit", "--task", "ccc", "--out", "unused", "--seed", str(args.seed)]
-    argv += ["--positions", "all"]
+    argv += ["--positions", "all", "--settle", str(DEMO_SETTLE)]
     steps = [] if args.steps is None else ["--steps", str(args.steps)]
     return build_parser().parse_args([*argv, *steps])
