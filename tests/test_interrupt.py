@@ -23,6 +23,16 @@ from ascale.training import _passes
 ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave"), ("Eve", "Bob")] * 2)
 
 
+@pytest.fixture(autouse=True)
+def _sigint_as_at_a_terminal():
+    """A shell starts background jobs with SIGINT ignored, and every child inherits that
+    (``nohup make test &``): these tests send SIGINT, so they run with Python's own handler, as
+    at a terminal; a child started from here then gets the default one (exec resets it)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _interrupt_at_call(monkeypatch, n: int, seen: dict):
     """`step_terms` raises KeyboardInterrupt at its `n`-th call, after recording the state."""
     real = _passes.step_terms
