@@ -44,10 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _fit_parser(sub.add_parser("fit", help="learn an intervention on a task or a jsonl file"))
-    _evaluate_parser(
-        sub.add_parser("evaluate", help="measure a saved intervention on a jsonl file")
-    )
-    _demo_parser(sub.add_parser("demo", help="the main job: scalars vs vectors on CCC"))
+    evaluate_help = "measure a saved intervention on a jsonl file"
+    _evaluate_parser(sub.add_parser("evaluate", help=evaluate_help))
+    demo_help = "the main job: scalars, vectors and circuits on CCC, in about two minutes"
+    _demo_parser(sub.add_parser("demo", help=demo_help))
     _generate_parser(sub.add_parser("generate", help="generate text with a saved intervention"))
     compare_help = "rank components by scalars and patching, score each as a circuit: report.html"
     _compare_parser(sub.add_parser("compare", aliases=["report"], help=compare_help))
@@ -251,12 +251,8 @@ def _grid_options(p: argparse.ArgumentParser, per_task: bool = False, auto: bool
         if per_task
         else (" (default attn_out,mlp_out)", f" (default {positions_default})")
     )
-    p.add_argument(
-        "--sites",
-        type=_sites,
-        default="attn_out,mlp_out",
-        help="comma-separated sites or hooks" + sites,
-    )
+    sites = "comma-separated sites or hooks" + sites
+    p.add_argument("--sites", type=_sites, default="attn_out,mlp_out", help=sites)
     p.add_argument("--layers", type=_layers, default=None, help="e.g. '0,1,-1' (default: all)")
     p.add_argument(
         "--positions",
@@ -271,12 +267,8 @@ def _fit_settings(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=_POSITIVE, default=None, help="learning rate (cosine decay)")
     p.add_argument("--batch-size", type=_whole(1), default=None, help="prompts a step")
     p.add_argument("--no-early-stop", action="store_true", help="always run every step")
-    p.add_argument(
-        "--settle",
-        type=_whole(0),
-        default=None,
-        help="steps run after the flip target is reached (default: as many as reaching it took)",
-    )
+    settle = "steps after the flip target is reached (default: as many as reaching it took)"
+    p.add_argument("--settle", type=_whole(0), default=None, help=settle)
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
