@@ -179,6 +179,8 @@ def demo_command(args: argparse.Namespace) -> int:
             steps[method] = metrics["fit"]["steps_run"]
         title = f"CCC test split, {model.cfg.model_name}, sites attn_out+mlp_out, all positions"
         print_table(table, title=title)
+        # --steps caps the circuit scalars' steps too
+        circuit_steps = min(args.steps or DEMO_CIRCUIT_STEPS, DEMO_CIRCUIT_STEPS)
         # the same split: the demo's own fits are ranked and scored beside patching and random
         result = ascale.compare(
             model,
@@ -194,7 +196,7 @@ def demo_command(args: argparse.Namespace) -> int:
             ],
             fitted={"scalars": ivs["scalars"], "vectors": ivs["vectors"]},
             fitted_metrics=measured,
-            fit_options={"circuit": {"steps": args.steps or DEMO_CIRCUIT_STEPS, "batch_size": 32}},
+            fit_options={"circuit": {"steps": circuit_steps, "batch_size": 32}},
             sites=opts.sites,
             positions=opts.positions,
             test_size=0.3,

@@ -174,10 +174,11 @@ class Intervention(nn.Module, ABC):
 
     @property
     def first_position(self) -> int:
-        """The first prompt position this intervention edits (0 unless bound to positions):
-        the clean run before it can be computed once (`ascale._tl.Shared`)."""
-        if self.position_tied and isinstance(self.positions, tuple) and self.positions:
-            return min(self.positions)
+        """The first prompt position this intervention edits (0 unless bound to positions,
+        which `bind` resolves and sorts): the clean run before it can be computed once
+        (`ascale._tl.Shared`)."""
+        if self.is_bound and isinstance(self.positions, tuple) and self.positions:
+            return self.positions[0]
         return 0
 
     @contextlib.contextmanager

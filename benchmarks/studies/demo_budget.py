@@ -11,7 +11,8 @@ its steps, fit seconds and test-split results:
   larger batches, each scored as a circuit on the test split (counterfactual ablation, no
   random baseline).
 
-Run (one process at the demo's 2 threads, nothing else running; ~6 minutes)::
+Run (one process at the demo's 2 threads, nothing else running; ~10 minutes; ``--only
+circuit --circuit 2 4`` for some rows)::
 
     .venv/bin/python -m benchmarks studies.demo_budget
 
