@@ -46,7 +46,7 @@ $(CHROMIUM):
 
 # docs/img/report.png: the HTML report of a tiny random model, as headless Chromium draws it.
 screenshot: $(STAMP) browser
-	$(PY) -m benchmarks.report_screenshot
+	$(PY) -m benchmarks studies.report_screenshot
 
 # docs/gallery.md and docs/notebooks/: each notebook run in its full setting (minutes each), its
 # figures drawn as PNGs by headless Chromium; `make gallery NB=02_ioi_circuit` for one notebook.

@@ -16,7 +16,6 @@ Example:
 from ascale import tasks
 from ascale.analysis.agreement import AgreementResult, agreement
 from ascale.analysis.attribution import rank_components
-from ascale.analysis.circuit_fit import fit_circuit
 from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare import CompareResult, compare
 from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
@@ -37,6 +36,7 @@ from ascale.interventions import (
 from ascale.io import load, save
 from ascale.loading import load_model
 from ascale.report import write_report
+from ascale.training.circuit import fit_circuit
 from ascale.training.fit import FitResult, fit
 from ascale.training.metrics import Metrics, evaluate
 from ascale.training.objective import Objective

@@ -3,7 +3,7 @@
 A lock is a small JSON file created exclusively (``O_EXCL``): the holder's pid, host, command
 line and start time. `acquire` takes one; `heal` clears one whose process no longer runs on this
 host (a run killed with SIGKILL, a crashed machine), so a stale lock never blocks later runs;
-`describe` says who holds one. Used by `ascale._runfolder.RunFolder` (``--out``) and the model
+`describe` says who holds one. Used by `ascale.cli._runfolder.RunFolder` (``--out``) and the model
 cache (`ascale.loading`).
 
 A pid can be reused by an unrelated process after its holder died: such a lock reads as held

@@ -8,7 +8,7 @@
 - One rule for every output path: an output never goes over an input, nor over anything but a
   regular file or folder (a device, a broken link), and never over an existing file without
   ``overwrite`` (`check_output_file`, `check_folder_path`); a command's ``--out`` folder is an
-  `ascale._runfolder.RunFolder`, which replaces only what an earlier run wrote (`claim`).
+  `ascale.cli._runfolder.RunFolder`, which replaces only what an earlier run wrote (`claim`).
 
 Every file is created with mode ``0o666`` less the umask (``0644`` under the usual ``022``).
 """

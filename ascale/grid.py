@@ -25,9 +25,10 @@ Example:
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import einops
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -37,10 +38,57 @@ from ascale._types import HookedModel
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.sites import Site, resolve_sites
 
-__all__ = ["Component", "Grid", "component_name", "resolve_positions"]
+__all__ = [
+    "FRACTIONS",
+    "POSITION_WORDS",
+    "Component",
+    "Grid",
+    "Positions",
+    "circuit_sizes",
+    "component_name",
+    "parse_positions",
+    "resolve_positions",
+]
 
 
-def resolve_positions(positions: str | Sequence[int], n_pos: int | None) -> tuple[int, ...] | None:
+#: The words a `positions` argument takes besides a list of positions (one home: interventions,
+#: grids and the command line read them here). ``"auto"``: `ascale.fit` chooses
+#: (`ascale.training.positions`); ``"all"``: every position; ``"shared"``: one slot at every
+#: position, for prompts of any length.
+POSITION_WORDS: Final = ("auto", "all", "shared")
+#: A `positions` argument: one of `POSITION_WORDS`, or positions (negative ones count from the end).
+Positions = str | Sequence[int]
+
+
+def parse_positions(
+    positions: "Positions | str", *, words: Sequence[str] = POSITION_WORDS
+) -> str | tuple[int, ...]:
+    """A `positions` argument checked: one of `words`, or a non-empty tuple of whole numbers
+    (a list, or a comma-separated string such as ``"0,-1"``, as the command line gives it).
+
+    Example:
+        >>> parse_positions("all"), parse_positions([-1, 0]), parse_positions("0,-1")
+        ('all', (-1, 0), (0, -1))
+    """
+    valid = ", ".join(repr(w) for w in words)
+    if isinstance(positions, str):
+        if positions in words:
+            return positions
+        pieces = [p.strip() for p in positions.split(",")]
+        if not all(p.lstrip("-").isdigit() for p in pieces):
+            raise AscaleError(f"{positions!r} is not {valid} or positions such as '-1' or '0,-1'")
+        return tuple(int(p) for p in pieces)
+    if not isinstance(positions, Sequence) or isinstance(positions, bytes):
+        raise AscaleError(f"positions must be {valid} or a list of positions, got {positions!r}")
+    bad = [p for p in positions if isinstance(p, bool) or not isinstance(p, int | np.integer)]
+    if bad:
+        raise AscaleError(f"positions must be whole numbers, got {bad} in {list(positions)!r}")
+    if not positions:
+        raise AscaleError("positions is an empty list")
+    return tuple(int(p) for p in positions)
+
+
+def resolve_positions(positions: "Positions | str", n_pos: int | None) -> tuple[int, ...] | None:
     """The position slots of a grid: ``"shared"`` gives ``None`` (one slot at every position),
     ``"all"`` every position of prompts of `n_pos` tokens, a list those positions (negative ones
     count from the end), checked, made non-negative and sorted.
@@ -49,21 +97,32 @@ def resolve_positions(positions: str | Sequence[int], n_pos: int | None) -> tupl
         >>> resolve_positions([-1, 0], 5), resolve_positions("shared", None)
         ((0, 4), None)
     """
-    if isinstance(positions, str) and positions not in ("all", "shared"):
-        raise AscaleError(f"positions must be 'all', 'shared' or a list, got {positions!r}")
-    if positions == "shared":
+    chosen = parse_positions(positions, words=("all", "shared"))
+    if chosen == "shared":
         return None
     if n_pos is None or int(n_pos) < 1:
         raise PromptLengthError(f"n_pos must be at least 1 token, got {n_pos!r}")
-    if positions == "all":
+    if chosen == "all":
         return tuple(range(n_pos))
-    chosen = [int(p) for p in positions]
-    if not chosen:
-        raise AscaleError("positions is an empty list")
-    bad = [p for p in chosen if not -n_pos <= p < n_pos]
+    listed = tuple(int(p) for p in chosen)  # words are handled above
+    bad = [p for p in listed if not -n_pos <= p < n_pos]
     if bad:
         raise PromptLengthError(f"positions {bad} do not exist in prompts of {n_pos} tokens")
-    return tuple(sorted({p % n_pos for p in chosen}))
+    return tuple(sorted({p % n_pos for p in listed}))
+
+
+#: MIB's circuit sizes, as fractions of a grid's components (`ascale.score_circuits`).
+FRACTIONS: Final = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def circuit_sizes(n: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:
+    """``max(1, round(p * n))`` components for each fraction ``p`` of a grid of `n`.
+
+    Example:
+        >>> circuit_sizes(270)
+        [1, 1, 1, 3, 5, 14, 27, 54, 135, 270]
+    """
+    return [max(1, min(n, round(p * n))) for p in fractions]
 
 
 class Component(NamedTuple):
@@ -122,7 +181,7 @@ class Grid:
         *,
         sites: str | Sequence[str] = "attn_out,mlp_out",
         layers: Sequence[int] | None = None,
-        positions: str | Sequence[int] = "all",
+        positions: Positions = "all",
     ) -> "Grid":
         """A grid on `model`'s hook points for prompts of `n_pos` tokens.
 

@@ -2,9 +2,10 @@
 
 Runs the script's ``main(argv)`` with the remaining arguments, so ``python -m benchmarks step
 --wait`` is ``python -m benchmarks.step --wait``. The scripts are found, not listed: every module
-of ``benchmarks/`` (the maintained suite), ``benchmarks/studies/`` (one-off studies, named
-``studies.NAME``) and ``benchmarks/gpu/`` (GPU measurements, ``gpu.NAME``) that defines a
-top-level ``main``. Without a name, or with ``--help``, lists them and what each measures.
+of ``benchmarks/`` (the maintained suite: re-run to check a claim, results in ``results/``),
+``benchmarks/studies/`` (one-off studies, named ``studies.NAME``) and ``benchmarks/gpu/`` (GPU
+one-offs, ``gpu.NAME``) that defines a top-level ``main``; the one-offs' results are the record,
+``studies/results/``. Without a name, or with ``--help``, lists them and what each measures.
 """
 
 import ast
@@ -15,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 GROUPS = ("", "studies", "gpu")
+TITLES = {"": "the maintained suite", "studies": "one-off studies", "gpu": "GPU one-offs"}
 
 
 def _has_main(path: Path) -> bool:
@@ -34,10 +36,13 @@ def scripts() -> dict[str, Path]:
 
 def usage() -> str:
     """The scripts, each with the first line of its docstring (read without importing it)."""
-    lines = ["usage: python -m benchmarks NAME [args]  (NAME --help for its arguments)", ""]
-    for name, path in scripts().items():
-        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
-        lines.append(f"  {name:32s}{doc.splitlines()[0] if doc else ''}")
+    lines = ["usage: python -m benchmarks NAME [args]  (NAME --help for its arguments)"]
+    for group in GROUPS:
+        lines += ["", f"{TITLES[group]}:"]
+        for name, path in scripts().items():
+            if name.rpartition(".")[0] == group:
+                doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+                lines.append(f"  {name:32s}{doc.splitlines()[0] if doc else ''}")
     return "\n".join(lines)
 
 

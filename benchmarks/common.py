@@ -1,8 +1,10 @@
 """Shared helpers of the benchmark scripts: machine facts, quiet-machine wait, timing, results.
 
-Every script writes its results through `write_result`: one JSON file under
-``benchmarks/results/`` holding ``machine`` (CPU model, cores, threads, load average, versions)
-beside its numbers, so a result always says where it came from. Timings are medians over repeated
+Every script writes its results through `write_result`: one JSON file holding ``machine`` (CPU
+model, cores, threads, load average, versions) beside its numbers, so a result always says where
+it came from. The maintained suite writes under ``benchmarks/results/`` (`RESULTS`); one-off
+studies and GPU runs under ``benchmarks/studies/results/`` (`RECORD`), the record of what was
+measured once. Timings are medians over repeated
 rounds; configurations compared with each other run in one process, interleaved round by round,
 so background load hits them alike.
 """
@@ -22,7 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+#: what the maintained suite (``benchmarks/*.py``) writes, re-run to check a claim
 RESULTS = Path(__file__).resolve().parent / "results"
+#: the record: results of one-off studies (``studies/``) and GPU runs (``gpu/``), each run once
+RECORD = RESULTS.parent / "studies" / "results"
 ROOT = RESULTS.parent.parent
 
 
@@ -160,7 +165,7 @@ def paired_ratios(samples: dict[str, list[float]], floor: str) -> dict[str, floa
 def write_result(
     name: str, payload: dict[str, Any], folder: Path | None = None, *, device: str = "cpu"
 ) -> Path:
-    """Write ``{folder}/{name}.json`` (default ``benchmarks/results``) and return its path.
+    """Write ``{folder}/{name}.json`` (default `RESULTS`, the suite's) and return its path.
 
     The one writer of every script's results. A payload without a ``machine`` entry gets
     `machine_info` (on `device`) as taken now, at the end of the run, so that no result file

@@ -9,8 +9,8 @@ writing into a temporary folder.
 Each run's own ``summary.json`` (where the time went, ``timings_s``; test flips; circuit scores)
 is kept in the result. ``--warm-only`` skips the cold run and uses the model cache as it is.
 
-Run: ``.venv/bin/python -m benchmarks.demo [--warm-runs 1]``; writes results/demo.json;
-``python -m benchmarks demo --warm-only --name demo_stages`` writes results/demo_stages.json.
+Run: ``.venv/bin/python -m benchmarks.demo [--warm-runs 1]``; writes results/demo.json
+(``--name`` for another name: ``studies/results/demo_stages.json`` is such a run, kept in the record).
 """
 
 from __future__ import annotations

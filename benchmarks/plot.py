@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from benchmarks import common
-from benchmarks.common import RESULTS
+from benchmarks.common import RECORD, RESULTS
 
 DOCS_IMG = common.ROOT / "docs" / "img"
 
@@ -23,7 +23,7 @@ DOCS_IMG = common.ROOT / "docs" / "img"
 def figure() -> go.Figure:
     step = json.loads((RESULTS / "step_t1.json").read_text())
     scaling = json.loads((RESULTS / "scaling.json").read_text())
-    peers_path = RESULTS / "peers.json"
+    peers_path = RECORD / "peers.json"  # a one-off study: in the record
     peers = json.loads(peers_path.read_text()) if peers_path.is_file() else None
     fig = make_subplots(
         rows=1,

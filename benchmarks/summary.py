@@ -1,23 +1,31 @@
-"""Write ``benchmarks/results/README.md`` from the JSON results (missing ones are marked pending).
+"""Write the results' READMEs and the docs' generated tables from the JSON results.
 
-Run: ``.venv/bin/python -m benchmarks.summary``.
+``benchmarks/results/README.md`` holds the maintained suite's results, ``benchmarks/studies/
+results/README.md`` the record's (one-off studies and GPU runs); a missing result is marked
+pending. The docs take figures that appear on more than one page from the same files: each
+region between ``<!-- generated: NAME -->`` and ``<!-- /generated -->`` in `GENERATED` pages is
+rewritten here (`docs_tables`), and a test checks that the pages hold what this would write.
+
+Run: ``.venv/bin/python -m benchmarks summary``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from benchmarks import common
-from benchmarks.common import RESULTS
+from benchmarks.common import RECORD, RESULTS
 
-#: `benchmarks.first_result` runs, in order: main before the first-result work, then after it
+#: `benchmarks.studies.first_result` runs, in order: main before the first-result work, then after it
 FIRST_RESULT_RUNS = ("first_result_before", "first_result_run1", "first_result_run2")
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name}.json"
+def _load(name: str, folder: Path = RESULTS) -> dict[str, Any] | None:
+    path = folder / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -259,9 +267,9 @@ def demo_section(r: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def gpu_section(r: dict[str, Any] | None, note: str | None) -> list[str]:
+def gpu_section(r: dict[str, Any] | None) -> list[str]:
     if r is None:
-        return ["## GPU", "", note or "pending: `benchmarks/gpu/step.py` has not run on a GPU.", ""]
+        return ["## GPU", "", "pending: `benchmarks/gpu/step.py` has not run on a GPU.", ""]
     lines = ["## GPU", "", f"{_machine(r)}; weights: {r['weights']}.", ""]
     rows = []
     for key, b in r["results"].items():
@@ -324,22 +332,33 @@ def gpu_runs_section(checks: dict[str, Any] | None, demo: dict[str, Any] | None)
     return lines
 
 
-def provenance_section() -> list[str]:
-    """Which commit wrote each result file, and how much of the package changed since.
+def _last_change(relative: str) -> str | None:
+    """``"hash date"`` of the last commit that changed the file's content, following it across
+    moves (a commit that only moved it, ``R100``, is passed over), or None if uncommitted."""
+    log = common.git("log", "--follow", "--format=@%h %cs", "--name-status", "--", relative)
+    for entry in (log or "").split("@")[1:]:
+        head, *changes = entry.strip().splitlines()
+        if not any(line.startswith("R100") for line in changes):
+            return head
+    return None
+
+
+def provenance_section(folder: Path = RESULTS) -> list[str]:
+    """Which commit wrote each result file in `folder`, and how much of the package changed since.
 
     A file written before `common.machine_info` recorded its commit is dated by the last
-    commit that changed it. "Package commits since" counts commits touching ``ascale/`` after
+    commit that changed it (a move to the record does not count). "Package commits since" counts commits touching ``ascale/`` after
     that one: 0 means the file was measured on today's code.
     """
     if common.git("rev-parse", "HEAD") is None:
         return []
     rows = []
-    for path in sorted(RESULTS.glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         relative = str(path.relative_to(common.ROOT))
         data = json.loads(path.read_text())
         machine = data.get("machine") if isinstance(data, dict) else None
         recorded = machine.get("commit") if isinstance(machine, dict) else None
-        last = common.git("log", "-1", "--format=%h %cs", "--", relative)
+        last = _last_change(relative)
         if not last:
             continue  # not committed yet
         made, day = last.split()
@@ -386,7 +405,7 @@ def first_result_section(runs: dict[str, dict[str, Any] | None]) -> list[str]:
     title = "## A first result: `ascale demo` in plain training steps"
     present = {name: r for name, r in runs.items() if r is not None}
     if not present:
-        return [title, "", "pending: run `python -m benchmarks first_result`", ""]
+        return [title, "", "pending: run `python -m benchmarks studies.first_result`", ""]
     rows = []
     for name, r in present.items():
         stages = r["demo"]["summary"]["timings_s"]
@@ -431,50 +450,149 @@ def compare_cost_section(
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+#: `benchmarks.studies.circuits`' settings: each grid as the docs name it
+CIRCUIT_GRIDS = {
+    "ioi_last": "IOI, heads at the last position",
+    "ioi_all": "IOI, heads at every position",
+    "ccc": "CCC, attn_out + mlp_out at every position",
+}
+#: the rankings a circuits table shows, by `compare`'s method name
+CIRCUIT_METHODS = {
+    "circuit": "circuit scalars CPR / CMD",
+    "scalars": "sparse scalars",
+    "scalars_dense": "dense scalars",
+    "activation_patching": "activation patching",
+    "attribution_patching": "attribution patching",
+    "random": "random",
+}
+
+
+def circuits_table(settings: tuple[str, ...], methods: tuple[str, ...]) -> list[str]:
+    """CPR / CMD of each ranking on each grid, from ``studies/results/circuits_{setting}.json``
+    (test split, counterfactual ablation); the circuit scalars' cells in bold."""
+    rows = []
+    for setting in settings:
+        r = _load(f"circuits_{setting}", RECORD)
+        if r is None:
+            rows.append([CIRCUIT_GRIDS[setting], *["pending"] * len(methods)])
+            continue
+        scores = {row["method"]: row for row in r["result"]["summary"]}
+        cells = [f"{scores[m]['cpr']:.2f} / {scores[m]['cmd']:.3f}" for m in methods]
+        cells = [f"**{c}**" if m == "circuit" else c for m, c in zip(methods, cells, strict=True)]
+        rows.append([f"{CIRCUIT_GRIDS[setting]} ({r['result']['n_components']:,})", *cells])
+    header = ["task, grid (test split, counterfactual ablation)"]
+    return _table(header + [CIRCUIT_METHODS[m] for m in methods], rows)
+
+
+#: the docs' generated regions, by name: what `fill_generated` writes between the markers
+GENERATED = {
+    "circuits": lambda: circuits_table(tuple(CIRCUIT_GRIDS), tuple(CIRCUIT_METHODS)),
+    "circuits_short": lambda: circuits_table(
+        ("ioi_last", "ccc"), ("circuit", "activation_patching", "attribution_patching")
+    ),
+}
+#: the pages that hold generated regions (paths from the repository root)
+GENERATED_PAGES = ("README.md", "docs/circuits.md")
+_REGION = re.compile(r"(<!-- generated: (\w+)[^>]*-->\n)(.*?)(<!-- /generated -->)", re.DOTALL)
+
+
+def fill_generated(text: str) -> str:
+    """`text` with each ``<!-- generated: NAME ... -->`` region rewritten from the results."""
+
+    def one(match: re.Match[str]) -> str:
+        body = "\n".join(["", *GENERATED[match[2]](), "", ""])
+        return match[1] + body + match[4]
+
+    return _REGION.sub(one, text)
+
+
+def circuits_section() -> list[str]:
+    lines = ["## Circuits: every ranking as a circuit (`studies.circuits`)", ""]
+    runs = {s: _load(f"circuits_{s}", RECORD) for s in CIRCUIT_GRIDS}
+    times = ", ".join(f"{s} {r['wall_time_s']} s" for s, r in runs.items() if r is not None)
+    lines += [
+        "CPR / CMD on the test split (48 of 96 prompts), counterfactual ablation. Wall time of "
+        f"each run: {times or 'none yet'}; full tables and curves in the JSON files.",
+        "",
+    ]
+    return [*lines, *GENERATED["circuits"](), ""]
+
+
+def suite_readme() -> list[str]:
+    """``benchmarks/results/README.md``: the maintained suite's results."""
     notes = _load("notes") or {}
     lines = [
         "# Benchmark results",
         "",
-        "Written by `python -m benchmarks.summary` from the JSON files beside it; each JSON "
-        "names its machine, versions, thread count and load. The floor is a hand-written plain "
-        "Hugging Face `LlamaForCausalLM` with torch hooks doing the same scaling and loss "
-        "(`benchmarks/floor.py`); every ratio is to a floor measured in the same process.",
+        "Written by `python -m benchmarks summary` from the JSON files beside it, which the "
+        "maintained suite (`benchmarks/*.py`) writes; each JSON names its machine, versions, "
+        "thread count and load. The floor is a hand-written plain Hugging Face "
+        "`LlamaForCausalLM` with torch hooks doing the same scaling and loss "
+        "(`benchmarks/floor.py`); every ratio is to a floor measured in the same process. "
+        "One-off studies and GPU runs are in the record, `benchmarks/studies/results/README.md`.",
         "",
     ]
     if notes.get("headline"):
         lines += ["## Headline", "", *notes["headline"], ""]
     lines += step_section(_load("step"), "Training step (CPU, 2 torch threads)")
-    lines += step_section(_load("step_before"), "Before the changes (CPU, 2 torch threads)")
     lines += step_section(_load("step_t1"), "Training step (CPU, 1 torch thread)")
-    lines += step_section(_load("step_before_t1"), "Before the changes (CPU, 1 torch thread)")
     lines += memory_section(_load("memory"))
-    lines += peers_section(_load("peers"))
-    lines += compile_section(_load("compile_cpu"))
     lines += scaling_section(_load("scaling"))
     if notes.get("scaling"):
         lines += [notes["scaling"], ""]
-    lines += paper_sizes_section(_load("paper_sizes"))
-    lines += localisation_section(_load("localisation_cost"))
-    lines += compare_cost_section(_load("compare_cost"))
-    lines += compare_cost_section(
-        _load("compare_cost_ioi"),
-        "## `ascale compare --task ioi`: now against before the first-result work",
-    )
-    lines += first_result_section({name: _load(name) for name in FIRST_RESULT_RUNS})
     lines += demo_section(_load("demo"))
-    lines += gpu_section(_load("gpu_step"), notes.get("gpu"))
-    lines += gpu_capture_section(_load("gpu_capture"))
-    lines += gpu_profile_section(_load("gpu_profile"))
-    lines += gpu_runs_section(_load("gpu_checks"), _load("gpu_demo"))
     if notes.get("changes"):
         lines += ["## What changed in ascale for speed", ""]
         for paragraph in notes["changes"]:
             lines += [paragraph, ""]
-    lines += provenance_section()
-    (RESULTS / "README.md").write_text("\n".join(lines))
-    print(f"wrote {RESULTS / 'README.md'}")
+    return [*lines, *provenance_section(RESULTS)]
+
+
+def record_readme() -> list[str]:
+    """``benchmarks/studies/results/README.md``: the record of one-off studies and GPU runs."""
+    lines = [
+        "# The record: one-off studies and GPU runs",
+        "",
+        "Written by `python -m benchmarks summary` from the JSON files beside it. Each was "
+        "measured once, by a script of `benchmarks/studies/` or `benchmarks/gpu/`, on the code of "
+        "its commit (Provenance, below): it backs a decision or an issue's acceptance and is not "
+        "re-run to check a claim; the maintained suite's results are in "
+        "`benchmarks/results/README.md`. Fitted interventions that a study saves beside its JSON "
+        "are not committed.",
+        "",
+    ]
+    before = "Before the speed changes (`step --name step_before` at the older commit)"
+    lines += step_section(_load("step_before", RECORD), f"{before}: CPU, 2 torch threads")
+    lines += step_section(_load("step_before_t1", RECORD), f"{before}: CPU, 1 torch thread")
+    lines += peers_section(_load("peers", RECORD))
+    lines += compile_section(_load("compile_cpu", RECORD))
+    lines += paper_sizes_section(_load("paper_sizes", RECORD))
+    lines += localisation_section(_load("localisation_cost", RECORD))
+    lines += compare_cost_section(_load("compare_cost", RECORD))
+    lines += compare_cost_section(
+        _load("compare_cost_ioi", RECORD),
+        "## `ascale compare --task ioi`: now against before the first-result work",
+    )
+    lines += first_result_section({name: _load(name, RECORD) for name in FIRST_RESULT_RUNS})
+    lines += circuits_section()
+    lines += gpu_section(_load("gpu_step", RECORD))
+    lines += gpu_capture_section(_load("gpu_capture", RECORD))
+    lines += gpu_profile_section(_load("gpu_profile", RECORD))
+    lines += gpu_runs_section(_load("gpu_checks", RECORD), _load("gpu_demo", RECORD))
+    return [*lines, *provenance_section(RECORD)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    for path, lines in ((RESULTS, suite_readme()), (RECORD, record_readme())):
+        (path / "README.md").write_text("\n".join(lines))
+        print(f"wrote {path / 'README.md'}")
+    for page in GENERATED_PAGES:
+        path = common.ROOT / page
+        text = path.read_text(encoding="utf-8")
+        if (filled := fill_generated(text)) != text:
+            path.write_text(filled, encoding="utf-8")
+            print(f"rewrote the generated tables of {page}")
     return 0
 
 

@@ -63,6 +63,14 @@ def tiny_rows(tiny_gpt2):
 
 
 @pytest.fixture(scope="session")
+def tiny_ioi(tiny_gpt2):
+    """The tiny GPT-2 (no planted circuit), 12 clean IOI-like prompts and their ABC corruption."""
+    clean_rows, corrupt_rows = ioi_like_rows(12)
+    clean = ContrastSet.from_rows(clean_rows, tiny_gpt2)
+    return tiny_gpt2, clean, ContrastSet.from_rows(corrupt_rows, tiny_gpt2)
+
+
+@pytest.fixture(scope="session")
 def planted(tiny_dirs, tmp_path_factory):
     """The planted tiny GPT-2, 12 clean IOI-like prompts and their ABC corruption."""
     from ascale.data import ContrastSet

@@ -14,7 +14,7 @@ import torch
 
 import ascale
 from ascale._outputs import LOCK, MARKER
-from ascale._signals import Terminated, deferred, terminate_raises
+from ascale.cli._signals import Terminated, deferred, terminate_raises
 from ascale.data import ContrastSet
 from ascale.interventions import ActivationScalars
 from ascale.testing import ioi_rows

@@ -10,7 +10,7 @@ import pytest
 
 from ascale import _outputs
 from ascale._outputs import LOCK, MARKER, check_output_file, write_atomic, write_json
-from ascale._runfolder import RunFolder
+from ascale.cli._runfolder import RunFolder
 from ascale.errors import AscaleError, AscaleWarning
 
 

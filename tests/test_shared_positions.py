@@ -6,15 +6,14 @@ import pytest
 import torch
 
 import ascale
-from ascale import _tl
-from ascale.analysis import _passes
-from ascale.analysis.circuit_fit import fit_circuit
+from ascale import _tl, passes
 from ascale.analysis.circuits import score_circuits
 from ascale.analysis.patching import activation_patching
 from ascale.data import ContrastSet
 from ascale.grid import Grid
 from ascale.interventions import build
 from ascale.testing import TEMPLATE, ioi_like_rows
+from ascale.training.circuit import fit_circuit
 
 
 def _late_corruption(model, n: int = 6) -> tuple[ContrastSet, ContrastSet]:
@@ -38,7 +37,7 @@ def _without_shared(monkeypatch):
 
 def test_a_run_from_shared_positions_equals_the_full_run(tiny):
     clean, corrupted = _late_corruption(tiny)
-    n = _passes.shared_length(clean, corrupted)
+    n = passes.shared_length(clean, corrupted)
     assert 0 < n < clean.n_pos - 1  # the test rows share a prefix and differ after it
     assert _tl.shared_supported(tiny)
     shared = _tl.shared_of(tiny, clean.tokens, n)
@@ -58,7 +57,7 @@ def test_the_cache_reaches_the_attention_bridges_only_through_the_hand_over(tiny
     ``cache``: without `cache_seen` the later positions attend to themselves alone. Should this
     fail, TransformerLens reads the cache itself now and `cache_seen` can go."""
     clean, corrupted = _late_corruption(tiny)
-    n = _passes.shared_length(clean, corrupted)
+    n = passes.shared_length(clean, corrupted)
     shared = _tl.shared_of(tiny, clean.tokens, n)
     assert shared is not None
     with torch.no_grad():
@@ -69,18 +68,18 @@ def test_the_cache_reaches_the_attention_bridges_only_through_the_hand_over(tiny
 
 def test_shared_length_is_the_first_position_any_counterfactual_changes(tiny):
     clean, corrupted = _late_corruption(tiny)
-    n = _passes.shared_length(clean, corrupted)
+    n = passes.shared_length(clean, corrupted)
     assert bool((clean.tokens[:, :n] == corrupted.tokens[:, :n]).all())
     assert not bool((clean.tokens[:, n] == corrupted.tokens[:, n]).all())
-    assert _passes.shared_length(clean, None) == 0
-    assert _passes.shared_length(clean, clean) == clean.n_pos - 1  # identical: the last runs
+    assert passes.shared_length(clean, None) == 0
+    assert passes.shared_length(clean, clean) == clean.n_pos - 1  # identical: the last runs
 
 
 def test_activation_patching_skips_the_shared_positions_and_equals_the_full_passes(
     tiny, monkeypatch
 ):
     clean, corrupted = _late_corruption(tiny)
-    n = _passes.shared_length(clean, corrupted)
+    n = passes.shared_length(clean, corrupted)
     fast = activation_patching(tiny, clean, corrupted, sites="heads,mlp_out", max_batch=12)
     _without_shared(monkeypatch)
     slow = activation_patching(tiny, clean, corrupted, sites="heads,mlp_out", max_batch=12)
@@ -183,7 +182,7 @@ def test_a_grid_at_the_last_positions_runs_only_those_and_equals_the_full_passes
     last = [-2, -1]
     grid = Grid.build(tiny, clean.n_pos, sites="heads,mlp_out", positions=last)
     assert grid.first_position == clean.n_pos - 2
-    assert _passes.clean_length(grid, clean, corrupted) == clean.n_pos - 2
+    assert passes.clean_length(grid, clean, corrupted) == clean.n_pos - 2
 
     def everything():
         patched = activation_patching(

@@ -33,7 +33,7 @@ class Prefix:
     ``layer..n_layers-1`` only (the unembedding included), on `resid`'s rows. Logits and
     gradients equal the full forward's (``tests/test_prefix.py``); on SmolLM2 with sites in
     the upper half of the layers a training step costs 0.69x the same step without it (2
-    threads, ``benchmarks/results/prefix_quiet.json``).
+    threads, ``benchmarks/studies/results/prefix_quiet.json``).
 
     TransformerLens' own ``start_at_layer`` on a TransformerBridge injects the residual but
     still runs the blocks below (transformer-lens 4.3), so `run` also hides those blocks from

@@ -1,8 +1,10 @@
 """Rank components by learned scale: where does an intervention act?
 
-`rank_components` gives each of a fitted intervention's components one number (a scalar's
-``alpha``, a steering vector's norm, a dynamic scalar's mean ``alpha``, or a scalar's first-order
-effect on the answer) as an `AttributionResult` (`ascale.analysis.results`), the type every attribution method returns.
+`rank_components` gives each of a fitted intervention's components one number, read from the
+intervention's class (`Intervention.readout`: a scalar's ``alpha``, a steering vector's norm, a
+dynamic scalar's mean ``alpha``, a circuit score), or a scalar's first-order effect on the
+answer, as an `AttributionResult` (`ascale.analysis.results`), the type every attribution method
+returns.
 
 For learned scalars each component also gets an *effect class*, read at ``beta = +1``:
 
@@ -24,14 +26,13 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ascale import _tl
+from ascale import passes
 from ascale._types import HookedModel
-from ascale.analysis import _passes
 from ascale.analysis.results import AttributionResult, effect_classes, token_labels
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.grid import Grid
-from ascale.interventions import DynamicScalars, Intervention
+from ascale.interventions import Intervention, Readout
 
 __all__ = ["rank_components"]
 
@@ -47,7 +48,8 @@ def rank_components(
     per_position: bool = False,
     by: str = "alpha",
 ) -> AttributionResult:
-    """Rank an intervention's components: scalars by ``|alpha|``, steering vectors by norm,
+    """Rank an intervention's components by what its class reads out (`Intervention.readout`):
+    scalars by ``|alpha|``, steering vectors by norm, dynamic scalars by mean ``|alpha|``,
     circuit scalars by ``|score|`` (their signed score is their support for the answer).
 
     Args:
@@ -58,11 +60,12 @@ def rank_components(
         sites: keep only these sites (default: all of the intervention's).
         threshold: scalars with ``|alpha|`` below this are class ``identity``.
         ablate_tol: scalars within this of ``-1`` are class ``ablate``.
-        by: scalars only: ``"alpha"`` ranks by ``|alpha|``; ``"effect"`` by the learned edit's
-            first-order effect on the answer, ``alpha * E[h . dΔ/dh]`` over `data` (Δ = logit
-            of the wrong minus the correct answer, at the clean run): a large scalar on a
-            component the answer barely reads ranks low. Its support for the correct answer
-            (what circuit scoring orders by) is ``-|alpha| * E[h . dΔ/dh]``.
+        by: ``"alpha"`` ranks by the intervention's own values; ``"effect"`` (kinds whose
+            values scale the activation) by the edit's first-order effect on the answer,
+            ``alpha * E[h . dΔ/dh]`` over `data` (Δ = logit of the wrong minus the correct
+            answer, at the clean run): a large scalar on a component the answer barely reads
+            ranks low. Its support for the correct answer (what circuit scoring orders by) is
+            ``-|alpha| * E[h . dΔ/dh]``.
         per_position: dynamic scalars only: one component per position (mean ``alpha`` there
             over the prompts of `data`, which must share one length), as position-tied grids
             have; default one per probe, averaged over every token.
@@ -71,137 +74,77 @@ def rank_components(
         An `AttributionResult`, one row per parameter (scalars) or vector (vectors).
 
     Raises:
-        AscaleError: the intervention is not fitted, or of a method that has no fixed
-            per-component value.
+        AscaleError: the intervention is not fitted, or `by` is not one it can be ranked by.
 
     Example:
         >>> ranking = rank_components(scalars, model=model, data=train)
         >>> len(ranking.top(10))
         10
     """
+    if by not in ("alpha", "effect"):
+        raise AscaleError(f"by must be 'alpha' or 'effect', got {by!r}")
     if not intervention.is_bound:
         raise AscaleError(f"{type(intervention).__name__} has no parameters yet: fit it first")
-    if intervention.method == "dynamic":
-        result = _rank_dynamic(intervention, model, data, threshold, ablate_tol, per_position)
-        return result if sites is None else result.select(sites)
-    if intervention.method not in ("scalars", "vectors", "circuit"):
-        raise AscaleError(
-            f"rank_components does not know how to score method {intervention.method!r}"
-        )
-    grid = Grid.of(intervention)
-    params = {name: p.detach().cpu() for name, p in intervention.params.items()}
-    if intervention.method == "vectors":
-        params = {name: p.norm(dim=-1) for name, p in params.items()}  # one norm per vector
-    values = grid.from_params(params).tolist()
-    labels = token_labels(model, data) if model is not None and data is not None else None
-    rows = [
-        (
-            c.site.name,
-            c.layer,
-            c.head,
-            c.pos,
-            "(all)" if c.pos is None else _token(labels, c.pos),
-            v,
-        )
-        for c, v in zip(grid.components, values, strict=True)
-    ]
-    frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token", "value"])
-    if intervention.method == "scalars" and by == "effect":
-        if model is None or data is None:
-            raise AscaleError("by='effect' needs model= and data= (the gradients come from them)")
-        alpha = frame["value"].to_numpy()
-        grad = grid.from_params(_attributions(intervention, grid, model, data)).numpy()
+    readout = intervention.readout(model=model, data=data, per_position=per_position)
+    named = model is not None and data is not None and readout.grid.positions is not None
+    labels = token_labels(model, data) if named else None  # type: ignore[arg-type]
+    frame = _frame(readout, labels)
+    kind = {"signed": readout.signed, "support_sign": readout.support_sign}
+    info = dict(readout.info)
+    if readout.scales:
         frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
-        frame["value"] = (
-            alpha * grad
-        )  # the edit's first-order change of logit(wrong) - logit(correct)
-        frame["support"] = -np.abs(alpha) * grad
-        info = {"ranked_by": "|alpha * E[h . dDelta/dh]|", "n_prompts": len(data)}
-        result = AttributionResult.from_rows("scalars", "alpha·∂Δ", frame, info=info)
-    elif intervention.method == "scalars":
-        frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
-        result = AttributionResult.from_rows("scalars", "alpha", frame, support_sign=-1)
-    elif intervention.method == "circuit":
-        # the score's sign: for or against the answer (CPR's order); its size: how much the
-        # component matters either way (CMD's order), as for patching effects
-        frame["magnitude"] = frame["value"].abs()
-        info = {"ranked_by": "circuit score"}
-        result = AttributionResult.from_rows("circuit", "score", frame, info=info)
-    else:
-        result = AttributionResult.from_rows("vectors", "‖v‖", frame, signed=False)
+    label = readout.label
+    if by == "effect":
+        if not readout.scales:
+            raise AscaleError(
+                f"by='effect' ranks a scale's first-order effect; a {type(intervention).__name__} "
+                "does not scale the activation: use by='alpha'"
+            )
+        _by_effect(frame, intervention, readout.grid, model, data)
+        kind, label = {"support_sign": 1}, "alpha·∂Δ"
+        info = {"ranked_by": "|alpha * E[h . dDelta/dh]|", "n_prompts": len(data or ())}
+    result = AttributionResult.from_rows(intervention.method, label, frame, info=info, **kind)
     return result if sites is None else result.select(sites)
 
 
-def _rank_dynamic(
+def _frame(readout: Readout, labels: Sequence[str] | None) -> pd.DataFrame:
+    """The readout as rows: site, layer, head, pos, token, value[, magnitude]."""
+    rows = [
+        (c.site.name, c.layer, c.head, c.pos, "(all)" if c.pos is None else _token(labels, c.pos))
+        for c in readout.grid.components
+    ]
+    frame = pd.DataFrame(rows, columns=["site", "layer", "head", "pos", "token"])
+    frame["value"] = readout.values.tolist()
+    if readout.magnitude is not None:
+        frame["magnitude"] = readout.magnitude.tolist()
+    return frame
+
+
+def _by_effect(
+    frame: pd.DataFrame,
     intervention: Intervention,
+    grid: Grid,
     model: HookedModel | None,
     data: ContrastSet | None,
-    threshold: float,
-    ablate_tol: float,
-    per_position: bool,
-) -> AttributionResult:
-    """Dynamic scalars: each probe's mean ``alpha = w . h + b`` over every real token of `data`
-    (or, `per_position`, at each position over the prompts), with ``h`` read on the clean run;
-    ranked by mean ``|alpha|``."""
-    assert isinstance(intervention, DynamicScalars)
+) -> None:
+    """``value`` becomes the edit's first-order change of Δ, ``support`` its support."""
     if model is None or data is None:
-        raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
-    names = [s.hook_name(layer) for s in intervention.sites for layer in s.layers]
-    sums: dict[str, Tensor] = {}
-    device = _tl.first_device(model)
-    with torch.inference_mode():
-        for start in range(0, len(data), 32):
-            batch = data.subset(range(start, min(start + 32, len(data))))
-            mask = batch.attention_mask.to(device)
-            _, acts = _tl.capture(model, batch.tokens.to(device), names, mask)
-            for site in intervention.sites:
-                for layer in site.layers:
-                    # exactly what the hook multiplies by (normalised input included)
-                    alpha = intervention.alpha(site.name, layer, acts[site.hook_name(layer)])
-                    real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
-                    axes = (0,) if per_position else (0, 1)
-                    signed = (alpha * real).sum(axes).cpu()
-                    size = (alpha.abs() * real).sum(axes).cpu()
-                    key = site.hook_name(layer)
-                    sums[key] = sums.get(key, torch.zeros(2, *signed.shape)) + torch.stack(
-                        [signed, size]
-                    )
-    rows = []
-    labels = token_labels(model, data) if per_position else ()
-    slots: list[int | None] = list(range(data.n_pos)) if per_position else [None]
-    count = float(len(data)) if per_position else float(data.lengths.sum())
-    for site in intervention.sites:
-        for layer in site.layers:
-            mean = sums[site.hook_name(layer)] / count  # [2, (pos), (head)]
-            for slot in slots:
-                at = mean if slot is None else mean[:, slot]
-                heads = range(at.shape[1]) if site.per_head else [None]
-                for head in heads:
-                    value, size = (at[:, head] if head is not None else at).tolist()
-                    token = "(all)" if slot is None else labels[slot]
-                    rows.append((site.name, layer, head, slot, token, value, size))
-    columns = ["site", "layer", "head", "pos", "token", "value", "magnitude"]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["effect"] = effect_classes(frame["value"], threshold, ablate_tol)
-    return AttributionResult.from_rows(
-        "dynamic",
-        "mean alpha",
-        frame,
-        info={"n_prompts": len(data), "ranked_by": "mean |alpha|"},
-        support_sign=-1,
-    )
+        raise AscaleError("by='effect' needs model= and data= (the gradients come from them)")
+    alpha = frame["value"].to_numpy()
+    grad = grid.from_params(_attributions(grid, model, data)).numpy()
+    frame["value"] = alpha * grad  # the edit's first-order change of logit(wrong) - logit(correct)
+    frame["support"] = -np.abs(alpha) * grad
+    frame.drop(columns=["magnitude"], errors="ignore", inplace=True)
 
 
-def _attributions(
-    intervention: Intervention, grid: Grid, model: HookedModel, data: ContrastSet
-) -> dict[str, Tensor]:
+def _attributions(grid: Grid, model: HookedModel, data: ContrastSet) -> dict[str, Tensor]:
     """``E[h . dΔ/dh]`` at each of the grid's components, on the clean run, per site as
     ``[layer, slot, (head)]`` (a shared slot sums its positions)."""
     names = grid.hook_names()
     sums: dict[str, Tensor] = {}
     for start in range(0, len(data), 32):
         batch = data.subset(range(start, min(start + 32, len(data))))
-        _, acts, grads = _passes.gradients(model, batch, names)
+        _, acts, grads = passes.gradients(model, batch, names)
         for name in names:
             sums[name] = sums.get(name, 0) + (acts[name] * grads[name]).sum(-1).sum(0).cpu()
     out = {}

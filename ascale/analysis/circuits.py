@@ -32,7 +32,6 @@ Example:
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -40,18 +39,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import _tl
+from ascale import _tl, passes
 from ascale._types import HookedModel
-from ascale.analysis import _passes
 from ascale.analysis.results import AttributionResult
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, AscaleWarning
-from ascale.grid import Grid
+from ascale.grid import FRACTIONS, Grid, circuit_sizes
+from ascale.interventions import Ablation, check_ablation
 
-__all__ = ["FRACTIONS", "CircuitResult", "circuit_sizes", "score_circuits"]
-
-FRACTIONS: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-Ablation = Literal["counterfactual", "mean", "zero"]
+__all__ = ["CircuitResult", "score_circuits"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,11 +114,6 @@ class CircuitResult:
         return head + str(self.summary().to_html(float_format="{:.3f}".format))
 
 
-def circuit_sizes(n: int, fractions: Sequence[float] = FRACTIONS) -> list[int]:
-    """``max(1, round(p * n))`` for each fraction ``p``."""
-    return [max(1, min(n, round(p * n))) for p in fractions]
-
-
 def score_circuits(
     model: HookedModel,
     data: ContrastSet,
@@ -163,33 +154,17 @@ def score_circuits(
     ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
     if ablation == "counterfactual" and corrupted is None:
         raise AscaleError("counterfactual ablation needs corrupted prompts; use 'mean' or 'zero'")
-    if ablation not in ("counterfactual", "mean", "zero"):
-        raise AscaleError(f"ablation must be 'counterfactual', 'mean' or 'zero', got {ablation!r}")
+    check_ablation(ablation)
     grid = grid.with_length(data.n_pos)
     n = len(grid)
     ks = circuit_sizes(n, fractions)
     orders = {name: _orders(r, grid) for name, r in named.items()}
-    rng = np.random.default_rng(seed)
-    for i in range(n_random):
-        perm = rng.permutation(n)
-        orders[f"random#{i}"] = (perm, perm)
-    # every distinct circuit (as a keep mask), then f for each; a component whose ablation is
-    # a no-op (before the first token a counterfactual changes) counts as kept, so circuits
-    # that differ only there are scored once
-    n_shared = _passes.shared_length(data, corrupted) if ablation == "counterfactual" else 0
+    orders |= _random_orders(n, n_random, seed)
+    # a component whose ablation is a no-op (before the first token a counterfactual changes)
+    # counts as kept, so circuits that differ only there are scored once
+    n_shared = passes.shared_length(data, corrupted) if ablation == "counterfactual" else 0
     no_op = torch.tensor([c.pos is not None and c.pos < n_shared for c in grid.components])
-    circuits: dict[bytes, Tensor] = {}
-    plan: list[tuple[str, float, int, bytes, bytes]] = []
-    for name, (signed, absolute) in orders.items():
-        for p, k in zip(fractions, ks, strict=True):
-            keys = []
-            for order in (signed, absolute):
-                keep = no_op.clone()
-                keep[torch.as_tensor(order[:k])] = True
-                key = keep.numpy().tobytes()
-                circuits.setdefault(key, keep)
-                keys.append(key)
-            plan.append((name, p, k, keys[0], keys[1]))
+    circuits, plan = _plan_circuits(orders, fractions, ks, no_op)
     empty = no_op.clone()
     circuits.setdefault(empty.numpy().tobytes(), empty)
     full = torch.ones(n, dtype=torch.bool).numpy().tobytes()
@@ -208,6 +183,40 @@ def score_circuits(
     curves = pd.DataFrame(rows, columns=["method", "fraction", "k", "f_signed", "f_abs"])
     curves = _average_random(curves)
     return CircuitResult(curves, float(m_clean), float(m_empty), n, ablation, len(data))
+
+
+def _random_orders(n: int, n_random: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`n_random` seeded random orders of `n` components (``random#i``; signed = absolute)."""
+    rng = np.random.default_rng(seed)
+    orders = {}
+    for i in range(n_random):
+        perm = rng.permutation(n)
+        orders[f"random#{i}"] = (perm, perm)
+    return orders
+
+
+def _plan_circuits(
+    orders: dict[str, tuple[np.ndarray, np.ndarray]],
+    fractions: Sequence[float],
+    ks: list[int],
+    no_op: Tensor,
+) -> tuple[dict[bytes, Tensor], list[tuple[str, float, int, bytes, bytes]]]:
+    """Every distinct circuit (a keep mask, by its bytes) that the orders' top-k make, and the
+    plan: for each order and size, the keys of its signed and absolute circuits. The
+    components in `no_op` are kept in every circuit."""
+    circuits: dict[bytes, Tensor] = {}
+    plan: list[tuple[str, float, int, bytes, bytes]] = []
+    for name, (signed, absolute) in orders.items():
+        for p, k in zip(fractions, ks, strict=True):
+            keys = []
+            for order in (signed, absolute):
+                keep = no_op.clone()
+                keep[torch.as_tensor(order[:k])] = True
+                key = keep.numpy().tobytes()
+                circuits.setdefault(key, keep)
+                keys.append(key)
+            plan.append((name, p, k, keys[0], keys[1]))
+    return circuits, plan
 
 
 def _named(
@@ -266,19 +275,19 @@ def _circuit_metrics(
         total=len(keys) * -(-len(data) // chunk), desc="circuits", disable=not progress, leave=False
     )
     names = grid.hook_names()
-    mean = _passes.mean_acts(model, data, names) if ablation == "mean" else None
+    mean = passes.mean_acts(model, data, names) if ablation == "mean" else None
     # before the first token a counterfactual changes, ablating to it is a no-op, and before
     # the grid's first position nothing is ablated: those positions run once per batch, not
     # once per circuit
-    n_clean = _passes.clean_length(grid, data, corrupted if ablation == "counterfactual" else None)
+    n_clean = passes.clean_length(grid, data, corrupted if ablation == "counterfactual" else None)
     for start in range(0, len(data), chunk):
         rows = list(range(start, min(start + chunk, len(data))))
         batch = data.subset(rows)
-        source = _passes.capture_source(model, data, corrupted, rows, names, ablation, mean)
+        source = passes.capture_source(model, data, corrupted, rows, names, ablation, mean)
         shared = _tl.shared_of(model, batch.tokens, n_clean)
         for first in range(0, len(keys), per_pass):
             group = ablate[first : first + per_pass]
-            delta = _passes.patched_deltas(model, batch, grid, group, source, shared=shared)
+            delta = passes.patched_deltas(model, batch, grid, group, source, shared=shared)
             totals[first : first + len(group)] += (-delta).sum(-1).cpu()  # m = -Δ
             bar.update(len(group))
     bar.close()
@@ -286,7 +295,7 @@ def _circuit_metrics(
 
 
 def _clean_metric(model: HookedModel, data: ContrastSet) -> float:
-    return float(-_passes.clean_deltas(model, data).mean())
+    return float(-passes.clean_deltas(model, data).mean())
 
 
 def _average_random(curves: pd.DataFrame) -> pd.DataFrame:

@@ -7,19 +7,8 @@ and CMD, beside a random baseline. It also reports how far the rankings agree, o
 component type, and (optionally) how well scalars refitted on only their top-k components flip
 the held-out prompts.
 
-Methods:
-
-| name | ranking |
-|---|---|
-| ``scalars`` | sparse activation scalars (`fit(sparsity="proximal")`), by ``-alpha`` |
-| ``scalars_effect`` | the same scalars, by their edit's effect ``alpha * E[h . dΔ/dh]`` |
-| ``scalars_dense`` | activation scalars fitted with Adam on the plain L1 term |
-| ``vectors`` | steering vectors, by norm |
-| ``dynamic`` | dynamic scalars, by mean ``-alpha`` at each position |
-| ``circuit`` | circuit scalars (`fit_circuit`: a sufficiency fit), by score |
-| ``activation_patching`` | the effect of patching each component alone |
-| ``attribution_patching`` | its first-order estimate |
-| ``random`` | seeded random orders (mean of `n_random`) |
+Methods: any of `METHODS` (the table in `ascale.analysis.compare_methods`, where each is a
+class).
 
 Example:
     >>> result = compare(model, data, corrupted, sites="heads", positions=[-1],
@@ -36,39 +25,18 @@ from typing import Any
 import pandas as pd
 
 from ascale._types import HookedModel
-from ascale.analysis import _methods
+from ascale.analysis import compare_methods
 from ascale.analysis.agreement import AgreementResult, agreement
 from ascale.analysis.circuits import CircuitResult, score_circuits
+from ascale.analysis.compare_methods import METHODS
 from ascale.analysis.results import AttributionResult, rerank
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.grid import Grid
 from ascale.interventions import Intervention
 from ascale.training.metrics import Metrics
-from ascale.training.objective import Objective
 
-__all__ = ["METHODS", "SPARSE_MAP", "CompareResult", "compare"]
-
-METHODS: tuple[str, ...] = (
-    "scalars",
-    "scalars_effect",
-    "scalars_dense",
-    "vectors",
-    "dynamic",
-    "circuit",
-    "activation_patching",
-    "attribution_patching",
-    "random",
-)
-#: fit settings of the sparse map (``scalars``): on SmolLM2 IOI heads at the last position,
-#: lambda_min 0.02 gave the best CPR and CMD of the scalar fits tried (0.01-0.1; docs/circuits.md)
-SPARSE_MAP: dict[str, Any] = {
-    "sparsity": "proximal",
-    "objective": Objective(lambda_min=0.02),
-    "steps": 80,
-    "batch_size": 64,
-    "stop": "none",
-}
+__all__ = ["CompareResult", "compare"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,8 +150,9 @@ def compare(
             ``"mean"`` or ``"zero"``.
         k: the top-k of the agreement overlap.
         refit_ks: sizes of the refit curve (scalars refitted on their own top k).
-        fit_options: per method, keyword arguments for `fit` over the defaults
-            (``scalars``: over `SPARSE_MAP`, the sparse map's settings).
+        fit_options: per method, keyword arguments for `fit` (or `fit_circuit`) over the
+            method's defaults (``scalars``: over `compare_methods.SPARSE_MAP`, the sparse map's
+            settings).
         fitted: per method, an intervention already fitted on this grid and on the same
             split (``data.split(test_size, seed)``'s first part) to use instead of fitting one.
         fitted_metrics: per method of `fitted`, its `evaluate` on the test split when already
@@ -199,25 +168,25 @@ def compare(
     if stray:
         raise AscaleError(f"fitted_metrics for {stray}, which fitted does not hold")
     grid = Grid.build(model, data.n_pos, sites=sites, layers=layers, positions=positions)
-    given = fit_options or {}
-    options = {**given, "scalars": {**SPARSE_MAP, **given.get("scalars", {})}}
-    run = _methods.Run.start(model, data, corrupted, grid, test_size, seed, options, progress)
+    run = compare_methods.Run.start(
+        model, data, corrupted, grid, test_size, seed, fit_options or {}, progress
+    )
     run.where = {"sites": sites, "layers": layers, "positions": positions}
-    run.fit_methods(methods, fitted or {}, fitted_metrics)
-    ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
-    run.circuit_method(methods, ablation, fitted or {})
-    run.patch_methods(methods, patch_n)
+    run.given, run.measured = fitted or {}, fitted_metrics or {}
+    run.ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
+    run.n_patched = min(patch_n, len(run.train))
+    compare_methods.run_methods(run, methods)
     with run.timed("circuits"):
         circuits = score_circuits(
             model, run.test, run.rankings, grid=grid, corrupted=run.ctest,
-            ablation=ablation,  # type: ignore[arg-type]
+            ablation=run.ablation,  # type: ignore[arg-type]
             n_random=n_random if "random" in methods else 0, seed=seed, progress=progress,
         )  # fmt: skip
     agree, by_type = _agreements(run.rankings, grid, k)
     refit = pd.DataFrame()
     if refit_ks:
         with run.timed("refit"):
-            refit = _methods.refit_curve(run, refit_ks)
+            refit = compare_methods.refit_curve(run, refit_ks)
     info = run.info(positions, circuits.ablation)
     return CompareResult(
         grid, run.rankings, circuits, agree, by_type, run.metrics, run.interventions, refit, info

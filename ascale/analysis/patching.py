@@ -24,6 +24,7 @@ Example:
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -32,15 +33,14 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import _tl
+from ascale import _tl, passes
 from ascale._types import HookedModel
-from ascale.analysis import _passes
-from ascale.analysis._passes import Acts
 from ascale.analysis.results import AttributionResult, token_labels
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.grid import Component, Grid
 from ascale.interventions import Intervention
+from ascale.passes import Acts
 
 __all__ = ["activation_patching", "attribution_patching"]
 
@@ -92,48 +92,11 @@ def activation_patching(
         >>> len(patched.components)  # layers x heads, at the last position
         8
     """
-    grid = _grid(model, data, like, sites, layers, positions)
-    base, source = _inputs(data, corrupted, direction, ablation)
-    comps = list(grid.components)
-    totals = torch.zeros(len(comps))
-    base_delta = source_delta = 0.0  # sums of Δ over prompts
-    names = grid.hook_names()
     chunk = max(1, min(len(data), max_batch))
-    mean = (
-        _passes.mean_acts(model, data, names, chunk) if _needs_mean(corrupted, ablation) else None
-    )
-    # before the first token the corrupted prompts change, patching is a no-op (effect 0): those
-    # components are not run, and the others' passes start after those positions, or at the
-    # grid's first position if later (`_tl.Shared`)
-    n_shared = _passes.shared_length(data, corrupted)
-    live = [i for i, c in enumerate(comps) if c.pos is None or c.pos >= n_shared]
-    n_clean = _passes.clean_length(grid, data, corrupted)
-    # components by layer: a pass that patches only layers >= l runs only the blocks from l on,
-    # from the clean residual entering block l (`_tl.Prefix`)
-    order = sorted(live, key=lambda i: comps[i].layer)
-    chunks = _passes.chunks(range(len(data)), chunk)
-    n_passes = sum(-(-len(order) // max(1, max_batch // len(rows))) for rows in chunks)
-    bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
-    with torch.inference_mode():
-        for rows in chunks:
-            batch = base.subset(rows)
-            delta, base_acts, resid = _passes.capture_with_resid(model, batch, names, grid)
-            src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
-            base_delta, source_delta = (
-                base_delta + float(delta.sum()),
-                source_delta + float(src_delta.sum()),
-            )
-            shared = _tl.shared_of(model, batch.tokens, n_clean)
-            per_pass = max(1, max_batch // len(rows))
-            for start in range(0, len(order), per_pass):
-                group = torch.tensor(order[start : start + per_pass])
-                rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
-                rows_[torch.arange(len(group)), group] = True
-                patched = _passes.patched_deltas(model, batch, grid, rows_, src_acts, resid, shared)
-                totals[group] += patched.sum(-1).cpu() - float(delta.sum())
-                bar.update(1)
-    bar.close()
-    sums = (totals, base_delta, source_delta)
+    plan = _plan(model, data, corrupted, like, sites, layers, positions, direction, ablation, chunk)
+    order = _patch_order(plan, data, corrupted)
+    sums = _patch_each(model, plan, data, corrupted, order, chunk, max_batch, progress)
+    comps = plan.comps
     return _result("activation_patching", model, data, comps, sums, corrupted, direction, ablation)
 
 
@@ -142,41 +105,35 @@ def attribution_patching(
     data: ContrastSet,
     corrupted: ContrastSet | None = None,
     *,
+    batch_size: int = 32,
+    direction: Direction = "noising",
+    ablation: Ablation = "mean",
     like: Intervention | Grid | None = None,
     sites: str | Sequence[str] = "attn_out,mlp_out",
     layers: Sequence[int] | None = None,
     positions: str | Sequence[int] = "all",
-    direction: Direction = "noising",
-    ablation: Ablation = "mean",
-    batch_size: int = 32,
 ) -> AttributionResult:
     """Estimate every component's patching effect as ``(a_source - a_base) · ∂Δ/∂a``.
 
     One forward and one backward pass on the base run (clean for noising), one forward pass on
-    the source (corrupted), per batch of prompts; arguments and normalisation as in
-    `activation_patching`, whose effects this approximates to first order.
+    the source (corrupted), per batch of `batch_size` prompts; every other argument, and the
+    normalisation, as in `activation_patching`, whose effects this approximates to first order.
 
     Example:
         >>> estimated = attribution_patching(model, data, corrupted, like=scalars)
         >>> estimated.method
         'attribution_patching'
     """
-    grid = _grid(model, data, like, sites, layers, positions)
-    base, source = _inputs(data, corrupted, direction, ablation)
-    comps = list(grid.components)
+    plan = _plan(
+        model, data, corrupted, like, sites, layers, positions, direction, ablation, batch_size
+    )
+    comps, names = plan.comps, plan.names
     totals = torch.zeros(len(comps))
     base_delta = source_delta = 0.0  # sums of Δ over prompts
-    names = grid.hook_names()
-    mean = (
-        _passes.mean_acts(model, data, names, batch_size)
-        if _needs_mean(corrupted, ablation)
-        else None
-    )
-    for rows in _passes.chunks(range(len(data)), batch_size):
-        batch = base.subset(rows)
-        delta, base_acts, grads = _passes.gradients(model, batch, names)
+    for rows in passes.chunks(range(len(data)), batch_size):
+        delta, base_acts, grads = passes.gradients(model, plan.base.subset(rows), names)
         with torch.inference_mode():
-            src_acts, src_delta = _source(model, source, rows, names, base_acts, mean)
+            src_acts, src_delta = _source(model, plan.source, rows, names, base_acts, plan.mean)
         base_delta, source_delta = (
             base_delta + float(delta.sum()),
             source_delta + float(src_delta.sum()),
@@ -190,6 +147,42 @@ def attribution_patching(
 
 
 # ---- the grid and the inputs ----
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What both patching methods patch: the grid's components and hooks, the base run (patched
+    into), the source run (patched from; None to ablate) and the mean activations for mean
+    ablation."""
+
+    grid: Grid
+    comps: list[Component]
+    names: list[str]
+    base: ContrastSet
+    source: ContrastSet | None
+    mean: Acts | None
+
+
+def _plan(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    like: Intervention | Grid | None,
+    sites: str | Sequence[str],
+    layers: Sequence[int] | None,
+    positions: str | Sequence[int],
+    direction: str,
+    ablation: str,
+    batch_size: int,
+) -> _Plan:
+    """The grid and the inputs, checked; the mean activations (in batches of `batch_size`)
+    where the components are mean-ablated."""
+    grid = _grid(model, data, like, sites, layers, positions)
+    base, source = _inputs(data, corrupted, direction, ablation)
+    names = grid.hook_names()
+    needs_mean = _needs_mean(corrupted, ablation)
+    mean = passes.mean_acts(model, data, names, batch_size) if needs_mean else None
+    return _Plan(grid, list(grid.components), names, base, source, mean)
 
 
 def _grid(
@@ -237,6 +230,66 @@ def _inputs(
     return (data, corrupted) if direction == "noising" else (corrupted, data)
 
 
+# ---- activation patching's passes ----
+
+
+def _patch_order(plan: _Plan, data: ContrastSet, corrupted: ContrastSet | None) -> list[int]:
+    """The components that are run, by layer.
+
+    Before the first token the corrupted prompts change, patching is a no-op (effect 0): those
+    components are not run. By layer: a pass that patches only layers >= l runs only the blocks
+    from l on, from the clean residual entering block l (`_tl.Prefix`).
+    """
+    n_shared = passes.shared_length(data, corrupted)
+    live = [i for i, c in enumerate(plan.comps) if c.pos is None or c.pos >= n_shared]
+    return sorted(live, key=lambda i: plan.comps[i].layer)
+
+
+def _patch_each(
+    model: HookedModel,
+    plan: _Plan,
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    order: list[int],
+    chunk: int,
+    max_batch: int,
+    progress: bool,
+) -> tuple[Tensor, float, float]:
+    """Patch the components of `order`, ``max_batch // rows`` of them per pass over each chunk
+    of prompts: the sums over prompts of each component's change in Δ, of Δ_base, of Δ_source.
+
+    The passes start after the positions the corrupted prompts share with the clean ones, or at
+    the grid's first position if later (`_tl.Shared`).
+    """
+    comps, names, grid = plan.comps, plan.names, plan.grid
+    totals = torch.zeros(len(comps))
+    base_delta = source_delta = 0.0  # sums of Δ over prompts
+    n_clean = passes.clean_length(grid, data, corrupted)
+    chunks = passes.chunks(range(len(data)), chunk)
+    n_passes = sum(-(-len(order) // max(1, max_batch // len(rows))) for rows in chunks)
+    bar = tqdm(total=n_passes, desc="activation patching", disable=not progress, leave=False)
+    with torch.inference_mode():
+        for rows in chunks:
+            batch = plan.base.subset(rows)
+            delta, base_acts, resid = passes.capture_with_resid(model, batch, names, grid)
+            src_acts, src_delta = _source(model, plan.source, rows, names, base_acts, plan.mean)
+            base_delta, source_delta = (
+                base_delta + float(delta.sum()),
+                source_delta + float(src_delta.sum()),
+            )
+            shared = _tl.shared_of(model, batch.tokens, n_clean)
+            per_pass = max(1, max_batch // len(rows))
+            for start in range(0, len(order), per_pass):
+                group = torch.tensor(order[start : start + per_pass])
+                rows_ = torch.zeros((len(group), len(comps)), dtype=torch.bool)
+                rows_[torch.arange(len(group)), group] = True
+                patched = passes.patched_deltas(model, batch, grid, rows_, src_acts, resid, shared)
+                totals[group] += patched.sum(-1).cpu() - float(delta.sum())
+                bar.update(1)
+    bar.close()
+    return totals, base_delta, source_delta
+
+
 # ---- what is patched in, and what a component scores ----
 
 
@@ -250,7 +303,7 @@ def _source(
 ) -> tuple[Acts, Tensor]:
     """Activations to patch in, and the source run's Δ (0 for ablation, which has none)."""
     if source is not None:
-        delta, acts = _passes.capture(model, source.subset(rows), names)
+        delta, acts = passes.capture(model, source.subset(rows), names)
         return acts, delta
     if mean is None:
         acts = {n: torch.zeros_like(a) for n, a in base_acts.items()}

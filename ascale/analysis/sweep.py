@@ -86,36 +86,42 @@ def sweep(
     # every rank gets the one table, in grid order (rank 0 writes it); alone: every setting
     rows: list[tuple[int, dict[str, Any]]] = []
     shown = progress and distributed.is_main()
+    where = {"sites": sites, "layers": layers, "positions": positions}
     for cell in tqdm(distributed.my_share(len(grid)), desc="sweep", disable=not shown):
         method, lam_min, lam_faith = grid[cell]
         objective = Objective(margin=margin, lambda_faith=lam_faith, lambda_min=lam_min)
-        iv = build(method, model, sites=sites, layers=layers, positions=positions)
-        started = time.perf_counter()
-        with distributed.alone():
-            result = fit(
-                model,
-                iv,
-                train,
-                objective=objective,
-                seed=seed,
-                progress=False,
-                **(fit_options or {}),
-            )
-        fit_s = time.perf_counter() - started
-        for split, data in (("train", train), ("test", test)):
-            metrics = evaluate(model, iv, data).to_dict()
-            rows.append(
-                (
-                    cell,
-                    {
-                        "method": method,
-                        "lambda_min": lam_min,
-                        "lambda_faith": lam_faith,
-                        "split": split,
-                        **metrics,
-                        "steps_run": result.steps_run,
-                        "fit_s": round(fit_s, 2),
-                    },
-                )
-            )
+        setting = {"method": method, "lambda_min": lam_min, "lambda_faith": lam_faith}
+        for row in _fit_one(model, train, test, setting, objective, where, fit_options, seed):
+            rows.append((cell, row))
     return pd.DataFrame([row for _, row in sorted(distributed.gather(rows), key=lambda r: r[0])])
+
+
+def _fit_one(
+    model: HookedModel,
+    train: ContrastSet,
+    test: ContrastSet,
+    setting: dict[str, Any],
+    objective: Objective,
+    where: dict[str, Any],
+    fit_options: dict[str, Any] | None,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One setting of the sweep fitted alone, measured on both splits: its two rows."""
+    iv = build(setting["method"], model, **where)
+    started = time.perf_counter()
+    with distributed.alone():
+        result = fit(
+            model, iv, train, objective=objective, seed=seed, progress=False,
+            **(fit_options or {}),
+        )  # fmt: skip
+    fit_s = time.perf_counter() - started
+    return [
+        {
+            **setting,
+            "split": split,
+            **evaluate(model, iv, data).to_dict(),
+            "steps_run": result.steps_run,
+            "fit_s": round(fit_s, 2),
+        }
+        for split, data in (("train", train), ("test", test))
+    ]

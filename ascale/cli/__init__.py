@@ -6,12 +6,14 @@ a mistake exits with status 1 (2 for a malformed option) and one line, ``ascale 
 ...``, naming the value and what would be valid; ``--debug`` shows the traceback instead.
 Ctrl-C (SIGINT) and SIGTERM stop any command with one line and status 130 or 143: nothing of
 the interrupted run is kept, earlier outputs are as they were (no lock or staging folder left;
-SIGTERM is raised as `ascale._signals.Terminated` so that cleanup runs). Output folders are
-written as a unit when the run succeeds (`ascale._runfolder.RunFolder`): never over an input, never
+SIGTERM is raised as `ascale.cli._signals.Terminated` so that cleanup runs). Output folders are
+written as a unit when the run succeeds (`ascale.cli._runfolder.RunFolder`): never over an input, never
 mixed with an earlier run's files (``--overwrite`` replaces them), locked while a run writes.
 
-Modules: `_options` (the parser), `_common` (data, fitting, the metrics table), `_train`
-(``fit``, ``evaluate``, ``generate``, ``demo``), `_maps` (``compare``, ``sweep``).
+Modules: `_options` (the parser), `_common` (data, the command line's fit options, fitting one
+intervention, the metrics table), one module per command (`_fit`, `_evaluate`, `_generate`,
+`_demo`, `_compare`, `_sweep`), and what only the command line needs: `_runfolder` (output
+folders written as a unit) and `_signals` (SIGTERM as an exception, sections that hold signals).
 """
 
 import argparse
@@ -23,10 +25,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from ascale._signals import Terminated, terminate_raises
-from ascale.cli._maps import compare_command, sweep_command
+from ascale.cli._compare import compare_command
+from ascale.cli._demo import demo_command
+from ascale.cli._evaluate import evaluate_command
+from ascale.cli._fit import fit_command
+from ascale.cli._generate import generate_command
 from ascale.cli._options import build_parser
-from ascale.cli._train import demo_command, evaluate_command, fit_command, generate_command
+from ascale.cli._signals import Terminated, terminate_raises
+from ascale.cli._sweep import sweep_command
 
 __all__ = ["build_parser", "main"]
 

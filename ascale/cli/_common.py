@@ -1,5 +1,7 @@
-"""What several commands share: reading and splitting data, fitting one intervention and saving
-it, printing a metrics table. Heavy imports happen inside the functions, when a command runs."""
+"""What several commands share: reading and splitting data, the command line's fit options as
+`ascale.fit`'s keyword arguments (`fit_options`, the one home of that mapping), fitting one
+intervention and saving it, printing a metrics table. Heavy imports happen inside the functions,
+when a command runs."""
 
 import argparse
 import contextlib
@@ -23,7 +25,7 @@ def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[An
     """``--out`` as a `RunFolder` on the process that writes (rank 0 under torchrun); a no-op
     context on the other ranks, which fit their share and write nothing."""
     from ascale import distributed
-    from ascale._runfolder import RunFolder
+    from ascale.cli._runfolder import RunFolder
 
     if not distributed.is_main():
         return contextlib.nullcontext()
@@ -53,18 +55,54 @@ def load_split(
     return data.split(test_size=args.test_size, seed=args.seed)
 
 
-def make_intervention(model: HookedModel, method: str, args: argparse.Namespace) -> Any:
+#: the options that become `ascale.fit`'s settings (``--steps`` -> ``steps``, ...), and the
+#: objective's weights (``--margin`` -> ``Objective.margin``, ...)
+FIT_SETTINGS = ("steps", "lr", "batch_size", "sparsity", "settle")
+OBJECTIVE_WEIGHTS = ("margin", "lambda_faith", "lambda_min")
+
+
+def fit_options(
+    *, no_early_stop: bool = False, objective: Any = None, **given: Any
+) -> dict[str, Any]:
+    """`ascale.fit`'s keyword arguments from option values (`FIT_SETTINGS` and
+    `OBJECTIVE_WEIGHTS` by name; ``None``: not given, the fit's own default). The weights given
+    replace those of `objective` (default ``Objective()``); with none given and no `objective`,
+    the fit keeps its own.
+
+    Example:
+        >>> fit_options(steps=20, lr=None, margin=2.0)
+        {'steps': 20, 'objective': Objective(margin=2.0, lambda_faith=1.0, lambda_min=0.0001)}
+    """
+    import dataclasses
+
+    from ascale.training.objective import Objective
+
+    unknown = sorted(set(given) - {*FIT_SETTINGS, *OBJECTIVE_WEIGHTS})
+    if unknown:
+        raise TypeError(f"fit_options got unknown option(s) {unknown}")
+    options: dict[str, Any] = {k: given[k] for k in FIT_SETTINGS if given.get(k) is not None}
+    if no_early_stop:
+        options["stop"] = "none"
+    weights = {k: given[k] for k in OBJECTIVE_WEIGHTS if given.get(k) is not None}
+    if weights or objective is not None:
+        options["objective"] = dataclasses.replace(objective or Objective(), **weights)
+    return options
+
+
+def fit_options_of(args: argparse.Namespace, **over: Any) -> dict[str, Any]:
+    """`fit_options` of a command's parsed options (those it has), `over` replacing them."""
+    names = (*FIT_SETTINGS, *OBJECTIVE_WEIGHTS, "no_early_stop")
+    given = {k: getattr(args, k) for k in names if hasattr(args, k)}
+    return fit_options(**{**given, **over})
+
+
+def make_intervention(
+    model: HookedModel, method: str, *, sites: str, layers: Any, positions: Any, **options: Any
+) -> Any:
+    """A fresh intervention of `method` on the command's grid."""
     from ascale.interventions import build
 
-    detach = {"detach_input": bool(getattr(args, "detach_input", False))}
-    return build(
-        method,
-        model,
-        sites=args.sites,
-        layers=args.layers,
-        positions=args.positions,
-        **(detach if method == "dynamic" else {}),
-    )
+    return build(method, model, sites=sites, layers=layers, positions=positions, **options)
 
 
 def fit_one(
@@ -72,31 +110,20 @@ def fit_one(
     intervention: Any,
     train: Any,
     test: Any,
-    args: argparse.Namespace,
+    options: dict[str, Any],
     out: Path | None,
+    *,
+    seed: int,
+    sites: str,
     splits: tuple[str, ...] = ("train", "test"),
 ) -> dict[str, Any]:
-    """Fit, evaluate on `splits`, and save everything of one intervention into `out`
-    (``None``: fit only, as the ranks other than 0 of a data-parallel fit do)."""
+    """Fit with `options` (`fit_options`), evaluate on `splits`, and save everything of one
+    intervention into `out` (``None``: fit only, as the ranks other than 0 of a data-parallel
+    fit do)."""
     import ascale
     from ascale._outputs import write_json
 
-    objective = ascale.Objective(
-        margin=args.margin, lambda_faith=args.lambda_faith, lambda_min=args.lambda_min
-    )
-    result = ascale.fit(
-        model,
-        intervention,
-        train,
-        steps=args.steps,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        objective=objective,
-        seed=args.seed,
-        sparsity=getattr(args, "sparsity", None),
-        stop="none" if args.no_early_stop else "train",
-        settle=args.settle,
-    )
+    result = ascale.fit(model, intervention, train, seed=seed, **options)
     if out is None:
         return {}
     where = {k: result.settings[k] for k in ("positions", "positions_rule")}
@@ -106,7 +133,7 @@ def fit_one(
         split: ascale.evaluate(model, intervention, data[split]).to_dict() for split in splits
     }
     metrics["settings"] = where  # where it steered, and why (`ascale.training.positions`)
-    hyper = {**result.settings, **vars(objective), "sites": args.sites}
+    hyper = {**result.settings, **vars(result.objective), "sites": sites}
     fitted = {
         "steps_run": result.steps_run,
         "stopped_early": result.stopped_early,

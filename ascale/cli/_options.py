@@ -11,12 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ascale.analysis.compare import METHODS as COMPARE_METHODS
+from ascale.analysis.compare_methods import METHODS as COMPARE_METHODS
 from ascale.analysis.sweep import sweep
+from ascale.interventions import ABLATIONS, steering_methods
 from ascale.interventions import METHODS as FIT_METHODS
-from ascale.interventions import steering_methods
-from ascale.training._loop import SPARSITY
 from ascale.training.objective import Objective
+from ascale.training.optim import SPARSITY
 
 __all__ = ["build_parser"]
 
@@ -100,21 +100,23 @@ def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]
     return parse
 
 
-def _ints(text: str, what: str) -> list[int]:
+def _layers(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",")]
     except ValueError:
+        what = "comma-separated layer numbers, such as '0,1' or '-1'"
         raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
 
 
-def _layers(text: str) -> list[int]:
-    return _ints(text, "comma-separated layer numbers, such as '0,1' or '-1'")
-
-
 def _positions(text: str) -> str | list[int]:
-    if text in ("auto", "all", "shared"):
-        return text
-    return _ints(text, "'auto', 'all', 'shared' or positions such as '-1' or '0,-1'")
+    from ascale.errors import AscaleError
+    from ascale.grid import parse_positions
+
+    try:
+        chosen = parse_positions(text)
+    except AscaleError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return chosen if isinstance(chosen, str) else list(chosen)
 
 
 def _sites(text: str) -> str:
@@ -317,21 +319,21 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
         "--methods",
         "--method",
         dest="methods",
-        type=_names(COMPARE_METHODS),
+        type=_names(list(COMPARE_METHODS)),
         default=COMPARE_DEFAULT.split(","),
         help=f"comma-separated, of {', '.join(COMPARE_METHODS)} (default {COMPARE_DEFAULT})",
     )
     p.add_argument("--vectors", action="store_true", help="also rank steering vectors")
     _grid_options(p, per_task=True)
     _fit_settings(p)
-    # None: the method's own setting (scalars: the sparse map, `compare.SPARSE_MAP`)
+    # None: the method's own setting (scalars: the sparse map, `compare_methods.SPARSE_MAP`)
     for flag in ("--margin", "--lambda-faith", "--lambda-min"):
         p.add_argument(flag, type=_NON_NEGATIVE, default=None, help="default: the method's")
     # None: per task (CCC and --data attn_out,mlp_out at all positions; IOI heads at the last)
     p.set_defaults(sites=None, positions=None, command="compare")
     p.add_argument(
         "--ablation",
-        choices=["counterfactual", "mean", "zero"],
+        choices=ABLATIONS,
         default=None,
         help="what replaces a component outside a circuit (default: counterfactual when there "
         "are corrupted prompts, else mean)",

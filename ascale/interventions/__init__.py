@@ -11,32 +11,50 @@
 correct one, ``0`` is the clean model; any float works. Every hook returns a new tensor and never
 edits the activation in place.
 
-The base class and its hooks live in ``_base``, the position-tied methods in ``_static``, dynamic
-scalars in ``_dynamic``, circuit scalars (which ablate towards a batch's counterfactual
-activations, `ascale.fit_circuit`) in ``_circuit``. `METHODS` registers them by name: the command line, `compare` and `sweep`
-build through `build`, and `ascale.load` finds a saved file's class there.
+The hierarchy says what each kind is: `Intervention` (``_base``) owns sites, grid, parameters,
+hooks, the `Readout` a ranking reads and save/load; `SteeringIntervention` (``_steering``) adds
+the edit under the ``beta`` dial and the defaults `ascale.fit` trains it with (the position-tied
+kinds in ``_static``, dynamic scalars in ``_dynamic``); `CircuitScalars` (``_circuit``)
+interpolates each component towards its ablated activation and is fitted by
+`ascale.fit_circuit`. `METHODS` registers them by name: the command line, `compare` and `sweep`
+build through `build`, and `ascale.load` finds a saved file's class there. To add a kind:
+subclass one of the two, give it a ``method`` name, `_unit_shape`, its edit (or hook) and
+`readout`, and `register` it here.
 """
 
 from collections.abc import Sequence
 from typing import Any, Final
 
 from ascale._types import HookedModel
-from ascale.errors import AscaleError
-from ascale.interventions._base import Beta, Intervention, Positions
-from ascale.interventions._circuit import CircuitScalars, soft_top_k
+from ascale.errors import AscaleError, closest
+from ascale.grid import Positions
+from ascale.interventions._base import Beta, Intervention, Readout
+from ascale.interventions._circuit import (
+    ABLATIONS,
+    Ablation,
+    CircuitScalars,
+    check_ablation,
+    soft_top_k,
+)
 from ascale.interventions._dynamic import DynamicScalars
 from ascale.interventions._static import ActivationScalars, SteeringVectors
+from ascale.interventions._steering import FitDefaults, SteeringIntervention
 
 __all__ = [
+    "ABLATIONS",
     "METHODS",
+    "Ablation",
     "ActivationScalars",
     "Beta",
     "CircuitScalars",
     "DynamicScalars",
+    "FitDefaults",
     "Intervention",
-    "Positions",
+    "Readout",
+    "SteeringIntervention",
     "SteeringVectors",
     "build",
+    "check_ablation",
     "register",
     "soft_top_k",
     "steering_methods",
@@ -52,29 +70,29 @@ def build(
     *,
     sites: str | Sequence[str],
     layers: Sequence[int] | None = None,
-    positions: Any = "all",
+    positions: Positions = "all",
     n_pos: int | None = None,
     **options: Any,
 ) -> Intervention:
-    """A fresh intervention of a registered `method` (``dynamic`` takes no positions).
+    """A fresh intervention of a registered `method` (its class's `Intervention.create`).
 
     Example:
         >>> build("scalars", model, sites="attn_out,mlp_out", n_pos=12).method
         'scalars'
     """
     if method not in METHODS:
-        raise AscaleError(f"unknown method {method!r}; known: {sorted(METHODS)}")
-    cls: Any = METHODS[method]
-    if method == "dynamic":
-        return cls(model, sites=sites, layers=layers, **options)  # type: ignore[no-any-return]
-    return cls(  # type: ignore[no-any-return]
+        raise AscaleError(
+            f"unknown method {method!r}; known: {sorted(METHODS)} (closest: "
+            f"{closest(str(method), list(METHODS))})"
+        )
+    return METHODS[method].create(
         model, sites=sites, layers=layers, positions=positions, n_pos=n_pos, **options
     )
 
 
 def steering_methods() -> list[str]:
-    """The registered methods `ascale.fit` trains with the beta dial (not ``circuit``)."""
-    return sorted(name for name, cls in METHODS.items() if cls.steers)
+    """The registered methods `ascale.fit` trains with the beta dial (`SteeringIntervention`)."""
+    return sorted(n for n, cls in METHODS.items() if issubclass(cls, SteeringIntervention))
 
 
 def register(cls: type[Intervention]) -> type[Intervention]:

@@ -1,8 +1,9 @@
 """The base of every intervention: parameters per site, layer, (head) and position, and hooks.
 
-A subclass says what one unit of parameters is (`_unit_shape`) and how it edits an activation
-(`_edit`); attaching, binding to a prompt length, the L1 summary and the config written by
-`ascale.save` are here, once.
+A subclass says what one unit of parameters is (`_unit_shape`), what hook it attaches at each
+site and layer (`_hook`; the steering kinds in ``_steering``, circuit scalars in ``_circuit``)
+and what a ranking reads from it (`readout`, a `Readout`); attaching, binding to a prompt
+length, the L1 summary and the config written by `ascale.save` are here, once.
 """
 
 import contextlib
@@ -10,7 +11,8 @@ import html
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from jaxtyping import Float
@@ -18,16 +20,46 @@ from torch import Tensor, nn
 
 from ascale import _tl
 from ascale._types import HookedModel
+from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.grid import Grid, resolve_positions
+from ascale.grid import Grid, Positions, parse_positions, resolve_positions
 from ascale.sites import Site, resolve_sites
 
-Positions = Literal["auto", "all", "shared"] | Sequence[int]
 Beta = float | Float[Tensor, " batch"]
 # Activations at a hook: ``[batch, pos, d_model]``, or ``[batch, pos, head, d_head]`` for ``heads``.
 Act = Float[Tensor, "batch pos *head d"]
 # `beta` inside a hook: a float, or one value per prompt shaped to broadcast over the activation.
 HookBeta = float | Float[Tensor, "batch *#ones"]
+_I = TypeVar("_I", bound="Intervention")
+
+
+@dataclass(frozen=True)
+class Readout:
+    """What a ranking reads from an intervention (`ascale.rank_components`): one value per
+    component of `grid`, in grid order, and how to read it.
+
+    Attributes:
+        grid: the components.
+        values: one value per component (a scalar's ``alpha``, a vector's norm, a score).
+        label: what a value is, for tables and axis titles (``"alpha"``, ``"‖v‖"``, ...).
+        signed: whether values carry a sign (norms do not).
+        support_sign: ``value * support_sign`` is the component's support for the correct
+            answer (`ascale.AttributionResult.support_sign`).
+        magnitude: the size a ranking orders by, where it is not ``|value|``.
+        scales: the value is a multiplicative scale ``h * (1 + beta * value)``: it gets an
+            effect class (amplify, suppress, ablate, ...) and a first-order effect
+            (``rank_components(by="effect")``).
+        info: how the values were read (prompts, what they are ranked by).
+    """
+
+    grid: Grid
+    values: Float[Tensor, " component"]
+    label: str
+    signed: bool = True
+    support_sign: int = 1
+    magnitude: Float[Tensor, " component"] | None = None
+    scales: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Intervention(nn.Module, ABC):
@@ -42,9 +74,10 @@ class Intervention(nn.Module, ABC):
     or `bind`), ``"auto"`` is every position.
     """
 
+    #: the name it is registered, saved and compared under (``"scalars"``, ...)
     method: ClassVar[str]
-    #: whether `ascale.fit` trains it with the beta dial (circuit scalars: `ascale.fit_circuit`)
-    steers: ClassVar[bool] = True
+    #: whether it applies to prompts of any length whatever its positions (dynamic scalars)
+    any_length: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -58,16 +91,9 @@ class Intervention(nn.Module, ABC):
         super().__init__()
         self.sites: tuple[Site, ...] = resolve_sites(model, sites, layers)
         self.dims: dict[str, Any] = _tl.dims(model)
-        if isinstance(positions, str):
-            if positions not in ("auto", "all", "shared"):
-                raise AscaleError(
-                    f"positions must be 'auto', 'all', 'shared' or a list, got {positions!r}"
-                )
-            self.positions: str | tuple[int, ...] = positions
-        else:
-            self.positions = tuple(int(p) for p in positions)
-            if not self.positions:
-                raise AscaleError("positions is an empty list")
+        self.positions: str | tuple[int, ...] = parse_positions(positions)
+        if n_pos is not None and (isinstance(n_pos, bool) or not isinstance(n_pos, int)):
+            raise AscaleError(f"n_pos must be a whole number of tokens, got {n_pos!r}")
         self.n_pos: int | None = None
         self._start = 0  # the first position a pass feeds (`applied(start=...)`)
         self.params = nn.ParameterDict()
@@ -76,6 +102,21 @@ class Intervention(nn.Module, ABC):
             self._build()
         elif n_pos is not None:
             self.bind(n_pos)
+
+    @classmethod
+    def create(
+        cls: type[_I],
+        model: HookedModel,
+        *,
+        sites: str | Sequence[str],
+        layers: Sequence[int] | None = None,
+        positions: Positions = "auto",
+        n_pos: int | None = None,
+        **options: Any,
+    ) -> _I:
+        """A fresh one on a grid (`ascale.interventions.build`, `compare` and `sweep` make them
+        so); `options` are the class's own keyword arguments."""
+        return cls(model, sites=sites, layers=layers, positions=positions, n_pos=n_pos, **options)
 
     # ---- shape ----
 
@@ -143,8 +184,22 @@ class Intervention(nn.Module, ABC):
         """Shape of the parameters of one layer and slot of `site`."""
 
     @abstractmethod
-    def _edit(self, act: Act, param: Float[Tensor, "#pos ..."], beta: HookBeta) -> Act:
-        """The edited activation, ``param`` broadcast to ``act`` (``[pos, *unit]``)."""
+    def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
+        """The hook function at `site`'s `k`-th layer (`tracker`: one dict per `hooks` call,
+        for hooks that follow a generation's growing sequence)."""
+
+    @abstractmethod
+    def readout(
+        self,
+        *,
+        model: HookedModel | None = None,
+        data: ContrastSet | None = None,
+        per_position: bool = False,
+    ) -> Readout:
+        """One value per component and how to read it (`ascale.rank_components` ranks it).
+
+        `model` and `data` are read by kinds whose values depend on the activations (dynamic
+        scalars); `per_position` asks those for one component per position of `data`."""
 
     # ---- hooks ----
 
@@ -201,50 +256,6 @@ class Intervention(nn.Module, ABC):
         finally:
             self._start = 0
 
-    def _hook(self, site: Site, k: int, beta: Beta, tracker: dict[str, int]) -> Any:
-        name = site.hook_name(site.layers[k])
-
-        def hook(act: Act, hook: Any) -> Act:
-            # float32 edit, returned in the activation's dtype (bfloat16 models stay bfloat16)
-            return edit(act).to(act.dtype)
-
-        def edit(act: Tensor) -> Tensor:
-            n = act.shape[1]
-            # on the device of the activation: in a model split over devices (device_map) the
-            # hook of each layer runs where that layer lives; autograd carries the gradient back
-            param = self.params[site.name][k].to(act.device)
-            if not self.position_tied:
-                return self._edit(act, param, _beta_like(beta, act))
-            if self._start + n == self.n_pos:
-                tracker[name] = n
-                full = self._full(param)[self._start :]
-                return self._edit(act, full, _beta_like(beta, act))
-            if tracker.get(name, 0) >= (self.n_pos or 0) and n == 1:
-                return act  # a generated token beyond the trained prompt positions (KV cache)
-            if n > (self.n_pos or 0) and tracker.get(name) == n - 1:
-                # Generation without the KV cache: the sequence grows by one token a step;
-                # the trained prompt positions are edited again, the generated ones left alone.
-                tracker[name] = n
-                full = self._full(param)
-                grown = torch.cat([full, full.new_zeros((n - full.shape[0], *full.shape[1:]))])
-                return self._edit(act, grown, _beta_like(beta, act))
-            raise PromptLengthError(
-                f"{type(self).__name__} is tied to prompts of {self.n_pos} tokens, got {n} at "
-                f"{name}; filter with `data.with_length({self.n_pos})`, or use "
-                "positions='shared' or DynamicScalars for prompts of other lengths"
-            )
-
-        return hook
-
-    def _full(self, param: Float[Tensor, " slot *unit"]) -> Float[Tensor, " pos *unit"]:
-        """Slot parameters scattered to every position (zeros, the identity, elsewhere)."""
-        if self.positions == "all":
-            return param
-        assert isinstance(self.positions, tuple) and self.n_pos is not None
-        index = torch.tensor(self.positions, device=param.device)
-        full = param.new_zeros((self.n_pos, *param.shape[1:]))
-        return full.index_copy(0, index, param)
-
     def _require_bound(self) -> None:
         if not self.is_bound:
             raise AscaleError(
@@ -270,6 +281,10 @@ class Intervention(nn.Module, ABC):
 
     def _magnitudes(self, param: Tensor) -> Tensor:
         return param.detach().abs()
+
+    def _summary_values(self, param: Tensor) -> Tensor:
+        """What `summary`'s min and max read: magnitudes (signed kinds give their values)."""
+        return self._magnitudes(param)
 
     @property
     def hook_names(self) -> list[str]:
@@ -309,7 +324,7 @@ class Intervention(nn.Module, ABC):
         for site in self.sites:
             param = self.params[site.name].detach()
             size = self._magnitudes(param)
-            values = (param if self.method == "scalars" else size).float().cpu()
+            values = self._summary_values(param).float().cpu()
             rows[site.name] = {
                 "layers": len(site.layers),
                 "params": param.numel(),

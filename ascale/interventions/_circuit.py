@@ -19,7 +19,7 @@ with ``tau_k`` between the ``k``-th and ``k+1``-th score, for a ``k`` drawn anew
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final, Literal
 
 import torch
 from jaxtyping import Float
@@ -27,12 +27,29 @@ from torch import Tensor
 
 from ascale._types import HookedModel
 from ascale.errors import AscaleError, PromptLengthError
-from ascale.interventions._base import Act, Beta, HookBeta, Intervention, Positions, _beta_like
+from ascale.grid import Positions
+from ascale.interventions._base import Act, Beta, Intervention, Readout, _beta_like
 from ascale.sites import Site
 
-__all__ = ["ABLATIONS", "CircuitScalars", "soft_top_k"]
+__all__ = ["ABLATIONS", "Ablation", "CircuitScalars", "check_ablation", "soft_top_k"]
 
-ABLATIONS = ("counterfactual", "mean", "zero")
+#: What replaces a component (or an edge's source) outside a circuit: its activation on the
+#: counterfactual prompt, its mean over the data at each position, or zero. One home: circuit
+#: scalars, circuit scoring (`ascale.score_circuits`) and the command line read it here.
+ABLATIONS: Final = ("counterfactual", "mean", "zero")
+Ablation = Literal["counterfactual", "mean", "zero"]
+
+
+def check_ablation(ablation: object) -> Ablation:
+    """`ablation` if it is one of `ABLATIONS`; else an `AscaleError` naming them.
+
+    Example:
+        >>> check_ablation("mean")
+        'mean'
+    """
+    if not isinstance(ablation, str) or ablation not in ABLATIONS:
+        raise AscaleError(f"ablation must be one of {', '.join(ABLATIONS)}, got {ablation!r}")
+    return ablation  # type: ignore[return-value]
 
 
 def soft_top_k(
@@ -71,7 +88,6 @@ class CircuitScalars(Intervention):
     """
 
     method: ClassVar[str] = "circuit"
-    steers: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -83,8 +99,7 @@ class CircuitScalars(Intervention):
         n_pos: int | None = None,
         ablation: str = "counterfactual",
     ) -> None:
-        if ablation not in ABLATIONS:
-            raise AscaleError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+        check_ablation(ablation)
         super().__init__(model, sites=sites, layers=layers, positions=positions, n_pos=n_pos)
         self.ablation = ablation
         self._source: Mapping[str, Tensor] | None = None
@@ -92,6 +107,12 @@ class CircuitScalars(Intervention):
 
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         return (self.dims["n_heads"],) if site.per_head else ()
+
+    def readout(self, **_: Any) -> Readout:
+        """The learned scores: the sign says for or against the answer (CPR's order), the size
+        how much the component matters either way (CMD's order), as for patching effects."""
+        scores = self.scores().detach().cpu()
+        return Readout(self.grid, scores, "score", info={"ranked_by": "circuit score"})
 
     def scores(self) -> Float[Tensor, " component"]:
         """The learned scores in grid order (`ascale.Grid.of(self).names`)."""
@@ -164,9 +185,6 @@ class CircuitScalars(Intervention):
         assert isinstance(self.positions, tuple)
         index = torch.tensor(self.positions, device=keep.device)
         return keep.new_ones((n, *keep.shape[1:])).index_copy(0, index, keep)
-
-    def _edit(self, act: Act, param: Tensor, beta: HookBeta) -> Act:
-        raise NotImplementedError  # the hook above edits (it needs the source)
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "ablation": self.ablation}

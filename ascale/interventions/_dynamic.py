@@ -7,15 +7,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ascale import _tl
 from ascale._types import HookedModel
+from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
-from ascale.interventions._base import Act, HookBeta, Intervention
+from ascale.grid import Grid, Positions
+from ascale.interventions._base import Act, HookBeta, Readout
+from ascale.interventions._steering import FitDefaults, SteeringIntervention
 from ascale.sites import Site
 
 _TINY = 1e-6  # floor of ||h|| in the normalised probe: a zero activation gets alpha = b
 
 
-class DynamicScalars(Intervention):
+class DynamicScalars(SteeringIntervention):
     """DynScalar: ``h * (1 + beta * alpha)`` with ``alpha = w . h / ||h|| + b``, a probe of ``h``.
 
     One linear probe ``(w, b)`` per site and layer (per head for ``heads``), shared by every
@@ -53,6 +57,10 @@ class DynamicScalars(Intervention):
     """
 
     method: ClassVar[str] = "dynamic"
+    any_length: ClassVar[bool] = True
+    fit_defaults: ClassVar[FitDefaults] = FitDefaults(
+        lr=0.01, steps=200, batch_size=64, sparsity="l1", proximal_lr=0.01
+    )
 
     def __init__(
         self,
@@ -69,6 +77,21 @@ class DynamicScalars(Intervention):
         super().__init__(model, sites=sites, layers=layers, positions="shared")
         self.detach_input: bool = detach_input
         self.normalize: bool = normalize
+
+    @classmethod
+    def create(
+        cls,
+        model: HookedModel,
+        *,
+        sites: str | Sequence[str],
+        layers: Sequence[int] | None = None,
+        positions: Positions = "auto",
+        n_pos: int | None = None,
+        **options: Any,
+    ) -> "DynamicScalars":
+        """A fresh one; a probe is shared by every position, so `positions` and `n_pos` (the
+        grid's, for the position-tied kinds) are not its own."""
+        return cls(model, sites=sites, layers=layers, **options)
 
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         if site.per_head:
@@ -123,6 +146,59 @@ class DynamicScalars(Intervention):
             )
         k = chosen[0].layers.index(layer)
         return self._alpha(act, self.params[site][k, 0])
+
+    def readout(
+        self,
+        *,
+        model: HookedModel | None = None,
+        data: ContrastSet | None = None,
+        per_position: bool = False,
+    ) -> Readout:
+        """Each probe's mean ``alpha`` over every real token of `data` (or, `per_position`, at
+        each position over the prompts, which must share one length), with ``h`` read on the
+        clean run; ranked by mean ``|alpha|``."""
+        if model is None or data is None:
+            raise AscaleError("ranking dynamic scalars needs model= and data= (alpha depends on h)")
+        sums = self._alpha_sums(model, data, per_position)
+        count = float(len(data)) if per_position else float(data.lengths.sum())
+        slots = tuple(range(data.n_pos)) if per_position else None
+        grid = Grid(self.sites, slots, int(self.dims["n_heads"]), data.n_pos if slots else None)
+        per_site = {  # [2, layer, slot, (head)]: signed and absolute means
+            site.name: torch.stack(
+                [sums[site.hook_name(layer)] / count for layer in site.layers], dim=1
+            ).reshape(2, len(site.layers), grid.n_slots, *self._unit_shape(site)[:-1])
+            for site in self.sites
+        }
+        values = grid.from_params({n: m[0] for n, m in per_site.items()})
+        sizes = grid.from_params({n: m[1] for n, m in per_site.items()})
+        info = {"n_prompts": len(data), "ranked_by": "mean |alpha|"}
+        return Readout(grid, values, "mean alpha", support_sign=-1, magnitude=sizes,
+                       scales=True, info=info)  # fmt: skip
+
+    def _alpha_sums(
+        self, model: HookedModel, data: ContrastSet, per_position: bool
+    ) -> dict[str, Tensor]:
+        """Per hook, ``[2, (pos), (head)]``: the sums of ``alpha`` and ``|alpha|`` over the
+        real tokens of `data` (over its prompts only, `per_position`)."""
+        sums: dict[str, Tensor] = {}
+        device = _tl.first_device(model)
+        with torch.inference_mode():
+            for start in range(0, len(data), 32):
+                batch = data.subset(range(start, min(start + 32, len(data))))
+                mask = batch.attention_mask.to(device)
+                _, acts = _tl.capture(model, batch.tokens.to(device), self.hook_names, mask)
+                for site in self.sites:
+                    for layer in site.layers:
+                        key = site.hook_name(layer)
+                        # exactly what the hook multiplies by (normalised input included)
+                        alpha = self.alpha(site.name, layer, acts[key])
+                        real = mask.reshape(*mask.shape, *[1] * (alpha.ndim - 2)).to(alpha.dtype)
+                        axes = (0,) if per_position else (0, 1)
+                        signed = (alpha * real).sum(axes).cpu()
+                        size = (alpha.abs() * real).sum(axes).cpu()
+                        both = torch.stack([signed, size])
+                        sums[key] = sums[key] + both if key in sums else both
+        return sums
 
     def _magnitudes(self, param: Tensor) -> Tensor:
         # One magnitude per probe: the larger of ||w|| and |b|.

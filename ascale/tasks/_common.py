@@ -4,7 +4,7 @@ corrupting a clean set row by row at unchanged token lengths."""
 import re
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ascale import _tl
@@ -28,6 +28,30 @@ def check_count(task: str, n: int, got: int, target: Any) -> None:
             AscaleWarning,
             stacklevel=3,
         )
+
+
+def templates_for(
+    n: int,
+    choice: str | Sequence[str] | None,
+    builtin: tuple[str, ...],
+    check: Callable[[str], None],
+) -> tuple[str, ...]:
+    """The templates a builder asked for `n` prompts uses, each passed through `check`.
+
+    ``None``: the first of `builtin`; ``"all"``: every one; otherwise `choice`, one template or
+    several. Raises an `AscaleError` for `n` below 1 (before anything else).
+    """
+    if n < 1:
+        raise AscaleError(f"n must be at least 1, got {n}")
+    if choice is None:
+        chosen = builtin[:1]
+    elif choice == "all":
+        chosen = builtin
+    else:
+        chosen = (choice,) if isinstance(choice, str) else tuple(choice)
+    for t in chosen:
+        check(t)
+    return chosen
 
 
 def mentions(text: str, name: str) -> bool:

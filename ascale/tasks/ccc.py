@@ -8,7 +8,7 @@ import csv
 import random
 import re
 from collections.abc import Iterator
-from functools import cache
+from functools import cache, partial
 from importlib.resources import files
 
 import torch
@@ -17,7 +17,7 @@ from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length
+from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length, templates_for
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
 
@@ -61,6 +61,11 @@ def _known(model: HookedModel, countries: list[str], capitals: dict[str, str]) -
     return {c for i, c in enumerate(countries) if int(best[i]) == i}
 
 
+def _check_template(t: str) -> None:
+    if "{capital}" not in t or "{false_country}" not in t:
+        raise AscaleError(f"template {t!r} needs {{capital}} and {{false_country}}")
+
+
 def ccc(
     model: HookedModel,
     *,
@@ -99,17 +104,7 @@ def ccc(
         >>> data.prompts[0], data.correct[0], data.wrong[0]
         ('Paris is the capital of Italy. Paris is in', ' France', ' Italy')
     """
-    if n < 1:
-        raise AscaleError(f"n must be at least 1, got {n}")
-    if template is None:
-        templates: tuple[str, ...] = CCC_TEMPLATES[:1]
-    elif template == "all":
-        templates = CCC_TEMPLATES
-    else:
-        templates = (template,)
-    for t in templates:
-        if "{capital}" not in t or "{false_country}" not in t:
-            raise AscaleError(f"template {t!r} needs {{capital}} and {{false_country}}")
+    templates = templates_for(n, template, CCC_TEMPLATES, _check_template)
     countries = _single_token_countries(model)
     capitals = dict(_table())
     trues = _known(model, countries, capitals) if known_only else set(countries)
@@ -143,6 +138,19 @@ def ccc(
     return ContrastSet.from_rows(rows, model)
 
 
+def _other_countries(
+    countries: list[str], rng: random.Random, i: int, prompt: str, correct: str, wrong: str
+) -> Iterator[str]:
+    """Row `i` with its false country replaced by each other country it does not mention."""
+    true, false = correct.strip(), wrong.strip()
+    pattern = re.compile(rf"(?<!\w){re.escape(false)}(?!\w)")
+    if not pattern.search(prompt):
+        raise AscaleError(f"row {i} ({prompt!r}) does not mention its wrong answer {wrong!r}")
+    options = [c for c in countries if c not in (true, false) and not mentions(prompt, c)]
+    rng.shuffle(options)
+    return (pattern.sub(other, prompt) for other in options)
+
+
 def ccc_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> ContrastSet:
     """The corrupted inputs for activation patching: another false country in each context.
 
@@ -163,21 +171,8 @@ def ccc_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> Cont
             token length.
 
     Example:
-        >>> clean = ccc(model)
-        >>> corrupt = ccc_corrupt(clean, model)
-        >>> corrupt.prompts[0]
+        >>> ccc_corrupt(ccc(model), model).prompts[0]  # clean: '... capital of Italy. ...'
         'Paris is the capital of Germany. Paris is in'
     """
-    rng = random.Random(seed)
-    countries = _single_token_countries(model)
-
-    def candidates(i: int, prompt: str, correct: str, wrong: str) -> Iterator[str]:
-        true, false = correct.strip(), wrong.strip()
-        pattern = re.compile(rf"(?<!\w){re.escape(false)}(?!\w)")
-        if not pattern.search(prompt):
-            raise AscaleError(f"row {i} ({prompt!r}) does not mention its wrong answer {wrong!r}")
-        options = [c for c in countries if c not in (true, false) and not mentions(prompt, c)]
-        rng.shuffle(options)
-        return (pattern.sub(other, prompt) for other in options)
-
-    return corrupt(data, model, candidates, none_fit="no other country keeps")
+    other_countries = partial(_other_countries, _single_token_countries(model), random.Random(seed))
+    return corrupt(data, model, other_countries, none_fit="no other country keeps")

@@ -8,14 +8,14 @@ BABA S-then-IO; the subject is repeated either way.
 import random
 import re
 from collections.abc import Iterator, Sequence
-from functools import cache
+from functools import cache, partial
 from importlib.resources import files
 
 from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length
+from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_length, templates_for
 
 __all__ = ["IOI_TEMPLATES", "ioi", "ioi_corrupt"]
 
@@ -98,48 +98,16 @@ def ioi(
         >>> data.prompts[0], data.correct[0], data.wrong[0]
         ('When Alice and Bob went to the store, Bob gave a drink to', ' Alice', ' Bob')
     """
-    if n < 1:
-        raise AscaleError(f"n must be at least 1, got {n}")
-    if templates is None:
-        chosen: tuple[str, ...] = IOI_TEMPLATES[:1]
-    elif templates == "all":
-        chosen = IOI_TEMPLATES
-    else:
-        chosen = (templates,) if isinstance(templates, str) else tuple(templates)
-    for t in chosen:
-        _check_template(t)
+    chosen = templates_for(n, templates, IOI_TEMPLATES, _check_template)
     orders = tuple(orders)
     if not orders or any(o not in ORDERS for o in orders):
         raise AscaleError(f"orders must be a non-empty selection of {ORDERS}, got {orders!r}")
     names = _single_token_names(model)
-    rng = random.Random(seed)
     per_order = -(-n // len(orders)) if length is None else SAMPLE // len(orders)
-    pools: list[list[tuple[str, str, str]]] = []
-    for order in orders:
-        seen: set[tuple[str, str, str]] = set()
-        pool: list[tuple[str, str, str]] = []
-        for _ in range(20 * per_order):
-            if len(pool) >= per_order:
-                break
-            io, s = rng.sample(names, 2)
-            key = (rng.choice(chosen), io, s)
-            if key not in seen:
-                seen.add(key)
-                pool.append((_fill(key[0], order, io, s), io, s))
-        pools.append(pool)
+    pools = _sample(names, random.Random(seed), chosen, orders, per_order)
     flat = [row for pool in pools for row in pool]
     keep, target = pick_length(model, [p for p, _, _ in flat], length)
-    kept = set(keep)
-    by_order, start = [], 0
-    for pool in pools:
-        by_order.append([flat[i] for i in range(start, start + len(pool)) if i in kept])
-        start += len(pool)
-    rows: list[dict[str, str]] = []
-    for k in range(max(len(b) for b in by_order)):
-        for b in by_order:
-            if k < len(b) and len(rows) < n:
-                prompt, io, s = b[k]
-                rows.append({"prompt": prompt, "correct": " " + io, "wrong": " " + s})
+    rows = _alternate(pools, set(keep), n)
     if not rows:
         raise AscaleError(
             f"no IOI prompt has {target} tokens for this model ({len(flat)} candidate(s) "
@@ -147,6 +115,51 @@ def ioi(
         )
     check_count("ioi", n, len(rows), target)
     return ContrastSet.from_rows(rows, model)
+
+
+# a sampled prompt: (prompt, indirect object, subject)
+_Sampled = tuple[str, str, str]
+
+
+def _sample(
+    names: list[str],
+    rng: random.Random,
+    templates: tuple[str, ...],
+    orders: tuple[str, ...],
+    per_order: int,
+) -> list[list[_Sampled]]:
+    """Up to `per_order` distinct prompts for each order in turn (20 draws of a name pair and a
+    template per prompt wanted, at most), all drawn from `rng`."""
+    pools = []
+    for order in orders:
+        seen: set[tuple[str, str, str]] = set()
+        pool: list[_Sampled] = []
+        for _ in range(20 * per_order):
+            if len(pool) >= per_order:
+                break
+            io, s = rng.sample(names, 2)
+            key = (rng.choice(templates), io, s)
+            if key not in seen:
+                seen.add(key)
+                pool.append((_fill(key[0], order, io, s), io, s))
+        pools.append(pool)
+    return pools
+
+
+def _alternate(pools: list[list[_Sampled]], kept: set[int], n: int) -> list[dict[str, str]]:
+    """The rows of the kept prompts (`kept` indexes the pools one after another), taking one
+    from each order in turn, at most `n`."""
+    by_order, start = [], 0
+    for pool in pools:
+        by_order.append([p for j, p in enumerate(pool) if start + j in kept])
+        start += len(pool)
+    rows: list[dict[str, str]] = []
+    for k in range(max(len(b) for b in by_order)):
+        for b in by_order:
+            if k < len(b) and len(rows) < n:
+                prompt, io, s = b[k]
+                rows.append({"prompt": prompt, "correct": " " + io, "wrong": " " + s})
+    return rows
 
 
 def _abc(prompt: str, pattern: re.Pattern[str], io: str, xyz: list[str]) -> str:
@@ -162,6 +175,23 @@ def _abc(prompt: str, pattern: re.Pattern[str], io: str, xyz: list[str]) -> str:
         return y if subjects == 1 else z
 
     return pattern.sub(swap, prompt)
+
+
+def _abc_names(
+    names: list[str], rng: random.Random, i: int, prompt: str, correct: str, wrong: str
+) -> Iterator[str]:
+    """Row `i` with three fresh names of `names` (drawn by `rng`, up to 100 draws) in its three
+    name slots."""
+    io, s = correct.strip(), wrong.strip()
+    pattern = re.compile(rf"(?<!\w)({re.escape(io)}|{re.escape(s)})(?!\w)")
+    found = [m.group(1) for m in pattern.finditer(prompt)]
+    if found.count(io) < 1 or found.count(s) < 2:
+        raise AscaleError(
+            f"row {i} ({prompt!r}) should name its indirect object {io!r} and, twice, its "
+            f"subject {s!r}"
+        )
+    others = [x for x in names if not mentions(prompt, x)]
+    return (_abc(prompt, pattern, io, rng.sample(others, 3)) for _ in range(100))
 
 
 def ioi_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> ContrastSet:
@@ -190,19 +220,5 @@ def ioi_corrupt(data: ContrastSet, model: HookedModel, *, seed: int = 0) -> Cont
         >>> corrupt.prompts[0]
         'When John and Carol went to the store, Mary gave a drink to'
     """
-    rng = random.Random(seed)
-    names = _single_token_names(model)
-
-    def candidates(i: int, prompt: str, correct: str, wrong: str) -> Iterator[str]:
-        io, s = correct.strip(), wrong.strip()
-        pattern = re.compile(rf"(?<!\w)({re.escape(io)}|{re.escape(s)})(?!\w)")
-        found = [m.group(1) for m in pattern.finditer(prompt)]
-        if found.count(io) < 1 or found.count(s) < 2:
-            raise AscaleError(
-                f"row {i} ({prompt!r}) should name its indirect object {io!r} and, twice, its "
-                f"subject {s!r}"
-            )
-        others = [x for x in names if not mentions(prompt, x)]
-        return (_abc(prompt, pattern, io, rng.sample(others, 3)) for _ in range(100))
-
-    return corrupt(data, model, candidates, none_fit="no names keep")
+    abc_names = partial(_abc_names, _single_token_names(model), random.Random(seed))
+    return corrupt(data, model, abc_names, none_fit="no names keep")

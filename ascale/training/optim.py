@@ -16,11 +16,16 @@ most.
 """
 
 from collections.abc import Iterable
+from typing import Final
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ProximalAdamax", "soft_threshold"]
+__all__ = ["SPARSITY", "ProximalAdamax", "soft_threshold"]
+
+#: `ascale.fit`'s ``sparsity``: the L1 term in the gradient (``"l1"``, under Adam: dense maps) or
+#: as a soft-threshold after each step (``"proximal"``, `ProximalAdamax`: exact zeros)
+SPARSITY: Final = ("l1", "proximal")
 
 
 def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:

@@ -3,7 +3,7 @@ default of `ActivationScalars` and `SteeringVectors`): the last `LAST` positions
 
 A scalar tied to a position index meets a different token in every prompt of a user's set,
 while the last positions are where the next token is computed. Measured on the small
-hand-written sets and on CCC and IOI (``benchmarks/results/positions.json``, fit's defaults,
+hand-written sets and on CCC and IOI (``benchmarks/studies/results/positions.json``, fit's defaults,
 70/30 splits, scalars on ``attn_out,mlp_out``, test flips +1 / -1 and KL):
 
 | set (train / test prompts) | every position | last 3 | last |

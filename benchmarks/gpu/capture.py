@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the floor's attention: 'eager' builds its causal mask with a host-to-device copy, "
         "which a CUDA graph cannot record (seen on an H200); 'sdpa' without padding builds none",
     )
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RECORD)
     args = parser.parse_args(argv)
     dev = args.device
     _stub_datasets()

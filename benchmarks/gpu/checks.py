@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     device_options(parser)
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RECORD)
     args = parser.parse_args(argv)
     _stub_datasets()
     import ascale

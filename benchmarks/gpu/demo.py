@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     device_options(parser)
     parser.add_argument("--steps", type=int, default=22, help="steps of each fit")
     parser.add_argument("--n", type=int, default=200, help="CCC prompts (as the demo's --n)")
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RECORD)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     _stub_datasets()

@@ -7,7 +7,7 @@
 # Each part has its own time limit and writes its own JSON into the output folder, so a part
 # that fails or runs long costs only itself; the log is kept beside them. About 6 minutes on an
 # H200 (2026-11-27, in three calls: the parts as here, the capture and profile parts rerun after
-# fixes; results in benchmarks/results/gpu_*.json and paper_sizes.json).
+# fixes; results in benchmarks/studies/results/gpu_*.json and paper_sizes.json).
 set -u
 out="${1:?output folder}"
 log="$out/session.log"

@@ -12,7 +12,7 @@ ids and lengths are the real ones.
 
 Run (CPU check): ``.venv/bin/python -m benchmarks.gpu.step --device cpu --batches 8 --rounds 1``.
 On the device: ``python3 -m benchmarks.gpu.step --device cuda --out $OUT``. Writes
-``gpu_step.json`` to ``--out`` (default ``benchmarks/results``).
+``gpu_step.json`` to ``--out`` (default ``benchmarks/studies/results``, the record).
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="32,128")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=10, help="steps per round and config")
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RECORD)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     dev = args.device

@@ -14,7 +14,7 @@ signs of beta: 68 rows), SmolLM2-135M fp32, the two versions called round-robin 
 give the same loss: the result file records both.
 
 Run: ``.venv/bin/python -m benchmarks.studies.answer_columns [--rounds 5] [--threads 2]``; writes
-``results/answer_columns.json``.
+``benchmarks/studies/results/answer_columns.json``.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_to_all_columns": common.ratios(samples, "all_columns"),
         "paired_ratio_to_all_columns": common.paired_ratios(samples, "all_columns"),
     }
-    common.write_result("answer_columns", payload)
+    common.write_result("answer_columns", payload, common.RECORD)
     print(payload["ratio_to_all_columns"], payload["loss"])
     return 0
 

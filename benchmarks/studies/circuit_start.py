@@ -4,13 +4,13 @@ Runs `ascale.fit_circuit` twice on one grid and split, once with its start swapp
 drawn as tiny noise and once from the first-order start it uses (the gradient of the logit
 difference at the clean model, scaled to 0.01), and scores both as circuits on the test split
 (counterfactual ablation, no random baseline). The split and settings are those of
-``benchmarks.circuits`` (96 prompts, 50/50, seed 0; 120 SGD steps, lr 0.3, batch 16).
+``benchmarks.studies.circuits`` (96 prompts, 50/50, seed 0; 120 SGD steps, lr 0.3, batch 16).
 
 Run (one process, 1 thread; IOI every position takes ~10 minutes on a quiet machine)::
 
     .venv/bin/python -m benchmarks studies.circuit_start ioi_all
 
-Writes ``benchmarks/results/circuit_start_{setting}.json``.
+Writes ``benchmarks/studies/results/circuit_start_{setting}.json``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from unittest import mock
 import torch
 
 import ascale
-from ascale.analysis import circuit_fit
+from ascale.training import circuit as circuit_fit
 from benchmarks import common
-from benchmarks.circuits import SETTINGS
+from benchmarks.studies.circuits import SETTINGS
 
 
 def _noise_start(model: Any, scalars: Any, data: Any, source: Any, gap: float) -> None:
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "fit_seconds": seconds,
             "machine": common.machine_info(),
         },
+        common.RECORD,
     )
     return 0
 

@@ -11,7 +11,7 @@ writes into its own temporary folder; its wall time, the tail of its output and 
 kept.
 
 Run: ``.venv/bin/python -m benchmarks studies.compare_cost [--before a7f1232]``; writes
-``results/compare_cost.json``. About 15 minutes on 2 cores. The first-result issue held the
+``studies/results/compare_cost.json``. About 15 minutes on 2 cores. The first-result issue held the
 time to half of main before its work: ``--before 1b012de --name compare_cost_ioi --target
 "<= 0.5 (first-result issue)"``.
 """
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_now_to_before": round(ratio, 3),
         "target": args.target,
     }
-    common.write_result(args.name, result)
+    common.write_result(args.name, result, common.RECORD)
     print(f"before {runs['before']['seconds']} s, now {runs['now']['seconds']} s: x{ratio:.2f}")
     return 0
 

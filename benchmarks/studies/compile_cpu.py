@@ -18,7 +18,7 @@ pays the whole compile (a warm cache from an earlier process makes it cheaper: r
 ``--cold`` right after to see).
 
 Run: ``.venv/bin/python -m benchmarks.studies.compile_cpu [--cold] [--rounds 5]``; writes
-``results/compile_cpu.json`` (``--name`` to change). Takes ~7 minutes cold on 2 cores.
+``studies/results/compile_cpu.json`` (``--name`` to change). Takes ~7 minutes cold on 2 cores.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             round((compile_no_grad_s + first_step_s - compiled_s) / saved) if saved > 0 else None
         ),
     }
-    common.write_result(args.name, result)
+    common.write_result(args.name, result, common.RECORD)
     print(
         f"floor {eager_s:.3f} s, compiled {compiled_s:.3f} s "
         f"(x{result['ratio_to_floor']['floor_compiled']:.3f}); break-even after "

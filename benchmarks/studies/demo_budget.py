@@ -16,7 +16,7 @@ circuit --circuit 2 4`` for some rows)::
 
     .venv/bin/python -m benchmarks studies.demo_budget
 
-Writes ``benchmarks/results/demo_budget.json``.
+Writes ``benchmarks/studies/results/demo_budget.json``.
 """
 
 from __future__ import annotations
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
             "machine": common.machine_info(),
         },
+        common.RECORD,
     )
     return 0
 

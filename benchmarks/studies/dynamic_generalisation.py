@@ -16,7 +16,7 @@ Usage::
     .venv/bin/python benchmarks/studies/dynamic_generalisation.py --only main  # the acceptance runs
     .venv/bin/python benchmarks/studies/dynamic_generalisation.py --device cuda --save-dir out/
 
-Writes ``benchmarks/results/dynamic_generalisation.json`` (metrics per job, flip rates per test
+Writes ``benchmarks/studies/results/dynamic_generalisation.json`` (metrics per job, flip rates per test
 length, wall times, versions and device) and prints a summary table.
 """
 
@@ -33,7 +33,7 @@ import ascale
 from ascale import ContrastSet
 from benchmarks import common
 
-RESULTS = common.RESULTS / "dynamic_generalisation.json"
+RESULTS = common.RECORD / "dynamic_generalisation.json"
 SITES = "attn_out,mlp_out"
 STEPS, BATCH, N_MAX = 200, 32, 160
 LR = {"scalars": 0.05, "dynamic": 0.01}

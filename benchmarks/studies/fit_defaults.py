@@ -37,7 +37,7 @@ Run (the full benchmark: tens of minutes on 2 CPU cores; wait for a quiet machin
     .venv/bin/python -m benchmarks.studies.fit_defaults --sets antonyms --methods scalars --config old \\
         --steps 3 --out /tmp/smoke.json                                 # smoke: seconds
 
-Writes ``benchmarks/results/fit_defaults.json`` and prints a table.
+Writes ``benchmarks/studies/results/fit_defaults.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ from ascale.training.fit import FitResult
 from benchmarks import common
 
 DATA = common.ROOT / "benchmarks" / "data"
-RESULT = common.RESULTS / "fit_defaults.json"
+RESULT = common.RECORD / "fit_defaults.json"
 SITES = "attn_out,mlp_out"
 TEST_SIZE, SPLIT_SEED = 0.3, 0
 

@@ -8,7 +8,7 @@ the task's corrupted prompts) and attribution patching, and record
 - Spearman's ρ and the top-10 overlap between the scalars and each patching method;
 - the flip rate kept with only the top-10 scalars applied (re-evaluated on the test split).
 
-Writes ``benchmarks/results/localisation.json`` (and, with ``--reports DIR``, one HTML report
+Writes ``benchmarks/studies/results/localisation.json`` (and, with ``--reports DIR``, one HTML report
 per task). Single-threaded by default: ``python benchmarks/studies/localisation.py``.
 """
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reports", default=None, help="folder for one HTML report per task")
-    parser.add_argument("--out", default="benchmarks/results/localisation.json")
+    parser.add_argument("--out", default=str(common.RECORD / "localisation.json"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -14,7 +14,7 @@ Grids: ``heads@last`` is every head at the last position (270 components); ``blo
 ``get_act_patch_*`` does one forward pass per component (see DESIGN.md: ~8 minutes for 420).
 
 Run: ``.venv/bin/python -m benchmarks.studies.localisation_cost [--grids heads@last,blocks@all]``;
-writes results/localisation_cost.json.
+writes studies/results/localisation_cost.json.
 """
 
 from __future__ import annotations
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "grids": rows,
         },
+        common.RECORD,
     )
     for row in rows:
         print(row["grid"], row["components"], row["seconds"])

@@ -21,7 +21,7 @@ next is built), so its memory is its own:
 Run: ``.venv/bin/python -m benchmarks.studies.paper_sizes --device cpu --models gpt2-small`` (CPU; add
 ``--batch 1 --models gpt2-xl,pythia-1.4b`` for a single step of the large ones), or on a GPU
 ``python3 -m benchmarks.studies.paper_sizes --device cuda --out $OUT``. Writes ``paper_sizes.json`` to
-``--out`` (default ``benchmarks/results``), merging with the rows already there.
+``--out`` (default ``benchmarks/studies/results``), merging with the rows already there.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
-    parser.add_argument("--out", type=Path, default=common.RESULTS)
+    parser.add_argument("--out", type=Path, default=common.RECORD)
     parser.add_argument(
         "--plain", action="store_true", help="the plain Bridge (compatibility_mode=False)"
     )

@@ -18,7 +18,7 @@ gradients at the same random scalars as the floor; the differences are recorded
 
 This needs nnsight and pyvene beside ascale: they live in ``benchmarks/.venv-peers`` (torch 2.13.0
 CPU first, then ``pip install nnsight pyvene`` and ``pip install -e .``). Run from the repo root:
-``benchmarks/.venv-peers/bin/python -m benchmarks.studies.peers``; writes results/peers.json.
+``benchmarks/.venv-peers/bin/python -m benchmarks.studies.peers``; writes studies/results/peers.json.
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             n: medians["ascale"] / medians[n] for n in medians if n not in ("ascale", "floor")
         },
     }
-    common.write_result(args.name, result)
+    common.write_result(args.name, result, common.RECORD)
     for n, m in medians.items():
         print(f"{n:10s} {m:.3f} s  x{result['ratio_to_floor'][n]:.3f}")
     return 0

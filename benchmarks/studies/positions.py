@@ -24,7 +24,7 @@ Run::
     .venv/bin/python -m benchmarks.studies.positions --sets plural --configs last \\
         --steps 2 --out /tmp/positions.json                                    # smoke: seconds
 
-Writes ``benchmarks/results/positions.json`` and prints a table.
+Writes ``benchmarks/studies/results/positions.json`` and prints a table.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from benchmarks.studies.fit_defaults import (
     set_info,
 )
 
-RESULT = common.RESULTS / "positions.json"
+RESULT = common.RECORD / "positions.json"
 SMALL_SETS = ("pronouns", "plural", "antonyms", "country_language")
 MIXED_SETS = ("pronouns_mixed",)
 SETS = (*SMALL_SETS, *BUILTIN_SETS, *MIXED_SETS)

@@ -5,7 +5,7 @@ A training step on SmolLM2 is mostly matmuls of this shape (64 rows x 12 positio
 PyTorch emulates them and bfloat16 is far slower than float32; there, ascale's steps stay in
 float32 (``load_model(dtype=...)`` remains available for GPUs). Interleaved, in one process.
 
-Run: ``.venv/bin/python -m benchmarks.studies.precision [--rounds 5]``; writes results/precision.json.
+Run: ``.venv/bin/python -m benchmarks.studies.precision [--rounds 5]``; writes studies/results/precision.json.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "paired_ratio_to_float32": common.paired_ratios(samples, "float32"),
         "bfloat16_max_relative_error": error,
     }
-    common.write_result("precision", result)
+    common.write_result("precision", result, common.RECORD)
     for n, v in samples.items():
         ratio = result["paired_ratio_to_float32"][n]
         print(f"{n:18s} {statistics.median(v) * 1e3:9.2f} ms  x{ratio:.1f}")

@@ -6,7 +6,7 @@ sites ``attn_out,mlp_out`` at every position), `ascale.sweep` fits scalars and v
 both splits. Every fit runs the same steps and batch without early stopping, with the proximal
 L1 step (`ascale.training.optim.ProximalAdamax`), which leaves exact zeros: so ``n_active`` (scalars
 above 0.01; vectors by norm) shows what each weight buys. The learning rate is each method's
-proximal default (`ascale.training.fit.FitDefaults.rate`, 0.1 for both: this sweep chose it) unless
+proximal default (`ascale.interventions.FitDefaults.rate`, 0.1 for both: this sweep chose it) unless
 ``--lr`` sets it. The proximal step moves only the parameter with the largest gradient by ``lr``
 and every other in proportion, so Adam's rate for vectors (0.01) under-trains them (see
 ``docs/benchmarks.md``).
@@ -14,7 +14,7 @@ and every other in proportion, so Adam's rate for vectors (0.01) under-trains th
 The question (issue 8, from the paper): do scalars reach vectors' effectiveness and
 faithfulness with >= 100x fewer parameters, on training and on test prompts?
 
-Writes ``benchmarks/results/tradeoffs.json`` (one table row per task, method, weight and split;
+Writes ``benchmarks/studies/results/tradeoffs.json`` (one table row per task, method, weight and split;
 tasks already in the file and not run again are kept)
 and ``docs/img/tradeoffs_<task>.png`` (`ascale.plot.plot_tradeoffs`, drawn by headless Chromium).
 
@@ -39,7 +39,7 @@ import torch
 
 import ascale
 from ascale.analysis.sweep import sweep
-from ascale.training.fit import DEFAULTS
+from ascale.interventions import METHODS
 from benchmarks import common
 
 ROOT = common.ROOT
@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         "--lambda-min", default=",".join(map(str, LAMBDAS)), help="comma-separated weights"
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default studies/results/)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     lambdas = [float(x) for x in args.lambda_min.split(",")]
@@ -171,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     if not methods or any(m not in ("scalars", "vectors") for m in methods):
         parser.error(f"--methods takes scalars and/or vectors, got {args.methods!r}")
     given = dict(pair.split("=", 1) for pair in args.lr.split(",") if pair)
-    lrs = {m: float(given.get(m, DEFAULTS[m].rate("proximal"))) for m in methods}
+    lrs = {m: float(given.get(m, METHODS[m].fit_defaults.rate("proximal"))) for m in methods}
     model = ascale.load_model()
     # tasks (and, within a task, methods) run before stay in the file
-    path = (args.out or common.RESULTS) / "tradeoffs.json"
+    path = (args.out or common.RECORD) / "tradeoffs.json"
     previous = json.loads(path.read_text()).get("tasks", {}) if path.exists() else {}
     results: dict[str, Any] = dict(previous)
     common_settings = {
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def write() -> None:  # after each task and its figure: nothing measured is lost
         payload = {"description": __doc__.split("\n\n")[0], "settings": common_settings}
-        common.write_result("tradeoffs", {**payload, "tasks": results}, args.out)
+        common.write_result("tradeoffs", {**payload, "tasks": results}, args.out or common.RECORD)
 
     for task in args.tasks.split(","):
         result = run_task(model, task, args.n, lambdas, args.steps, args.batch, lrs)

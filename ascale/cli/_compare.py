@@ -1,0 +1,176 @@
+"""``ascale compare`` (alias ``report``): rank components by every method on one grid, score
+each ranking as a circuit, and write report.html and compare.json."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ascale._types import HookedModel
+from ascale.cli._common import fit_options_of, load_data, load_model, read_rows
+
+#: per task: (sites, positions) of the grid when --sites / --positions are not given
+GRIDS: dict[str, tuple[str, str | list[int]]] = {
+    "ioi": ("heads", [-1]),
+    "ccc": ("attn_out,mlp_out", "all"),
+    "data": ("attn_out,mlp_out", "all"),
+}
+NO_COUNTERFACTUALS = (
+    "{data} has no 'corrupted' prompts: patching uses mean ablation, and so do circuits unless "
+    "--ablation says otherwise (give every row a 'corrupted' prompt of its prompt's token "
+    "length for counterfactual ablation)"
+)
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    import ascale
+    from ascale._rows import has_corrupted
+    from ascale.cli._runfolder import RunFolder
+    from ascale.errors import AscaleError
+
+    task = args.task or "data"
+    sites, positions = GRIDS[task]
+    args.sites, args.positions = args.sites or sites, args.positions or positions
+    methods = [
+        *args.methods,
+        *(["vectors"] if args.vectors and "vectors" not in args.methods else []),
+    ]
+    if args.refit and "scalars" not in methods:
+        raise AscaleError("--refit refits the scalars' own top k: add 'scalars' to --methods")
+    rows = read_rows(args)
+    counterfactual = rows is None or has_corrupted(rows, where=str(args.data))
+    if not counterfactual and args.ablation == "counterfactual":
+        raise AscaleError(
+            f"--ablation counterfactual needs counterfactual prompts, and {str(args.data)!r} has "
+            "none: give every row a 'corrupted' prompt of its prompt's token length, or use "
+            "--ablation mean"
+        )
+    with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
+        model = load_model(args, args.model)
+        data = load_data(args, model, rows)
+        corrupted = _corrupted(args, model, rows, data)
+        note = "" if corrupted is not None else NO_COUNTERFACTUALS.format(data=args.data)
+        if note:
+            print(f"note: {note}")
+        result = ascale.compare(
+            model,
+            data,
+            corrupted,
+            methods=methods,
+            sites=args.sites,
+            layers=args.layers,
+            positions=args.positions,
+            test_size=args.test_size,
+            seed=args.seed,
+            patch_n=args.patch_n,
+            ablation=args.ablation,
+            k=args.k,
+            refit_ks=args.refit,
+            fit_options=_fit_options(args, methods),
+        )
+        source = f"task {task}" if args.task else f"data {args.data}"
+        description, info = _described(args, model, data, corrupted, result, note)
+        write_compare(
+            run.stage,
+            result,
+            title=f"ascale compare ({source})",
+            description=description,
+            info=info,
+        )
+    print_summary(result)
+    print(f"wrote {run.path}/report.html and {run.path}/compare.json")
+    return 0
+
+
+def _described(
+    args: argparse.Namespace, model: Any, data: Any, corrupted: Any, result: Any, note: str
+) -> tuple[str, dict[str, Any]]:
+    """The report's description and the extra ``info`` of ``compare.json``."""
+    source = f"task {args.task}" if args.task else f"data {args.data}"
+    patched = "counterfactual (corrupted) prompts" if corrupted is not None else "mean ablation"
+    description = (
+        f"{model.cfg.model_name}, {source}: {len(data)} prompts of {data.n_pos} tokens "
+        f"(e.g. {data.prompts[0]!r} -> {data.correct[0]!r} vs {data.wrong[0]!r}), "
+        f"{result.info['n_train']} train (rankings) / {result.info['n_test']} test "
+        f"(circuits, metrics). Patching on {result.info['n_patched']} train prompts with "
+        f"{patched}; circuits with {result.info['ablation']} ablation."
+        + (f" Note: {note}." if note else "")
+    )
+    info = {
+        "model": model.cfg.model_name,
+        "data": source,
+        "counterfactuals": (
+            "none in the data: mean ablation"
+            if corrupted is None
+            else f"ascale.tasks.{args.task}_corrupt"
+            if args.task
+            else "the rows' 'corrupted' prompts"
+        ),
+    }
+    return description, info
+
+
+def print_summary(result: Any) -> None:
+    """Each method's CPR, CMD, f at the smallest circuits and (fitted methods) test metrics."""
+    print(f"\ncircuits on the test split ({result.info['ablation']} ablation)")
+    print(result.summary().round(3).to_string(na_rep=""))
+    print()
+
+
+def write_compare(
+    out: Path, result: Any, *, title: str, description: str, info: dict[str, Any] | None = None
+) -> None:
+    """``report.html`` and ``compare.json`` of a `CompareResult` into folder `out`."""
+    import ascale
+    from ascale._outputs import write_json
+
+    payload = result.to_dict()
+    payload["info"] = {**payload["info"], **(info or {})}
+    ascale.write_report(
+        out,
+        result.rankings,
+        agreement=result.agreement,
+        agreement_by_type=result.agreement_by_type,
+        circuits=result.circuits,
+        refit=result.refit,
+        metrics=result.metrics,
+        title=title,
+        description=description,
+    )
+    write_json(out / "compare.json", payload)
+
+
+def _corrupted(args: argparse.Namespace, model: HookedModel, rows: Any, data: Any) -> Any:
+    """The counterfactual prompts aligned with `data`: the task's corruption, or the rows'
+    ``corrupted`` prompts (``None`` when the rows carry none)."""
+    import ascale
+    from ascale.data import corrupted_from_rows
+
+    if rows is not None:
+        return corrupted_from_rows(rows, model, clean=data)
+    corrupt = {"ccc": ascale.tasks.ccc_corrupt, "ioi": ascale.tasks.ioi_corrupt}[args.task]
+    return corrupt(data, model, seed=args.seed)
+
+
+def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per fit the methods make, the fit options given on the command line over the method's
+    own (`Method.defaults`; scalars: the sparse map); options not given are left to
+    `ascale.compare`."""
+    from ascale.analysis.compare_methods import METHODS
+
+    options: dict[str, dict[str, Any]] = {}
+    for method in (METHODS[m] for m in methods):
+        if method.fit is None:
+            continue
+        if method.takes == "circuit":  # its own objective, and an SGD rate of another scale
+            given = fit_options_of(args)
+            chosen = {k: v for k, v in given.items() if k in ("steps", "batch_size")}
+        else:
+            objective = method.defaults.get("objective")
+            chosen = (
+                fit_options_of(args, objective=objective) if objective else fit_options_of(args)
+            )
+            if "objective" in chosen and chosen["objective"] == objective:
+                del chosen["objective"]  # the method's own
+        if chosen:
+            options[method.fit] = chosen
+    return options
