@@ -1,3 +1,6 @@
+"""Loading models (`ascale.loading`): local folders frozen in eval mode, the plain Bridge against
+Hugging Face, clear errors for unknown names, and the embedded model's cache."""
+
 import hashlib
 
 import pytest
@@ -32,29 +35,6 @@ def test_plain_bridge_matches_hugging_face_and_compat_keeps_differences(tiny_dir
         centred = compat(tokens)
     diff = lambda x: x[..., 5] - x[..., 7]  # noqa: E731 - logit differences survive centring
     torch.testing.assert_close(diff(centred), diff(expected), rtol=0, atol=1e-4)
-
-
-def test_last_only_logits_equal_the_last_column_of_all_logits(tiny):
-    tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
-    with torch.no_grad():
-        full = _tl.run(tiny, tokens)
-        last = _tl.run(tiny, tokens, last_only=True)
-    assert _tl._run.keeps_logits(type(tiny.original_model))  # really computed at one position
-    assert last.shape == (2, 1, full.shape[-1])
-    torch.testing.assert_close(last[:, 0], full[:, -1], rtol=0, atol=1e-5)
-
-
-def test_chosen_columns_equal_those_columns_of_all_logits(tiny):
-    # right-padded prompts of several lengths: only each length's answer column is unembedded
-    tokens = tiny.to_tokens(["When Mary and John went to the store", "Rome is the capital of"])
-    columns = torch.tensor([2, 5])
-    with torch.no_grad():
-        full = _tl.run(tiny, tokens)
-        kept = _tl.run(tiny, tokens, positions=columns)
-    assert kept.shape == (2, 2, full.shape[-1])
-    torch.testing.assert_close(kept, full[:, columns], rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="not both"):
-        _tl.run(tiny, tokens, last_only=True, positions=columns)
 
 
 def test_unknown_names_and_paths_fail_clearly(monkeypatch, tmp_path):

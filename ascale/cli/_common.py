@@ -59,6 +59,9 @@ def load_split(
 #: objective's weights (``--margin`` -> ``Objective.margin``, ...)
 FIT_SETTINGS = ("steps", "lr", "batch_size", "sparsity", "settle")
 OBJECTIVE_WEIGHTS = ("margin", "lambda_faith", "lambda_min")
+#: the fit settings `ascale.fit_circuit` takes from the command line (it has its own objective:
+#: no weights, no sparsity, no early stop); under ``compare`` not ``lr`` (the steering fits' rate)
+CIRCUIT_SETTINGS = ("steps", "lr", "batch_size")
 
 
 def fit_options(
@@ -94,6 +97,12 @@ def fit_options_of(args: argparse.Namespace, **over: Any) -> dict[str, Any]:
     names = (*FIT_SETTINGS, *OBJECTIVE_WEIGHTS, "no_early_stop")
     given = {k: getattr(args, k) for k in names if hasattr(args, k)}
     return fit_options(**{**given, **over})
+
+
+def grid_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The grid options of a command (``--sites``, ``--layers``, ``--positions``) as keyword
+    arguments of `ascale.compare`, `ascale.sweep` and the interventions."""
+    return {"sites": args.sites, "layers": args.layers, "positions": args.positions}
 
 
 def make_intervention(

@@ -6,7 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from ascale._types import HookedModel
-from ascale.cli._common import fit_options_of, load_data, load_model, read_rows
+from ascale.cli._common import (
+    CIRCUIT_SETTINGS,
+    fit_options_of,
+    grid_of,
+    load_data,
+    load_model,
+    read_rows,
+)
 
 #: per task: (sites, positions) of the grid when --sites / --positions are not given
 GRIDS: dict[str, tuple[str, str | list[int]]] = {
@@ -56,9 +63,7 @@ def compare_command(args: argparse.Namespace) -> int:
             data,
             corrupted,
             methods=methods,
-            sites=args.sites,
-            layers=args.layers,
-            positions=args.positions,
+            **grid_of(args),
             test_size=args.test_size,
             seed=args.seed,
             patch_n=args.patch_n,
@@ -163,7 +168,7 @@ def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict
             continue
         if method.takes == "circuit":  # its own objective, and an SGD rate of another scale
             given = fit_options_of(args)
-            chosen = {k: v for k, v in given.items() if k in ("steps", "batch_size")}
+            chosen = {k: v for k, v in given.items() if k in CIRCUIT_SETTINGS and k != "lr"}
         else:
             objective = method.defaults.get("objective")
             chosen = (

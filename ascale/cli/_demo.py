@@ -26,6 +26,9 @@ DEMO_RANDOM_ORDERS = 3
 #: the demo's grid: every position of attn_out and mlp_out, so that its maps and compare's
 #: patching share one layer x position grid
 DEMO_GRID: dict[str, Any] = {"sites": "attn_out,mlp_out", "layers": None, "positions": "all"}
+#: the demo's fits and their own settings: the scalars are the demo's map too, fitted sparse
+#: (exact zeros) as compare fits them
+DEMO_FITS: dict[str, dict[str, Any]] = {"scalars": {"sparsity": "proximal"}, "vectors": {}}
 #: what compare ranks and scores in the demo
 DEMO_METHODS = (
     "scalars",
@@ -104,10 +107,9 @@ def _fit_both(
     import ascale
 
     fitted: dict[str, Any] = {"ivs": {}, "table": {}, "measured": {}, "steps": {}}
-    for method in ("scalars", "vectors"):
+    for method, own in DEMO_FITS.items():
         iv = fitted["ivs"][method] = make_intervention(model, method, **DEMO_GRID)
-        sparse: dict[str, Any] = {"sparsity": "proximal"} if method == "scalars" else {}
-        options = fit_options(steps=args.steps, settle=DEMO_SETTLE, **sparse)
+        options = fit_options(steps=args.steps, settle=DEMO_SETTLE, **own)
         t = time.perf_counter()
         metrics = fit_one(
             model, iv, train, test, options, stage / method,

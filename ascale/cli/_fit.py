@@ -5,8 +5,10 @@ import argparse
 from typing import Any
 
 from ascale.cli._common import (
+    CIRCUIT_SETTINGS,
     fit_one,
     fit_options_of,
+    grid_of,
     load_data,
     load_model,
     load_split,
@@ -16,23 +18,19 @@ from ascale.cli._common import (
     run_folder,
 )
 
-#: the fit options `ascale.fit_circuit` takes from the command line (it has its own objective:
-#: no weights, no sparsity, no early stop)
-CIRCUIT_SETTINGS = ("steps", "lr", "batch_size")
-
 
 def fit_command(args: argparse.Namespace) -> int:
     from ascale import distributed
-    from ascale.interventions import METHODS, SteeringIntervention
+    from ascale.interventions import METHODS, CircuitScalars
 
     rows = read_rows(args)
-    if not issubclass(METHODS[args.method], SteeringIntervention):  # circuit scalars
+    if issubclass(METHODS[args.method], CircuitScalars):  # a sufficiency fit, scored as circuits
         return _fit_circuit_command(args, rows)
     main = distributed.is_main()  # under torchrun, only rank 0 evaluates and writes
     with run_folder(args) as run:
         model = load_model(args, args.model)
         # bad sites: before work
-        intervention = make_intervention(model, args.method, **_grid(args), **_own(args))
+        intervention = make_intervention(model, args.method, **grid_of(args), **_own(args))
         train, test = load_split(args, model, rows, tied=intervention.position_tied)
         out = run.stage if main else None
         options = fit_options_of(args)
@@ -91,10 +89,6 @@ def _fit_circuit_command(args: argparse.Namespace, rows: list[dict[str, str]] | 
     print(summary.round(3).to_string())
     print(f"\nwrote {run.path}/intervention.safetensors, intervention.json, metrics.json")
     return 0
-
-
-def _grid(args: argparse.Namespace) -> dict[str, Any]:
-    return {"sites": args.sites, "layers": args.layers, "positions": args.positions}
 
 
 def _own(args: argparse.Namespace) -> dict[str, Any]:

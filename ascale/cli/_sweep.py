@@ -4,7 +4,14 @@ minimality and faithfulness, as sweep.csv, sweep.json and report.html."""
 import argparse
 from typing import Any
 
-from ascale.cli._common import fit_options_of, load_model, load_split, read_rows, run_folder
+from ascale.cli._common import (
+    fit_options_of,
+    grid_of,
+    load_model,
+    load_split,
+    read_rows,
+    run_folder,
+)
 
 
 def sweep_command(args: argparse.Namespace) -> int:
@@ -28,9 +35,7 @@ def sweep_command(args: argparse.Namespace) -> int:
             methods=args.methods,
             lambda_min=args.lambda_min,
             lambda_faith=args.lambda_faith,
-            sites=args.sites,
-            layers=args.layers,
-            positions=args.positions,
+            **grid_of(args),
             margin=args.margin,
             fit_options=options,
             seed=args.seed,

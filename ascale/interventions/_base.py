@@ -190,12 +190,9 @@ class Intervention(nn.Module, ABC):
 
     @abstractmethod
     def readout(
-        self,
-        *,
-        model: HookedModel | None = None,
-        data: ContrastSet | None = None,
+        self, *, model: HookedModel | None = None, data: ContrastSet | None = None,
         per_position: bool = False,
-    ) -> Readout:
+    ) -> Readout:  # fmt: skip
         """One value per component and how to read it (`ascale.rank_components` ranks it).
 
         `model` and `data` are read by kinds whose values depend on the activations (dynamic

@@ -80,18 +80,12 @@ class DynamicScalars(SteeringIntervention):
 
     @classmethod
     def create(
-        cls,
-        model: HookedModel,
-        *,
-        sites: str | Sequence[str],
-        layers: Sequence[int] | None = None,
-        positions: Positions = "auto",
-        n_pos: int | None = None,
+        cls, model: HookedModel, *, positions: Positions = "auto", n_pos: int | None = None,
         **options: Any,
-    ) -> "DynamicScalars":
-        """A fresh one; a probe is shared by every position, so `positions` and `n_pos` (the
-        grid's, for the position-tied kinds) are not its own."""
-        return cls(model, sites=sites, layers=layers, **options)
+    ) -> "DynamicScalars":  # fmt: skip
+        """A fresh one (sites, layers and its own options in `options`); a probe is shared by
+        every position, so the grid's `positions` and `n_pos` are not its own."""
+        return cls(model, **options)
 
     def _unit_shape(self, site: Site) -> tuple[int, ...]:
         if site.per_head:

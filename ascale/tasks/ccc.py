@@ -21,6 +21,8 @@ from ascale.tasks._common import SAMPLE, check_count, corrupt, mentions, pick_le
 
 __all__ = ["CCC_TEMPLATES", "ccc", "ccc_corrupt"]
 
+#: A false in-context statement, then the question: the context names {false_country}, the
+#: model's memory the capital's real country (the correct answer).
 CCC_TEMPLATES: tuple[str, ...] = (
     "{capital} is the capital of {false_country}. {capital} is in",
     "{capital} is the capital of {false_country}. {capital} is located in",

@@ -1,6 +1,6 @@
-"""Ranking components by learned scale, and the cumulative-effect view."""
+"""Ranking components by learned scale (`ascale.analysis.attribution`; the cumulative-effect view
+that follows a ranking: `test_cumulative.py`)."""
 
-import pandas as pd
 import pytest
 import torch
 
@@ -117,34 +117,6 @@ def test_dynamic_scalars_are_ranked_by_mean_absolute_alpha(tiny_gpt2, data):
 def test_unfitted_interventions_are_refused(tiny_gpt2):
     with pytest.raises(AscaleError, match="fit it first"):
         rank_components(ascale.ActivationScalars(tiny_gpt2, sites="attn_out"))
-
-
-def test_cumulative_effect_re_evaluates_with_only_the_top_k(tiny_gpt2, data):
-    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
-    before = iv.params["mlp_out"].detach().clone()
-    cum = cumulative_effect(tiny_gpt2, iv, data, ks=(1, 3, 5, 50))
-    assert torch.equal(iv.params["mlp_out"], before)  # the intervention itself is untouched
-    assert cum.ks == (1, 3, 5)
-    frame = cum.to_frame()
-    assert frame["n_active"].tolist() == [1, 3, 4]
-    assert frame.loc[5, "logit_diff_forward"] == pytest.approx(cum.full.logit_diff_forward)
-    assert frame.loc[5, "shift_kept_forward"] == pytest.approx(1.0)
-    only_top = _scalars(tiny_gpt2, data, [0.0, -2.0, 0.0, 0.0, 0.0])
-    expected = ascale.evaluate(tiny_gpt2, only_top, data)
-    assert frame.loc[1, "logit_diff_forward"] == pytest.approx(expected.logit_diff_forward)
-    assert frame.loc[1, "logit_diff_backward"] == pytest.approx(expected.logit_diff_backward)
-
-
-def test_cumulative_effect_can_follow_another_ranking(tiny_gpt2, data):
-    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
-    order = rank_components(
-        _scalars(tiny_gpt2, data, [9.0, 0.0, 0.0, 0.0, 0.0])
-    )  # position 0 first
-    cum = cumulative_effect(tiny_gpt2, iv, data, ks=(1,), ranking=order)
-    only_first = _scalars(tiny_gpt2, data, [0.5, 0.0, 0.0, 0.0, 0.0])
-    expected = ascale.evaluate(tiny_gpt2, only_first, data)
-    assert cum.metrics[0].logit_diff_forward == pytest.approx(expected.logit_diff_forward)
-    assert isinstance(cum.to_frame(), pd.DataFrame)
 
 
 def test_dynamic_ranking_uses_the_same_alpha_as_the_hook(tiny_gpt2, data):

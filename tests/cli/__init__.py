@@ -1,0 +1,1 @@
+"""Tests of `ascale.cli`, one file per module (a package, so that basenames may repeat across wings)."""
