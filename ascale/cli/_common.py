@@ -74,7 +74,7 @@ def fit_options(
 
     Example:
         >>> fit_options(steps=20, lr=None, margin=2.0)
-        {'steps': 20, 'objective': Objective(margin=2.0, lambda_faith=1.0, lambda_min=0.0001)}
+        {'steps': 20, 'objective': Objective(margin=2.0, lambda_faith=1.0, lambda_min=0.01)}
     """
     import dataclasses
 
