@@ -19,12 +19,20 @@ from ascale.analysis.attribution import rank_components
 from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare import CompareResult, compare
 from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
+from ascale.analysis.edges import (
+    EdgeAttributionResult,
+    EdgeCircuitResult,
+    eap,
+    eap_ig,
+    score_edges,
+)
 from ascale.analysis.patching import activation_patching, attribution_patching
 from ascale.analysis.results import AttributionResult
 from ascale.analysis.sweep import sweep
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import AscaleError
 from ascale.generation import generate
+from ascale.graph import EdgeGraph, read_mib_json
 from ascale.grid import Grid
 from ascale.interventions import (
     ActivationScalars,
@@ -37,6 +45,7 @@ from ascale.io import load, save
 from ascale.loading import load_model
 from ascale.report import write_report
 from ascale.training.circuit import fit_circuit
+from ascale.training.edge_circuit import fit_edge_circuit
 from ascale.training.fit import FitResult, fit
 from ascale.training.metrics import Metrics, evaluate
 from ascale.training.objective import Objective
@@ -55,6 +64,9 @@ __all__ = [
     "ContrastSet",
     "CumulativeEffectResult",
     "DynamicScalars",
+    "EdgeAttributionResult",
+    "EdgeCircuitResult",
+    "EdgeGraph",
     "FitResult",
     "Grid",
     "Intervention",
@@ -66,18 +78,23 @@ __all__ = [
     "attribution_patching",
     "compare",
     "cumulative_effect",
+    "eap",
+    "eap_ig",
     "evaluate",
     "fit",
     "fit_circuit",
+    "fit_edge_circuit",
     "generate",
     "load",
     "load_jsonl",
     "load_model",
     "plot",
     "rank_components",
+    "read_mib_json",
     "refit_top_k",
     "save",
     "score_circuits",
+    "score_edges",
     "sweep",
     "tasks",
     "write_report",

@@ -1,5 +1,7 @@
 """The one place that talks to TransformerLens: run, capture, tokenize, hook points, and the
-parts of a pass that can be computed once (`Prefix`: blocks; `Shared`: positions; in `_blocks`).
+parts of a pass that can be computed once (`Prefix`: blocks; `Shared`: positions; in `_blocks`),
+and the edge-level passes of MIB's graph (`masked_run`, `source_outputs`, `edge_gradients` in
+`_edges`; grouped-query models ungrouped in `_ungroup`).
 
 Everything else in `ascale` goes through the functions here (`attach`, `run`, `capture`,
 `tokenize`, `hook_names`, `dims`, `first_device`), written against the hook-point interface
@@ -17,6 +19,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from ascale._tl._blocks import Prefix, Shared, first_block
+from ascale._tl._edges import edge_gradients, masked_run, source_outputs
 from ascale._tl._reuse import (
     prefix_layers,
     prefix_of,
@@ -25,6 +28,7 @@ from ascale._tl._reuse import (
     shared_supported,
 )
 from ascale._tl._run import HookFn, attach, capture, run
+from ascale._tl._ungroup import is_grouped, split_inputs, ungrouped
 from ascale._types import HookedModel
 from ascale.errors import IncompatibleModelError
 
@@ -37,10 +41,13 @@ __all__ = [
     "capture",
     "check_same_shape",
     "dims",
+    "edge_gradients",
     "first_block",
     "first_device",
     "generate_text",
     "hook_names",
+    "is_grouped",
+    "masked_run",
     "output_device",
     "prefix_layers",
     "prefix_of",
@@ -48,8 +55,11 @@ __all__ = [
     "run",
     "shared_of",
     "shared_supported",
+    "source_outputs",
+    "split_inputs",
     "str_tokens",
     "tokenize",
+    "ungrouped",
 ]
 
 # ---- the hook-point interface: everything else in ascale calls these ----

@@ -18,21 +18,26 @@ from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.compare import CompareResult
 from ascale.analysis.cumulative import CumulativeEffectResult
+from ascale.analysis.edges import EdgeAttributionResult, EdgeCircuitResult
 from ascale.analysis.results import AttributionResult
 from ascale.errors import AscaleError
 from ascale.plot._curves import (
     plot_agreement,
     plot_circuit_curves,
     plot_cumulative_effect,
+    plot_edge_curves,
     plot_tradeoffs,
 )
+from ascale.plot._graph import plot_circuit_graph
 from ascale.plot._maps import plot_heatmap, plot_rank_scatter, plot_top_components
 
 __all__ = [
     "figure",
     "plot_agreement",
     "plot_circuit_curves",
+    "plot_circuit_graph",
     "plot_cumulative_effect",
+    "plot_edge_curves",
     "plot_heatmap",
     "plot_rank_scatter",
     "plot_top_components",
@@ -44,7 +49,9 @@ __all__ = [
 def figure(result: Any, **options: Any) -> go.Figure:
     """The usual figure of a result: `AttributionResult` -> `plot_heatmap` (option ``site``),
     `CircuitResult` and `CompareResult` -> `plot_circuit_curves` (option ``absolute``),
-    `AgreementResult` -> `plot_agreement`, `CumulativeEffectResult` -> `plot_cumulative_effect`.
+    `AgreementResult` -> `plot_agreement`, `CumulativeEffectResult` -> `plot_cumulative_effect`,
+    `EdgeAttributionResult` -> `plot_circuit_graph` (option ``k``), `EdgeCircuitResult` ->
+    `plot_edge_curves` (option ``absolute``).
 
     Example:
         >>> figure(ranking, site="mlp_out").data[0].type
@@ -52,7 +59,8 @@ def figure(result: Any, **options: Any) -> go.Figure:
     """
     raise AscaleError(
         f"no figure for a {type(result).__name__}; figure() draws an AttributionResult, "
-        "CircuitResult, CompareResult, AgreementResult or CumulativeEffectResult"
+        "CircuitResult, CompareResult, AgreementResult, CumulativeEffectResult, "
+        "EdgeAttributionResult or EdgeCircuitResult"
     )
 
 
@@ -75,3 +83,13 @@ def _(result: AgreementResult) -> go.Figure:
 @figure.register
 def _(result: CumulativeEffectResult) -> go.Figure:
     return plot_cumulative_effect(result)
+
+
+@figure.register
+def _(result: EdgeAttributionResult, *, k: int = 40) -> go.Figure:
+    return plot_circuit_graph(result, k)
+
+
+@figure.register
+def _(result: EdgeCircuitResult, *, absolute: bool = False) -> go.Figure:
+    return plot_edge_curves(result, absolute=absolute)

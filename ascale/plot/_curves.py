@@ -10,6 +10,7 @@ from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.compare import CompareResult
 from ascale.analysis.cumulative import CumulativeEffectResult
+from ascale.analysis.edges import EdgeCircuitResult
 from ascale.errors import UnknownSiteError
 
 __all__ = ["plot_agreement", "plot_circuit_curves", "plot_cumulative_effect", "plot_tradeoffs"]
@@ -108,9 +109,41 @@ def plot_circuit_curves(
     """
     circuits = result if isinstance(result, CircuitResult) else result.circuits
     column = "f_abs" if absolute else "f_signed"
-    summary = circuits.summary()
+    fig = _f_curves(circuits.curves, circuits.summary(), column)
+    order = "absolute score" if absolute else "signed support for the correct answer"
+    fig.update_xaxes(
+        type="log", title_text=f"circuit size (share of {circuits.n_components} components)"
+    )
+    fig.update_layout(
+        title=f"circuits: top-k by {order}, {circuits.ablation} ablation, "
+        f"{circuits.n_prompts} prompts",
+    )
+    return fig
+
+
+def plot_edge_curves(result: EdgeCircuitResult, *, absolute: bool = False) -> go.Figure:
+    """Faithfulness ``f`` of each edge ranking's top-k circuit (pruned, MIB's protocol)
+    against the share of edges kept.
+
+    Example:
+        >>> scored = ascale.score_edges(model, data, corrupted, [ascale.eap(model, data, corrupted)])
+        >>> fig = plot_edge_curves(scored)
+    """
+    column = "f_abs" if absolute else "f_signed"
+    fig = _f_curves(result.curves, result.summary(), column)
+    order = "absolute score" if absolute else "signed score (support for the correct answer)"
+    fig.update_xaxes(type="log", title_text=f"circuit size (share of {result.n_edges:,} edges)")
+    fig.update_layout(
+        title=f"edge circuits: top-k by {order}, pruned, counterfactual ablation, "
+        f"{result.n_prompts} prompts",
+    )
+    return fig
+
+
+def _f_curves(curves: pd.DataFrame, summary: pd.DataFrame, column: str) -> go.Figure:
+    """One line of ``f`` per method, named with its CPR and CMD; ``f = 1`` dashed."""
     fig = go.Figure()
-    for method, curve in circuits.curves.groupby("method", sort=False):
+    for method, curve in curves.groupby("method", sort=False):
         row = summary.loc[method]
         fig.add_trace(
             go.Scatter(
@@ -124,17 +157,8 @@ def plot_circuit_curves(
             )
         )
     fig.add_hline(y=1.0, line={"color": "#888", "dash": "dash"})
-    order = "absolute score" if absolute else "signed support for the correct answer"
-    fig.update_xaxes(
-        type="log", title_text=f"circuit size (share of {circuits.n_components} components)"
-    )
     fig.update_yaxes(title_text="faithfulness f")
-    fig.update_layout(
-        title=f"circuits: top-k by {order}, {circuits.ablation} ablation, "
-        f"{circuits.n_prompts} prompts",
-        height=420,
-        legend={"font": {"size": 11}},
-    )
+    fig.update_layout(height=420, legend={"font": {"size": 11}})
     return fig
 
 

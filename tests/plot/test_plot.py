@@ -143,3 +143,27 @@ def test_figure_draws_a_ranking_as_its_map_and_refuses_other_objects():
     assert plot.figure(ranking).data[0].type == "heatmap"
     with pytest.raises(AscaleError, match="no figure for a dict"):
         plot.figure({})
+
+
+def test_the_circuit_graph_draws_the_pruned_top_edges_by_sign_and_input(planted):
+    """The planted head's two edges are EAP-IG's top 2: two lines, blue (they support the
+    correct answer), the value input dashed; the nodes are the ends of kept edges."""
+    import ascale
+
+    model, data, corrupted = planted
+    scores = ascale.eap_ig(model, data, corrupted)
+    fig = ascale.plot.figure(scores, k=2)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert sorted(t.name for t in lines) == ["a1.h2->logits", "input->a1.h2<v>"]
+    assert all(t.line.color.startswith("rgba(33,102,172") for t in lines)
+    dashes = {t.name: t.line.dash for t in lines}
+    assert dashes == {"a1.h2->logits": "solid", "input->a1.h2<v>": "dash"}
+    nodes = [t for t in fig.data if t.mode == "markers+text"][0]
+    assert list(nodes.text) == ["input", "a1.h2", "logits"]
+    assert fig.layout.yaxis.title.text == "layer"
+    # the head's node sits at its layer, the MLP half a layer up; input below, logits above
+    assert dict(zip(nodes.text, nodes.y, strict=True)) == {"input": -1, "a1.h2": 1, "logits": 2}
+    unpruned = ascale.plot.plot_circuit_graph(scores, k=3, prune=False)
+    assert len([t for t in unpruned.data if t.mode == "lines"]) == 3
+    with pytest.raises(ascale.AscaleError, match="k must be"):
+        ascale.plot.plot_circuit_graph(scores, k=0)

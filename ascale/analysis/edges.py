@@ -1,0 +1,397 @@
+"""Edge-level circuits in MIB's convention: EAP and EAP-IG scores, and faithfulness curves.
+
+Edges are those of `ascale.graph.EdgeGraph`. Ablating an edge adds, at its destination and every
+position, its source's counterfactual minus live output (`ascale._tl.masked_run`).
+
+- `eap`: attribution patching on edges (Syed et al. 2023; EAP-IG's ``get_scores_eap``):
+  ``score = Σ over prompts and positions of (corrupted - clean)_src · ∂loss/∂input_dst`` with
+  ``loss = -(logit(correct) - logit(wrong))`` at the last position: a **positive score supports
+  the correct answer**. MIB divides by the number of prompts; the order is the same.
+- `eap_ig`: EAP-IG-inputs (Hanna et al. 2024): the gradient averaged over `steps` runs whose
+  token embeddings are ``corrupted + k/steps · (clean - corrupted)``, ``k = 0 .. steps-1``.
+- `score_edges`: MIB's protocol. For each fraction ``p`` of `FRACTIONS`, the top ``int(p * N)``
+  edges, pruned (`EdgeGraph.prune`); ``f = (m(C) - m(∅)) / (m(N) - m(∅))``, ``m`` the mean logit
+  difference; CPR is the area under ``f`` (order by signed score), CMD the area under ``|1 - f|``
+  (order by absolute score); ``random`` averages seeded random orders.
+
+Example:
+    >>> scores = eap(model, data, corrupted)
+    >>> scored = score_edges(model, data, corrupted, [scores], n_random=1)
+    >>> list(scored.summary().index)
+    ['eap', 'random']
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ascale import _tl
+from ascale._types import HookedModel
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+from ascale.graph import EdgeGraph
+from ascale.grid import FRACTIONS
+
+__all__ = ["EdgeAttributionResult", "EdgeCircuitResult", "eap", "eap_ig", "score_edges"]
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeAttributionResult:
+    """One score per edge of `graph` (in `EdgeGraph.edges` order); positive supports the
+    correct answer.
+
+    Attributes:
+        method: what produced the scores (``"eap"``, ``"eap_ig"``, ...).
+        graph: the edges.
+        scores: ``[edge]``.
+        n_prompts: prompts the scores sum over.
+        info: how the scores were made (steps, ...).
+    """
+
+    method: str
+    graph: EdgeGraph
+    scores: Float[Tensor, " edge"] = field(repr=False)
+    n_prompts: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if tuple(self.scores.shape) != (self.graph.n_edges,):
+            raise AscaleError(
+                f"{self.method}: expected {self.graph.n_edges} edge scores, got "
+                f"{tuple(self.scores.shape)}"
+            )
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per edge, largest ``|score|`` first: ``edge, src, dst, score, magnitude``."""
+        g, scores = self.graph, self.scores.detach().cpu().numpy()
+        frame = pd.DataFrame(
+            {
+                "edge": g.edges,
+                "src": np.asarray(g.src_names)[g.src_index.numpy()],
+                "dst": np.asarray(g.dst_names)[g.dst_index.numpy()],
+                "score": scores,
+                "magnitude": np.abs(scores),
+            }
+        )
+        return frame.sort_values("magnitude", ascending=False, kind="stable").reset_index(drop=True)
+
+    def to_mib_json(self, in_graph: Tensor | None = None) -> dict[str, Any]:
+        """MIB's graph file as a dict (`EdgeGraph.to_mib_json`)."""
+        return self.graph.to_mib_json(self.scores.detach().cpu().float(), in_graph)
+
+    def __repr__(self) -> str:
+        top = ", ".join(f"{r.edge} {r.score:+.3g}" for r in self.to_frame().head(3).itertuples())
+        return f"EdgeAttributionResult({self.method!r}, {self.graph.n_edges} edges, top: {top})"
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeCircuitResult:
+    """Faithfulness curves on edges and their areas, one per ranking.
+
+    Attributes:
+        curves: one row per method and fraction: ``method, fraction, k, n_signed, n_abs,
+            f_signed, f_abs`` (``k`` edges taken, ``n_*`` left after pruning, ``f`` of the top
+            ``k`` by signed score and by absolute score).
+        m_clean: ``m(N)``, the clean mean logit difference (correct minus wrong).
+        m_ablated: ``m(∅)``, every edge ablated (the counterfactual run).
+        n_edges: the graph's edges ``N``.
+        n_prompts: prompts the curves were measured on.
+    """
+
+    curves: pd.DataFrame = field(repr=False)
+    m_clean: float
+    m_ablated: float
+    n_edges: int
+    n_prompts: int
+
+    def summary(self) -> pd.DataFrame:
+        """One row per method: ``cpr`` (higher is better), ``cmd`` (lower is better)."""
+        rows = {}
+        for method, curve in self.curves.groupby("method", sort=False):
+            p = curve["fraction"].to_numpy()
+            rows[method] = {
+                "cpr": float(np.trapezoid(curve["f_signed"].to_numpy(), p)),
+                "cmd": float(np.trapezoid(np.abs(1 - curve["f_abs"].to_numpy()), p)),
+            }
+        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+    def __repr__(self) -> str:
+        pairs = ", ".join(
+            f"{m}: CPR {r.cpr:.3f} CMD {r.cmd:.3f}" for m, r in self.summary().iterrows()
+        )
+        return f"EdgeCircuitResult(N={self.n_edges}, {self.n_prompts} prompts, {pairs})"
+
+
+# ---- the metric ----
+
+
+def _logit_diff(logits: Tensor, correct: Tensor, wrong: Tensor) -> Float[Tensor, " batch"]:
+    """``logit(correct) - logit(wrong)`` at the last position, per row (copies repeat `correct`)."""
+    last = logits[:, -1].float()
+    copies = len(last) // len(correct)
+    pick = torch.stack([correct, wrong], 1).repeat(copies, 1).to(last.device)
+    both = last.gather(1, pick)
+    return both[:, 0] - both[:, 1]
+
+
+def _check(data: ContrastSet, corrupted: ContrastSet) -> None:
+    if data.n_pos and corrupted.tokens.shape != data.tokens.shape:  # n_pos: one length
+        raise AscaleError(
+            f"corrupted prompts must align with the clean ones: tokens "
+            f"{tuple(corrupted.tokens.shape)} against {tuple(data.tokens.shape)}"
+        )
+
+
+def _chunks(n: int, size: int) -> list[list[int]]:
+    return [list(range(i, min(n, i + size))) for i in range(0, n, max(1, size))]
+
+
+# ---- rankings ----
+
+
+def eap(
+    model: HookedModel, data: ContrastSet, corrupted: ContrastSet, *, batch_size: int = 16
+) -> EdgeAttributionResult:
+    """Edge attribution patching: one corrupted forward, one clean forward and backward per batch.
+
+    Example:
+        >>> scores = eap(model, data, corrupted)
+        >>> scores.scores.shape
+        torch.Size([110])
+    """
+    return _attribute(model, data, corrupted, steps=0, batch_size=batch_size)
+
+
+def eap_ig(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet,
+    *,
+    steps: int = 5,
+    batch_size: int = 16,
+) -> EdgeAttributionResult:
+    """EAP-IG-inputs: EAP's gradient averaged over `steps` interpolated embeddings.
+
+    Example:
+        >>> eap_ig(model, data, corrupted, steps=2).info
+        {'steps': 2}
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise AscaleError(f"steps must be a positive integer, got {steps!r}")
+    return _attribute(model, data, corrupted, steps=steps, batch_size=batch_size)
+
+
+def _attribute(
+    model: HookedModel, data: ContrastSet, corrupted: ContrastSet, *, steps: int, batch_size: int
+) -> EdgeAttributionResult:
+    _check(data, corrupted)
+    graph = EdgeGraph.of(model)
+    total = torch.zeros(graph.n_src, graph.n_dst)
+    for rows in _chunks(len(data), batch_size):
+        batch, bad = data.subset(rows), corrupted.subset(rows)
+
+        def loss(logits: Tensor, batch: ContrastSet = batch) -> Tensor:
+            return -_logit_diff(logits, batch.correct_ids, batch.wrong_ids).sum()
+
+        corrupt = _tl.source_outputs(model, graph, bad.tokens)
+        if steps == 0:
+            total += _tl.edge_gradients(model, graph, batch.tokens, corrupt, loss).cpu()
+            continue
+        clean = _tl.source_outputs(model, graph, batch.tokens)
+        for k in range(steps):
+            embed = corrupt[0] + (k / steps) * (clean[0] - corrupt[0])
+            total += (
+                _tl.edge_gradients(
+                    model, graph, batch.tokens, corrupt, loss, clean=clean, embed=embed
+                ).cpu()
+                / steps
+            )
+    method, info = ("eap_ig", {"steps": steps}) if steps else ("eap", {})
+    return EdgeAttributionResult(method, graph, graph.sparse(total), len(data), info)
+
+
+# ---- scoring ----
+
+
+def score_edges(
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet,
+    rankings: Sequence[EdgeAttributionResult] | Mapping[str, EdgeAttributionResult | Tensor],
+    *,
+    fractions: Sequence[float] = FRACTIONS,
+    n_random: int = 5,
+    seed: int = 0,
+    max_batch: int = 64,
+    progress: bool = False,
+) -> EdgeCircuitResult:
+    """Faithfulness ``f`` of each ranking's top ``int(p * N)`` edges (pruned), CPR and CMD.
+
+    Args:
+        model: the model.
+        data: the prompts (one token length; a test split).
+        corrupted: their counterfactual prompts, aligned with `data`.
+        rankings: `EdgeAttributionResult`s (by ``method``), or a mapping from names to results
+            or to ``[edge]`` score tensors; a positive score supports the correct answer.
+        fractions: the circuit sizes as fractions of the edges.
+        n_random: random orders averaged into the ``random`` row (0 for none).
+        max_batch: rows per forward pass (prompts × circuits scored at once).
+
+    Example:
+        >>> scored = score_edges(model, data, corrupted, {"eap": eap(model, data, corrupted)},
+        ...                      n_random=0)
+        >>> scored.curves["k"].tolist()[-1]
+        110
+    """
+    _check(data, corrupted)
+    graph = EdgeGraph.of(model)
+    named = _named(rankings, graph)
+    orders = _orders(named, graph.n_edges, n_random, seed)
+    circuits, plan = _plan(graph, orders, fractions)
+    empty = torch.zeros(graph.n_edges, dtype=torch.bool)
+    full = torch.ones(graph.n_edges, dtype=torch.bool).numpy().tobytes()
+    circuits.setdefault(empty.numpy().tobytes(), empty)
+    circuits.pop(full, None)  # every edge kept is the clean model
+    m = _metrics(model, graph, data, corrupted, circuits, max_batch, progress)
+    m[full] = _clean_metric(model, data, max_batch)
+    m_clean, m_empty = m[full], m[empty.numpy().tobytes()]
+    gap = m_clean - m_empty
+    if abs(gap) < 1e-6:
+        raise AscaleError(
+            f"the counterfactual run gives the clean logit difference ({m_clean:.4g}): no curve"
+        )
+    rows = [
+        (name, p, k, ns, na, (m[a] - m_empty) / gap, (m[b] - m_empty) / gap)
+        for name, p, k, ns, na, a, b in plan
+    ]
+    columns = ["method", "fraction", "k", "n_signed", "n_abs", "f_signed", "f_abs"]
+    curves = _average_random(pd.DataFrame(rows, columns=columns))
+    return EdgeCircuitResult(curves, float(m_clean), float(m_empty), graph.n_edges, len(data))
+
+
+def _orders(
+    named: dict[str, Tensor], n_edges: int, n_random: int, seed: int
+) -> dict[str, tuple[Tensor, Tensor]]:
+    """Edge indices, best first, by signed score and by magnitude (stable: ties keep MIB's
+    order; NaN last); the random orders use one permutation for both."""
+    orders = {}
+    for name, scores in named.items():
+        signed = torch.where(scores.isnan(), -torch.inf, scores)
+        absolute = torch.where(scores.isnan(), -torch.inf, scores.abs())
+        orders[name] = (
+            torch.argsort(-signed, stable=True),
+            torch.argsort(-absolute, stable=True),
+        )
+    rng = np.random.default_rng(seed)
+    for i in range(n_random):
+        perm = torch.as_tensor(rng.permutation(n_edges))
+        orders[f"random#{i}"] = (perm, perm)
+    return orders
+
+
+Plan = list[tuple[str, float, int, int, int, bytes, bytes]]
+
+
+def _plan(
+    graph: EdgeGraph, orders: dict[str, tuple[Tensor, Tensor]], fractions: Sequence[float]
+) -> tuple[dict[bytes, Tensor], Plan]:
+    """Every distinct pruned circuit (by its bytes), and per method and fraction: ``k``, the
+    edges left after pruning and the keys of the signed and the absolute circuit."""
+    circuits: dict[bytes, Tensor] = {}
+    plan: Plan = []
+    for name, pair in orders.items():
+        for p in fractions:
+            k = int(p * graph.n_edges)  # MIB's size (0 for small graphs and fractions)
+            keys, sizes = [], []
+            for order in pair:
+                keep = torch.zeros(graph.n_edges, dtype=torch.bool)
+                keep[order[:k]] = True
+                keep = graph.prune(keep)
+                key = keep.numpy().tobytes()
+                circuits.setdefault(key, keep)
+                keys.append(key)
+                sizes.append(int(keep.sum()))
+            plan.append((name, p, k, sizes[0], sizes[1], keys[0], keys[1]))
+    return circuits, plan
+
+
+def _named(
+    rankings: Sequence[EdgeAttributionResult] | Mapping[str, EdgeAttributionResult | Tensor],
+    graph: EdgeGraph,
+) -> dict[str, Tensor]:
+    items = rankings.items() if isinstance(rankings, Mapping) else [(r.method, r) for r in rankings]
+    named: dict[str, Tensor] = {}
+    for name, ranking in items:
+        if name in named or name == "random" or name.startswith("random#"):
+            raise AscaleError(f"ranking name {name!r} is taken: pass a dict to name them")
+        if isinstance(ranking, EdgeAttributionResult):
+            if ranking.graph != graph:
+                raise AscaleError(f"ranking {name!r} is on {ranking.graph}, the model on {graph}")
+            ranking = ranking.scores
+        scores = torch.as_tensor(ranking).detach().cpu().float()
+        if tuple(scores.shape) != (graph.n_edges,):
+            raise AscaleError(
+                f"ranking {name!r}: expected {graph.n_edges} edge scores, got {tuple(scores.shape)}"
+            )
+        named[name] = scores
+    return named
+
+
+def _metrics(
+    model: HookedModel,
+    graph: EdgeGraph,
+    data: ContrastSet,
+    corrupted: ContrastSet,
+    circuits: dict[bytes, Tensor],
+    max_batch: int,
+    progress: bool,
+) -> dict[bytes, float]:
+    """``m(C)`` for every circuit, many circuits per pass (copies of a batch)."""
+    # circuits of like size share passes: a pass multiplies only the sources some copy keeps
+    # (or ablates, whichever is fewer) at each destination
+    keys = sorted(circuits, key=lambda k: int(circuits[k].sum()))
+    keep = torch.stack([circuits[k] for k in keys]).float()
+    totals = torch.zeros(len(keys))
+    chunk = max(1, min(len(data), max_batch))
+    per_pass = max(1, max_batch // chunk)
+    rows_list = _chunks(len(data), chunk)
+    bar = tqdm(total=len(rows_list) * len(keys), desc="edge circuits", disable=not progress)
+    with torch.inference_mode():
+        for rows in rows_list:
+            batch = data.subset(rows)
+            corrupt = _tl.source_outputs(model, graph, corrupted.subset(rows).tokens)
+            for first in range(0, len(keys), per_pass):
+                group = keep[first : first + per_pass]
+                logits = _tl.masked_run(model, graph, batch.tokens, group, corrupt)
+                diff = _logit_diff(logits, batch.correct_ids, batch.wrong_ids)
+                totals[first : first + len(group)] += diff.view(len(group), -1).sum(1).cpu()
+                bar.update(len(group))
+    bar.close()
+    return {k: float(t) / len(data) for k, t in zip(keys, totals, strict=True)}
+
+
+def _clean_metric(model: HookedModel, data: ContrastSet, batch_size: int) -> float:
+    total = 0.0
+    with torch.inference_mode():
+        for rows in _chunks(len(data), batch_size):
+            batch = data.subset(rows)
+            logits = _tl.run(model, batch.tokens.to(_tl.first_device(model)), last_only=True)
+            total += float(_logit_diff(logits, batch.correct_ids, batch.wrong_ids).sum())
+    return total / len(data)
+
+
+def _average_random(curves: pd.DataFrame) -> pd.DataFrame:
+    is_random = curves["method"].str.startswith("random#")
+    if not is_random.any():
+        return curves
+    columns = ["n_signed", "n_abs", "f_signed", "f_abs"]
+    mean = curves[is_random].groupby(["fraction", "k"], as_index=False)[columns].mean()
+    mean = mean.assign(method="random")
+    return pd.concat([curves[~is_random], mean[curves.columns]], ignore_index=True)

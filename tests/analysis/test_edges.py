@@ -1,0 +1,272 @@
+"""Edge-masked passes, EAP / EAP-IG and MIB's edge scoring (`ascale._tl._edges`,
+`ascale.analysis.edges`). Tiny random models test the mechanics; SmolLM2 the real shapes."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ascale._tl import _edges, _ungroup
+from ascale.analysis.edges import EdgeAttributionResult, eap, eap_ig, score_edges
+from ascale.data import ContrastSet
+from ascale.errors import AscaleError
+from ascale.graph import EdgeGraph
+from ascale.loading import load_model
+from ascale.testing import ioi_like_rows, train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def gqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny grouped-query Llama (4 query heads, 2 key/value heads) with random norm weights."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    torch.manual_seed(0)
+    folder: Path = tmp_path_factory.mktemp("gqa")
+    config = LlamaConfig(
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_size=32,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+        vocab_size=400,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    hf = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.3 * torch.randn_like(p))
+    hf.config.architectures = [type(hf).__name__]
+    hf.save_pretrained(folder)
+    train_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gqa(gqa_dir):
+    return load_model(gqa_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_neox(tiny_dirs):
+    return load_model(tiny_dirs["neox"])
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gqa", "neox"])
+def case(request: pytest.FixtureRequest, tiny_gpt2, gqa, tiny_neox):
+    """A tiny model (GPT-2; grouped-query Llama; NeoX, whose MLPs read the layer's input in
+    parallel with attention), 6 IOI-like prompts of one length and their ABC corruption."""
+    model = {"gpt2": tiny_gpt2, "gqa": gqa, "neox": tiny_neox}[request.param]
+    clean_rows, corrupt_rows = ioi_like_rows(6, seed=1)
+    data = ContrastSet.from_rows(clean_rows, model)
+    return model, data, ContrastSet.from_rows(corrupt_rows, model)
+
+
+def logit_diff(logits: torch.Tensor, data: ContrastSet) -> torch.Tensor:
+    last = logits[:, -1]
+    copies = len(last) // len(data)
+    correct, wrong = data.correct_ids.repeat(copies), data.wrong_ids.repeat(copies)
+    return last[torch.arange(len(last)), correct] - last[torch.arange(len(last)), wrong]
+
+
+def test_ungrouped_copy_gives_the_models_logits(gqa, tiny_gpt2):
+    assert _ungroup.is_grouped(gqa) and not _ungroup.is_grouped(tiny_gpt2)
+    assert _ungroup.ungrouped(tiny_gpt2) is tiny_gpt2
+    copy = _ungroup.ungrouped(gqa)
+    assert copy is _ungroup.ungrouped(gqa)  # made once
+    assert not _ungroup.is_grouped(copy) and copy.cfg.n_heads == 4
+    tokens = torch.randint(0, 400, (3, 11), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.allclose(copy(tokens), gqa(tokens), atol=1e-5)
+        shapes = []
+
+        def look(act, hook):
+            shapes.append(tuple(act.shape))
+            return act
+
+        with _ungroup.split_inputs(copy), copy.hooks(fwd_hooks=[("blocks.1.hook_k_input", look)]):
+            copy(tokens)
+    assert shapes == [(3, 11, 4, 32)]  # one key input per query head
+    assert not copy.cfg.use_split_qkv_input  # switched on for the pass only
+
+
+def test_every_edge_kept_is_clean_and_none_is_counterfactual(case):
+    model, data, corrupted = case
+    graph = EdgeGraph.of(model)
+    ones, zeros = torch.ones(graph.n_edges), torch.zeros(graph.n_edges)
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
+        out = _edges.masked_run(
+            model, graph, data.tokens, torch.stack([ones, zeros, ones]), corrupt, last_only=False
+        )
+        clean, bad = model(data.tokens), model(corrupted.tokens)
+    n = len(data)
+    assert (clean - bad).abs().max() > 0.1  # the corruption changes the logits
+    torch.testing.assert_close(out[:n], clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[n : 2 * n], bad, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[2 * n :], clean, atol=1e-4, rtol=0)
+    # the model's own hook settings are back as they were
+    assert not model.cfg.use_split_qkv_input and not model.cfg.use_hook_mlp_in
+    with torch.inference_mode():
+        torch.testing.assert_close(model(data.tokens), clean, atol=0, rtol=0)
+
+
+def test_the_plain_bridge_works_too(gqa_dir):
+    """Without compatibility mode (no weight processing; the copy then has none either)."""
+    model = load_model(gqa_dir, compatibility_mode=False)
+    clean_rows, corrupt_rows = ioi_like_rows(4, seed=1)
+    data, corrupted = (ContrastSet.from_rows(r, model) for r in (clean_rows, corrupt_rows))
+    graph = EdgeGraph.of(model)
+    keep = torch.stack([torch.ones(graph.n_edges), torch.zeros(graph.n_edges)])
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
+        out = _edges.masked_run(model, graph, data.tokens, keep, corrupt, last_only=False)
+        clean, bad = model(data.tokens), model(corrupted.tokens)
+    torch.testing.assert_close(out[:4], clean, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[4:], bad, atol=1e-4, rtol=0)
+
+
+def test_sparse_and_dense_products_agree(case):
+    """Without autograd a pass multiplies only the sources some circuit keeps (or ablates);
+    with it, every source: the two give the same logits on circuits of every size."""
+    model, data, corrupted = case
+    graph = EdgeGraph.of(model)
+    gen = torch.Generator().manual_seed(0)
+    keep = torch.stack([torch.rand(graph.n_edges, generator=gen) < p for p in (0.02, 0.3, 0.97)])
+    keep = graph.prune(keep).float()
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
+        fast = _edges.masked_run(model, graph, data.tokens, keep, corrupt, last_only=False)
+    with torch.enable_grad():
+        dense = _edges.masked_run(model, graph, data.tokens, keep, corrupt.clone(), last_only=False)
+    torch.testing.assert_close(fast, dense.detach(), atol=1e-4, rtol=0)
+
+
+def test_one_edge_ablated_is_a_hand_made_patch(planted):
+    """``input->logits`` and ``input->a1.h2<v>`` ablated alone equal TransformerLens hooks that
+    add the input's (counterfactual - clean) embedding at that destination only."""
+    model, data, corrupted = planted
+    graph = EdgeGraph.of(model)
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
+        clean = _edges.source_outputs(model, graph, data.tokens)
+    delta = corrupt[0] - clean[0]
+
+    def at_logits(act, hook):
+        return act + delta
+
+    def at_value(act, hook):
+        return torch.cat([act[:, :, :2], act[:, :, 2:3] + delta[:, :, None], act[:, :, 3:]], 2)
+
+    for edge, hook, fn in [
+        ("input->logits", "blocks.1.hook_resid_post", at_logits),
+        ("input->a1.h2<v>", "blocks.1.hook_v_input", at_value),
+    ]:
+        keep = torch.ones(1, graph.n_edges)
+        keep[0, graph.edge_ids[edge]] = 0
+        with torch.inference_mode():
+            got = _edges.masked_run(model, graph, data.tokens, keep, corrupt, last_only=False)
+            with _ungroup.split_inputs(model), model.hooks(fwd_hooks=[(hook, fn)]):
+                want = model(data.tokens)
+            assert (want - model(data.tokens)).abs().max() > 0.1, edge
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_eap_is_the_gradient_of_a_mask_on_every_edge(case):
+    """At keep = 1, ``input = live + Σ (1 - keep) · (corrupt - live)`` has derivative
+    ``-(corrupt - clean) · ∂/∂input`` in each edge's keep: EAP's score with the opposite sign."""
+    model, data, corrupted = case
+    graph = EdgeGraph.of(model)
+    scores = eap(model, data, corrupted, batch_size=4)  # two batches
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
+    keep = torch.ones(1, graph.n_edges, requires_grad=True)
+    logits = _edges.masked_run(model, graph, data.tokens, keep, corrupt)
+    (-logit_diff(logits, data).sum()).backward()
+    assert scores.scores.abs().max() > 1e-3
+    torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-5, rtol=1e-4)
+
+
+def test_eap_ig_on_the_input_edges_sums_to_the_total_effect(planted):
+    """IG's completeness: the input's edges carry the whole gradient of the embedding, so with
+    many steps their scores add up to ``Σ (m(clean) - m(corrupted))`` over the prompts (EAP,
+    a one-point estimate, need not)."""
+    model, data, corrupted = planted
+    scores = eap_ig(model, data, corrupted, steps=40)
+    graph = scores.graph
+    with torch.inference_mode():
+        total = (
+            logit_diff(model(data.tokens), data) - logit_diff(model(corrupted.tokens), data)
+        ).sum()
+    from_input = scores.scores[graph.src_index == 0].sum()
+    assert float(total) > 1.0  # the planted head answers
+    assert float(from_input) == pytest.approx(float(total), rel=0.02)
+    assert scores.info == {"steps": 40} and scores.method == "eap_ig"
+
+
+def test_score_edges_recovers_the_planted_circuit_and_random_is_poor(planted):
+    """The planted head's two edges (its values read the names, its output writes them) lead
+    EAP-IG's ranking and make the whole circuit; random orders do not."""
+    torch.manual_seed(0)
+    model, data, corrupted = planted
+    scores = eap_ig(model, data, corrupted)
+    top = scores.to_frame()["edge"].tolist()[:2]
+    assert sorted(top) == ["a1.h2->logits", "input->a1.h2<v>"]
+    assert (scores.scores[[scores.graph.edge_ids[e] for e in top]] > 0).all()  # supports
+    result = score_edges(model, data, corrupted, [scores], n_random=5, seed=0, max_batch=32)
+    summary = result.summary()
+    assert list(summary.index) == ["eap_ig", "random"]
+    assert summary.loc["eap_ig", "cpr"] > 0.9 and summary.loc["eap_ig", "cmd"] < 0.05
+    assert summary.loc["random", "cpr"] < 0.6 and summary.loc["random", "cmd"] > 0.4
+    curve = result.curves[result.curves["method"] == "eap_ig"]
+    assert curve["k"].tolist() == [int(p * 110) for p in curve["fraction"]]
+    assert curve["f_signed"].iloc[-1] == 1.0 and (curve["n_signed"] <= curve["k"]).all()
+    with torch.inference_mode():
+        clean = logit_diff(model(data.tokens), data).mean()
+        bad = logit_diff(model(corrupted.tokens), data).mean()
+    assert result.m_clean == pytest.approx(float(clean), abs=1e-4)
+    assert result.m_ablated == pytest.approx(float(bad), abs=1e-3)
+
+
+def test_bad_inputs_are_refused(tiny_gpt2):
+    model = tiny_gpt2
+    clean_rows, corrupt_rows = ioi_like_rows(4, seed=5)
+    data, corrupted = (ContrastSet.from_rows(r, model) for r in (clean_rows, corrupt_rows))
+    with pytest.raises(AscaleError, match="align"):
+        eap(model, data, corrupted.subset([0, 1]))
+    with pytest.raises(AscaleError, match="expected 110 edge scores, got \\(3,\\)"):
+        score_edges(model, data, corrupted, {"x": torch.zeros(3)})
+    with pytest.raises(AscaleError, match="steps must be a positive integer, got 0"):
+        eap_ig(model, data, corrupted, steps=0)
+    graph = EdgeGraph.of(model)
+    with pytest.raises(AscaleError, match="expected 110 edge scores"):
+        EdgeAttributionResult("x", graph, torch.zeros(5))
+
+
+@pytest.mark.real
+def test_smollm2_edges_reproduce_the_clean_and_counterfactual_runs(smol):
+    import ascale
+
+    graph = EdgeGraph.of(smol)
+    assert (graph.n_edges, graph.n_src, graph.n_dst) == (123_211, 301, 841)
+    data = ascale.tasks.ioi(smol, n=4, seed=0)
+    corrupted = ascale.tasks.ioi_corrupt(data, smol, seed=0)
+    keep = torch.stack([torch.ones(graph.n_edges), torch.zeros(graph.n_edges)])
+    with torch.inference_mode():
+        corrupt = _edges.source_outputs(smol, graph, corrupted.tokens)
+        out = _edges.masked_run(smol, graph, data.tokens, keep, corrupt)
+        clean = logit_diff(smol(data.tokens), data)
+        bad = logit_diff(smol(corrupted.tokens), data)
+    got = logit_diff(out, data)
+    torch.testing.assert_close(got[: len(data)], clean, atol=1e-3, rtol=0)
+    torch.testing.assert_close(got[len(data) :], bad, atol=1e-3, rtol=0)
+    # EAP is the gradient of a mask on every edge here too (keys and values per query head)
+    two, bad_two = data.subset([0, 1]), corrupted.subset([0, 1])
+    scores = eap(smol, two, bad_two)
+    keep = torch.ones(1, graph.n_edges, requires_grad=True)
+    logits = _edges.masked_run(smol, graph, two.tokens, keep, corrupt[:, :2].clone())
+    (-logit_diff(logits, two).sum()).backward()
+    torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-4, rtol=1e-4)
