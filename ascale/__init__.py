@@ -19,6 +19,7 @@ from ascale.analysis.attribution import rank_components
 from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare import CompareResult, compare
 from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
+from ascale.analysis.edge_compare import EdgeCompareResult, compare_edges
 from ascale.analysis.edges import (
     EdgeAttributionResult,
     EdgeCircuitResult,
@@ -66,6 +67,7 @@ __all__ = [
     "DynamicScalars",
     "EdgeAttributionResult",
     "EdgeCircuitResult",
+    "EdgeCompareResult",
     "EdgeGraph",
     "FitResult",
     "Grid",
@@ -77,6 +79,7 @@ __all__ = [
     "agreement",
     "attribution_patching",
     "compare",
+    "compare_edges",
     "cumulative_effect",
     "eap",
     "eap_ig",

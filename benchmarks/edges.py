@@ -1,0 +1,92 @@
+"""Edge-level circuits on SmolLM2's IOI: every edge ranking in one run, in yardstick steps.
+
+Ranks the 123,211 edges of MIB's graph with EAP, EAP-IG-inputs (5 steps) and edge circuit
+scalars (started in EAP-IG's order) on a training split, and scores each ranking, with random
+orders, as circuits on the held-out split (MIB's protocol, counterfactual ablation:
+`ascale.compare_edges`). The yardstick (``../shared/tools/floor_step.py``, a plain-PyTorch
+scalars step of SmolLM2 on 64 x 12 tokens) is timed before and after in the same run; each
+method's time is reported in its steps, with the run's peak memory (RSS).
+
+Run: ``.venv/bin/python -m benchmarks edges [--n 64] [--steps 25]``; writes results/edges_ioi.json
+and the MIB files under results/edges_ioi/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import common
+
+YARDSTICK = common.ROOT.parent / "shared" / "tools" / "floor_step.py"
+
+
+def yardstick(threads: int) -> float:
+    """Seconds of one yardstick step (its median), in a fresh process."""
+    env = {**os.environ, "FLOOR_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, str(YARDSTICK)], capture_output=True, text=True, env=env, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1].split()[0])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=64, help="IOI prompts (half train, half test)")
+    parser.add_argument("--steps", type=int, default=25, help="edge circuit scalars' steps")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--n-random", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="edges_ioi")
+    args = parser.parse_args(argv)
+    import ascale
+
+    torch.set_num_threads(args.threads)
+    load = [os.getloadavg()[0]]
+    before = yardstick(args.threads)
+    model = ascale.load_model()
+    data = ascale.tasks.ioi(model, n=args.n, seed=args.seed)
+    corrupted = ascale.tasks.ioi_corrupt(data, model, seed=args.seed)
+    started = time.perf_counter()
+    result = ascale.compare_edges(
+        model, data, corrupted, seed=args.seed, n_random=args.n_random, progress=False,
+        fit_options={"steps": args.steps, "batch_size": args.batch_size},
+    )  # fmt: skip
+    wall = time.perf_counter() - started
+    load.append(os.getloadavg()[0])
+    after = yardstick(args.threads)
+    step = (before + after) / 2
+    timings = result.info["timings_s"]
+    payload: dict[str, Any] = {
+        "task": "ioi",
+        "n_prompts": len(data),
+        "settings": vars(args),
+        "summary": result.to_dict()["summary"],
+        "m_clean": result.circuits.m_clean,
+        "m_ablated": result.circuits.m_ablated,
+        "info": result.info,
+        "yardstick_s": {"before": before, "after": after},
+        "timings_in_yardstick_steps": {k: round(v / step, 1) for k, v in timings.items()},
+        "wall_time_s": round(wall, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "load_1min": load,
+        "commit": common.commit(),
+    }
+    common.write_result(args.name, payload)
+    result.write_mib(Path(common.RESULTS) / args.name)
+    print(result.summary().round(3).to_string())
+    print({k: f"{v} s" for k, v in timings.items()}, payload["timings_in_yardstick_steps"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
