@@ -30,12 +30,14 @@ import json
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ascale._outputs import write_json
 from ascale._types import HookedModel
 from ascale.errors import AscaleError, SavedFileError, closest
 
@@ -337,9 +339,9 @@ class EdgeGraph:
         scores: Float[Tensor, " edge"],
         in_graph: Bool[Tensor, " edge"] | None = None,
     ) -> None:
-        """`to_mib_json`, written to `path`."""
-        with open(path, "w") as f:
-            json.dump(self.to_mib_json(scores, in_graph), f)
+        """`to_mib_json`, written to `path` atomically (the folder is made if need be)."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, self.to_mib_json(scores, in_graph))
 
 
 def read_mib_json(

@@ -2,8 +2,9 @@
 
 Ranks the 123,211 edges of MIB's graph with EAP, EAP-IG-inputs (5 steps) and edge circuit
 scalars (started in EAP-IG's order) on a training split, and scores each ranking, with random
-orders, as circuits on the held-out split (MIB's protocol, counterfactual ablation:
-`ascale.compare_edges`). The yardstick (``../shared/tools/floor_step.py``, a plain-PyTorch
+orders, as circuits on the held-out split (MIB's protocol, counterfactual ablation: the stages
+of `ascale.compare_edges`, run one by one to record each one's time and the process's peak
+memory after it). The yardstick (``../shared/tools/floor_step.py``, a plain-PyTorch
 scalars step of SmolLM2 on 64 x 12 tokens) is timed before and after in the same run; each
 method's time is reported in its steps, with the run's peak memory (RSS).
 
@@ -56,35 +57,65 @@ def main(argv: list[str] | None = None) -> int:
     model = ascale.load_model()
     data = ascale.tasks.ioi(model, n=args.n, seed=args.seed)
     corrupted = ascale.tasks.ioi_corrupt(data, model, seed=args.seed)
-    started = time.perf_counter()
-    result = ascale.compare_edges(
-        model, data, corrupted, seed=args.seed, n_random=args.n_random, progress=False,
-        fit_options={"steps": args.steps, "batch_size": args.batch_size},
-    )  # fmt: skip
-    wall = time.perf_counter() - started
+    train, test = data.split(test_size=0.5, seed=args.seed)
+    ctrain, ctest = corrupted.split(test_size=0.5, seed=args.seed)
+    timings, peak_gb = {}, {}
+
+    def stage(name: str, work: Any) -> Any:
+        t = time.perf_counter()
+        out = work()
+        timings[name] = round(time.perf_counter() - t, 2)
+        # the process's peak resident memory so far: each stage's own peak when it grew there
+        peak_gb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        return out
+
+    rankings = {"eap": stage("eap", lambda: ascale.eap(model, train, ctrain))}
+    rankings["eap_ig"] = stage("eap_ig", lambda: ascale.eap_ig(model, train, ctrain, steps=5))
+    options = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
+    scores, fitted = stage(
+        "edge_circuit",
+        lambda: ascale.fit_edge_circuit(
+            model, train, ctrain, rankings["eap_ig"].scores, progress=False, **options
+        ),
+    )
+    graph = rankings["eap"].graph
+    rankings["edge_circuit"] = ascale.EdgeAttributionResult("edge_circuit", graph, scores)
+    circuits = stage(
+        "circuits",
+        lambda: ascale.score_edges(
+            model, test, ctest, rankings, n_random=args.n_random, seed=args.seed
+        ),
+    )
     load.append(os.getloadavg()[0])
     after = yardstick(args.threads)
     step = (before + after) / 2
-    timings = result.info["timings_s"]
+    summary = circuits.summary()
     payload: dict[str, Any] = {
         "task": "ioi",
-        "n_prompts": len(data),
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_pos": data.n_pos,
         "settings": vars(args),
-        "summary": result.to_dict()["summary"],
-        "m_clean": result.circuits.m_clean,
-        "m_ablated": result.circuits.m_ablated,
-        "info": result.info,
+        "summary": summary.reset_index().to_dict("records"),
+        "curves": circuits.curves.to_dict("records"),
+        "m_clean": circuits.m_clean,
+        "m_ablated": circuits.m_ablated,
+        "fit_history_f": fitted.history["f"],
+        "fit_settings": fitted.settings,
+        "timings_s": timings,
         "yardstick_s": {"before": before, "after": after},
         "timings_in_yardstick_steps": {k: round(v / step, 1) for k, v in timings.items()},
-        "wall_time_s": round(wall, 1),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "peak_rss_gb_after": peak_gb,
         "load_1min": load,
         "commit": common.commit(),
     }
     common.write_result(args.name, payload)
-    result.write_mib(Path(common.RESULTS) / args.name)
-    print(result.summary().round(3).to_string())
-    print({k: f"{v} s" for k, v in timings.items()}, payload["timings_in_yardstick_steps"])
+    folder = Path(common.RESULTS) / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    for method, ranking in rankings.items():
+        ranking.graph.write_mib_json(folder / f"{method}.json", ranking.scores)
+    print(summary.round(3).to_string())
+    print(timings, payload["timings_in_yardstick_steps"], peak_gb)
     return 0
 
 

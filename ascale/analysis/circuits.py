@@ -47,7 +47,7 @@ from ascale.errors import AscaleError, AscaleWarning
 from ascale.grid import FRACTIONS, Grid, circuit_sizes
 from ascale.interventions import Ablation, check_ablation
 
-__all__ = ["CircuitResult", "score_circuits"]
+__all__ = ["CircuitResult", "average_random", "curve_areas", "score_circuits"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,14 +77,7 @@ class CircuitResult:
 
     def summary(self) -> pd.DataFrame:
         """One row per method: ``cpr`` (higher is better), ``cmd`` (lower is better)."""
-        rows = {}
-        for method, curve in self.curves.groupby("method", sort=False):
-            p = curve["fraction"].to_numpy()
-            rows[method] = {
-                "cpr": float(np.trapezoid(curve["f_signed"].to_numpy(), p)),
-                "cmd": float(np.trapezoid(np.abs(1 - curve["f_abs"].to_numpy()), p)),
-            }
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+        return curve_areas(self.curves)
 
     def to_frame(self) -> pd.DataFrame:
         """The curves with each method's CPR and CMD on every row (long form, for plotting)."""
@@ -181,7 +174,7 @@ def score_circuits(
         (name, p, k, (m[a] - m_empty) / gap, (m[b] - m_empty) / gap) for name, p, k, a, b in plan
     ]
     curves = pd.DataFrame(rows, columns=["method", "fraction", "k", "f_signed", "f_abs"])
-    curves = _average_random(curves)
+    curves = average_random(curves)
     return CircuitResult(curves, float(m_clean), float(m_empty), n, ablation, len(data))
 
 
@@ -298,14 +291,27 @@ def _clean_metric(model: HookedModel, data: ContrastSet) -> float:
     return float(-passes.clean_deltas(model, data).mean())
 
 
-def _average_random(curves: pd.DataFrame) -> pd.DataFrame:
+def curve_areas(curves: pd.DataFrame) -> pd.DataFrame:
+    """MIB's areas of faithfulness curves (columns ``method, fraction, f_signed, f_abs``), one
+    row per method: ``cpr``, the trapezoid area under ``f_signed``; ``cmd``, under
+    ``|1 - f_abs|`` (node and edge circuits alike)."""
+    rows = {}
+    for method, curve in curves.groupby("method", sort=False):
+        p = curve["fraction"].to_numpy()
+        rows[method] = {
+            "cpr": float(np.trapezoid(curve["f_signed"].to_numpy(), p)),
+            "cmd": float(np.trapezoid(np.abs(1 - curve["f_abs"].to_numpy()), p)),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
+def average_random(
+    curves: pd.DataFrame, columns: Sequence[str] = ("f_signed", "f_abs")
+) -> pd.DataFrame:
+    """The ``random#i`` curves replaced by their mean, ``random`` (of `columns`, per fraction)."""
     is_random = curves["method"].str.startswith("random#")
     if not is_random.any():
         return curves
-    mean = (
-        curves[is_random]
-        .groupby(["fraction", "k"], as_index=False)[["f_signed", "f_abs"]]
-        .mean()
-        .assign(method="random")
-    )
+    mean = curves[is_random].groupby(["fraction", "k"], as_index=False)[list(columns)].mean()
+    mean = mean.assign(method="random")
     return pd.concat([curves[~is_random], mean[curves.columns]], ignore_index=True)

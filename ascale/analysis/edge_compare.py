@@ -91,9 +91,6 @@ class EdgeCompareResult:
             written.append(path)
         return written
 
-    def __repr__(self) -> str:
-        return f"EdgeCompareResult({self.circuits!r})"
-
 
 def compare_edges(
     model: HookedModel,
@@ -127,14 +124,7 @@ def compare_edges(
     Raises:
         AscaleError: an unknown method, or no method at all.
     """
-    unknown = [m for m in methods if m not in EDGE_METHODS]
-    if unknown or not methods:
-        hint = f" (closest: {closest(str(unknown[0]), EDGE_METHODS)})" if unknown else ""
-        raise AscaleError(
-            f"unknown edge method(s) {unknown}; choose from {list(EDGE_METHODS)}{hint}"
-        )
-    if "random" in methods and n_random < 1:
-        raise AscaleError(f"'random' needs n_random >= 1, got {n_random!r}")
+    _check_methods(methods, n_random)
     started = time.perf_counter()
     train, test = data.split(test_size=test_size, seed=seed)
     ctrain, ctest = corrupted.split(test_size=test_size, seed=seed)
@@ -180,3 +170,14 @@ def compare_edges(
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     return EdgeCompareResult(rankings, circuits, fits, info)
+
+
+def _check_methods(methods: Sequence[str], n_random: int) -> None:
+    unknown = [m for m in methods if m not in EDGE_METHODS]
+    if unknown or not methods:
+        hint = f" (closest: {closest(str(unknown[0]), EDGE_METHODS)})" if unknown else ""
+        raise AscaleError(
+            f"unknown edge method(s) {unknown}; choose from {list(EDGE_METHODS)}{hint}"
+        )
+    if "random" in methods and n_random < 1:
+        raise AscaleError(f"'random' needs n_random >= 1, got {n_random!r}")

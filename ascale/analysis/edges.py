@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ascale import _tl
 from ascale._types import HookedModel
+from ascale.analysis.circuits import average_random, curve_areas
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
@@ -113,14 +114,7 @@ class EdgeCircuitResult:
 
     def summary(self) -> pd.DataFrame:
         """One row per method: ``cpr`` (higher is better), ``cmd`` (lower is better)."""
-        rows = {}
-        for method, curve in self.curves.groupby("method", sort=False):
-            p = curve["fraction"].to_numpy()
-            rows[method] = {
-                "cpr": float(np.trapezoid(curve["f_signed"].to_numpy(), p)),
-                "cmd": float(np.trapezoid(np.abs(1 - curve["f_abs"].to_numpy()), p)),
-            }
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+        return curve_areas(self.curves)
 
     def __repr__(self) -> str:
         pairs = ", ".join(
@@ -272,7 +266,7 @@ def score_edges(
         for name, p, k, ns, na, a, b in plan
     ]
     columns = ["method", "fraction", "k", "n_signed", "n_abs", "f_signed", "f_abs"]
-    curves = _average_random(pd.DataFrame(rows, columns=columns))
+    curves = average_random(pd.DataFrame(rows, columns=columns), columns[3:])
     return EdgeCircuitResult(curves, float(m_clean), float(m_empty), graph.n_edges, len(data))
 
 
@@ -385,13 +379,3 @@ def _clean_metric(model: HookedModel, data: ContrastSet, batch_size: int) -> flo
             logits = _tl.run(model, batch.tokens.to(_tl.first_device(model)), last_only=True)
             total += float(_logit_diff(logits, batch.correct_ids, batch.wrong_ids).sum())
     return total / len(data)
-
-
-def _average_random(curves: pd.DataFrame) -> pd.DataFrame:
-    is_random = curves["method"].str.startswith("random#")
-    if not is_random.any():
-        return curves
-    columns = ["n_signed", "n_abs", "f_signed", "f_abs"]
-    mean = curves[is_random].groupby(["fraction", "k"], as_index=False)[columns].mean()
-    mean = mean.assign(method="random")
-    return pd.concat([curves[~is_random], mean[curves.columns]], ignore_index=True)
