@@ -341,7 +341,7 @@ class EdgeGraph:
     ) -> None:
         """`to_mib_json`, written to `path` atomically (the folder is made if need be)."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, self.to_mib_json(scores, in_graph))
+        write_json(Path(path), self.to_mib_json(scores, in_graph))
 
 
 def read_mib_json(

@@ -11,7 +11,9 @@ and nothing is fetched from the network. Sections appear for whatever is passed:
    type), and rank scatter plots;
 6. circuits: faithfulness curves, CPR and CMD of every ranking (`ascale.analysis.circuits`), and the
    refit curve;
-7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`.
+7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`;
+8. edge circuits: MIB's faithfulness curves on edges (signed and absolute order), the CPR/CMD
+   table, and each edge ranking's top edges drawn as a graph (`ascale.analysis.edges`).
 
 Example:
     >>> patched = ascale.activation_patching(model, data, corrupted, like=scalars)
@@ -31,6 +33,7 @@ from ascale._outputs import write_atomic
 from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.cumulative import CumulativeEffectResult
+from ascale.analysis.edges import EdgeAttributionResult, EdgeCircuitResult
 from ascale.analysis.results import AttributionResult
 from ascale.training.metrics import Metrics, metrics_table
 
@@ -73,6 +76,18 @@ class _Page:
         self.parts.append(figure_html(fig, include_plotlyjs=not self.has_js))
         self.has_js = True
 
+    def document(self, title: str, n_head: int) -> str:
+        """The whole page: the first `n_head` parts (the title, the description), the table
+        of contents, then the sections."""
+        contents = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in self.sections)
+        header, body = self.parts[:n_head], self.parts[n_head:]
+        return (
+            "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join([*header, f'<p class="note">{contents}</p>', *body])
+            + "\n</body></html>\n"
+        )
+
 
 def figure_html(fig: Any, *, include_plotlyjs: bool = False) -> str:
     """A figure as an HTML fragment; with `include_plotlyjs`, plotly.js is inlined (offline)."""
@@ -96,9 +111,12 @@ def write_report(
     agreement_by_type: Mapping[str, AgreementResult] | None = None,
     refit: pd.DataFrame | None = None,
     sweep: pd.DataFrame | None = None,
+    edge_circuits: EdgeCircuitResult | None = None,
+    edge_rankings: Sequence[EdgeAttributionResult] | Mapping[str, EdgeAttributionResult] = (),
     title: str = "ascale report",
     description: str = "",
     top_k: int = 20,
+    edge_k: int = 40,
 ) -> Path:
     """Write the report; `out` is a folder (gets ``report.html``) or an ``.html`` path.
 
@@ -112,9 +130,14 @@ def write_report(
         agreement_by_type: agreement within each component type (``compare``).
         refit: flip rates of scalars refitted on their top k (``compare(...).refit``).
         sweep: a `sweep` table, drawn as the trade-off figures.
+        edge_circuits: `score_edges` (or ``compare_edges(...).circuits``): the edge curves and
+            their CPR/CMD table.
+        edge_rankings: edge rankings (`EdgeAttributionResult`) whose top `edge_k` edges are
+            drawn as a graph (pruned as MIB scores a circuit), each with its top-`top_k` table.
         title: the page title.
         description: a paragraph under the title (model, task, data).
         top_k: rows in each top-components table and bar chart.
+        edge_k: edges drawn of each edge ranking (at most the graph's edges).
 
     Returns:
         The path of the HTML file.
@@ -125,7 +148,8 @@ def write_report(
     path.parent.mkdir(parents=True, exist_ok=True)
     from ascale import plot  # plotly is imported only when a report is written
 
-    named = dict(rankings) if isinstance(rankings, Mapping) else {r.method: r for r in rankings}
+    named = _by_method(rankings)
+    edges = _by_method(edge_rankings)
     page = _Page()
     page.text("h1", title)
     if description:
@@ -134,35 +158,39 @@ def write_report(
         _metrics(page, metrics)
     if circuits is not None:
         _circuits(page, circuits, refit)
+    if edge_circuits is not None or edges:
+        _edges(page, edge_circuits, edges, edge_k, top_k)
     if named:
         _maps(page, named)
         _top(page, named, top_k)
     if cumulative:
-        page.section("Cumulative effect", "cumulative")
-        page.text(
-            "p",
-            "Each point re-evaluates the intervention with only its k largest components "
-            "applied (all others set to the identity).",
-            "note",
-        )
-        for cum in cumulative:
-            page.figure(plot.plot_cumulative_effect(cum))
-            page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
+        _cumulative(page, cumulative)
     if agreement is not None:
         _agreement(page, agreement, agreement_by_type or {})
     if sweep is not None and not sweep.empty:
         page.section("Trade-offs", "tradeoffs")
         page.figure(plot.plot_tradeoffs(sweep))
-    contents = " · ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in page.sections)
-    n_head = 2 if description else 1  # the title and the description come first
-    header, body = page.parts[:n_head], page.parts[n_head:]
-    document = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join([*header, f'<p class="note">{contents}</p>', *body])
-        + "\n</body></html>\n"
+    return write_atomic(path, page.document(title, 2 if description else 1))
+
+
+def _by_method(rankings: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """Rankings by name: a mapping as given, a sequence by each one's ``method``."""
+    return dict(rankings) if isinstance(rankings, Mapping) else {r.method: r for r in rankings}
+
+
+def _cumulative(page: _Page, cumulative: Sequence[CumulativeEffectResult]) -> None:
+    from ascale import plot
+
+    page.section("Cumulative effect", "cumulative")
+    page.text(
+        "p",
+        "Each point re-evaluates the intervention with only its k largest components "
+        "applied (all others set to the identity).",
+        "note",
     )
-    return write_atomic(path, document)
+    for cum in cumulative:
+        page.figure(plot.plot_cumulative_effect(cum))
+        page.table(cum.to_frame()[_CUMULATIVE_COLUMNS].round(4))
 
 
 _CUMULATIVE_COLUMNS = [
@@ -246,6 +274,43 @@ def _circuits(page: _Page, result: CircuitResult, refit: pd.DataFrame | None) ->
     if refit is not None and not refit.empty:
         page.text("p", "Scalars refitted on only their own top k components (test split):", "note")
         page.table(refit.round(3))
+
+
+def _edges(
+    page: _Page,
+    result: EdgeCircuitResult | None,
+    rankings: dict[str, EdgeAttributionResult],
+    k: int,
+    top_k: int,
+) -> None:
+    from ascale import plot
+
+    page.section("Edge circuits", "edges")
+    if result is not None:
+        page.text(
+            "p",
+            f"Faithfulness f of each edge ranking's top int(p * N) edges of MIB's graph "
+            f"(N = {result.n_edges:,}), pruned to edges on input-to-logits paths, on "
+            f"{result.n_prompts} held-out prompts; every other edge carries its source's "
+            f"counterfactual output: f = 0 with all ablated (m = {result.m_ablated:+.2f}), 1 "
+            f"for the clean model (m = {result.m_clean:+.2f}). CPR: area under f ranking by "
+            "signed score (higher is better); CMD: area under |1 - f| ranking by absolute "
+            "score (lower is better). Edge and node CPR sit on different axes: compare "
+            "methods within one level.",
+            "note",
+        )
+        page.table(result.summary().round(4))
+        page.figure(plot.plot_edge_curves(result))
+        page.figure(plot.plot_edge_curves(result, absolute=True))
+        frame = result.curves.pivot_table(
+            index="fraction", columns="method", values="f_abs", sort=False
+        )
+        page.text("p", "f at each share of the edges (absolute order):", "note")
+        page.table(frame.round(3))
+    for name, ranking in rankings.items():
+        page.text("h3", f"{name}: the circuit as a graph")
+        page.figure(plot.plot_circuit_graph(ranking, k=min(k, ranking.graph.n_edges)))
+        page.table(ranking.to_frame().head(top_k)[["edge", "score"]], index=False)
 
 
 def _agreement(

@@ -81,3 +81,19 @@ def test_compare_on_smollm2_writes_report_and_agreement(tmp_path):
     html = (out / "report.html").read_text(encoding="utf-8")
     _assert_offline(html)
     assert " to" in html  # the position axis carries the tokens
+
+
+def test_the_edge_section_draws_curves_table_and_circuit(tmp_path, tiny_ioi):
+    import ascale
+
+    model, clean, corrupted = tiny_ioi
+    ranking = ascale.eap(model, clean, corrupted)
+    scored = ascale.score_edges(model, clean, corrupted, [ranking], n_random=1)
+    html = write_report(
+        tmp_path, edge_circuits=scored, edge_rankings=[ranking], edge_k=12
+    ).read_text(encoding="utf-8")
+    _assert_offline(html)
+    assert '<a href="#edges">Edge circuits</a>' in html and "eap: the circuit as a graph" in html
+    assert html.count("plotly-graph-div") == 3  # signed and absolute curves, the drawing
+    top = ranking.to_frame()["edge"].iloc[0]
+    assert top.replace("<", "&lt;").replace(">", "&gt;") in html  # the top edges' table

@@ -10,10 +10,11 @@ SIGTERM is raised as `ascale.cli._signals.Terminated` so that cleanup runs). Out
 written as a unit when the run succeeds (`ascale.cli._runfolder.RunFolder`): never over an input, never
 mixed with an earlier run's files (``--overwrite`` replaces them), locked while a run writes.
 
-Modules: `_options` (the parser), `_common` (data, the command line's fit options, fitting one
-intervention, the metrics table), one module per command (`_fit`, `_evaluate`, `_generate`,
-`_demo`, `_compare`, `_sweep`), and what only the command line needs: `_runfolder` (output
-folders written as a unit) and `_signals` (SIGTERM as an exception, sections that hold signals).
+Modules: `_options` (the parser) and `_values` (its values' parsers), `_common` (data, the
+command line's fit options, fitting one intervention, the metrics table), one module per command
+(`_fit`, `_evaluate`, `_generate`, `_demo`, `_compare` with `_compare_edges` for ``--level
+edges``, `_sweep`), and what only the command line needs: `_runfolder` (output folders written as
+a unit) and `_signals` (SIGTERM as an exception, sections that hold signals).
 """
 
 import argparse

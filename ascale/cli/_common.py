@@ -44,6 +44,20 @@ def load_data(
     return data
 
 
+def counterfactuals(
+    args: argparse.Namespace, model: HookedModel, rows: Any, data: "ContrastSet"
+) -> "ContrastSet | None":
+    """The counterfactual prompts aligned with `data`: the task's corruption, or the rows'
+    ``corrupted`` prompts (``None`` when the rows carry none)."""
+    import ascale
+    from ascale.data import corrupted_from_rows
+
+    if rows is not None:
+        return corrupted_from_rows(rows, model, clean=data)
+    corrupt = {"ccc": ascale.tasks.ccc_corrupt, "ioi": ascale.tasks.ioi_corrupt}[args.task]
+    return corrupt(data, model, seed=args.seed)
+
+
 def load_split(
     args: argparse.Namespace, model: HookedModel, rows: list[dict[str, str]] | None, tied: bool
 ) -> tuple["ContrastSet", "ContrastSet"]:

@@ -1,13 +1,14 @@
 """``ascale compare`` (alias ``report``): rank components by every method on one grid, score
-each ranking as a circuit, and write report.html and compare.json."""
+each ranking as a circuit, and write report.html and compare.json (``--level edges``: the edges
+of MIB's graph instead, `ascale.cli._compare_edges`)."""
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from ascale._types import HookedModel
 from ascale.cli._common import (
     CIRCUIT_SETTINGS,
+    counterfactuals,
     fit_options_of,
     grid_of,
     load_data,
@@ -34,13 +35,15 @@ def compare_command(args: argparse.Namespace) -> int:
     from ascale.cli._runfolder import RunFolder
     from ascale.errors import AscaleError
 
+    if args.level == "edges":
+        from ascale.cli._compare_edges import compare_edges_command
+
+        return compare_edges_command(args)
     task = args.task or "data"
     sites, positions = GRIDS[task]
     args.sites, args.positions = args.sites or sites, args.positions or positions
-    methods = [
-        *args.methods,
-        *(["vectors"] if args.vectors and "vectors" not in args.methods else []),
-    ]
+    chosen = _node_methods(args)
+    methods = [*chosen, *(["vectors"] if args.vectors and "vectors" not in chosen else [])]
     if args.refit and "scalars" not in methods:
         raise AscaleError("--refit refits the scalars' own top k: add 'scalars' to --methods")
     rows = read_rows(args)
@@ -54,7 +57,7 @@ def compare_command(args: argparse.Namespace) -> int:
     with RunFolder(args.out, overwrite=args.overwrite, inputs={"--data": args.data}) as run:
         model = load_model(args, args.model)
         data = load_data(args, model, rows)
-        corrupted = _corrupted(args, model, rows, data)
+        corrupted = counterfactuals(args, model, rows, data)
         note = "" if corrupted is not None else NO_COUNTERFACTUALS.format(data=args.data)
         if note:
             print(f"note: {note}")
@@ -84,6 +87,25 @@ def compare_command(args: argparse.Namespace) -> int:
     print_summary(result)
     print(f"wrote {run.path}/report.html and {run.path}/compare.json")
     return 0
+
+
+def _node_methods(args: argparse.Namespace) -> list[str]:
+    """``--methods`` at ``--level nodes`` (default `COMPARE_DEFAULT`); edge methods and
+    ``--edge-n`` are refused, naming ``--level edges``."""
+    from ascale.analysis.compare_methods import METHODS
+    from ascale.cli._options import COMPARE_DEFAULT
+    from ascale.errors import AscaleError
+
+    if args.edge_n is not None:
+        raise AscaleError("--edge-n caps the prompts of --level edges: add --level edges")
+    methods: list[str] = args.methods or COMPARE_DEFAULT.split(",")
+    for name in methods:
+        if name not in METHODS:
+            raise AscaleError(
+                f"--methods: {name!r} ranks edges (--level edges); at --level nodes methods "
+                f"are {', '.join(METHODS)}"
+            )
+    return methods
 
 
 def _described(
@@ -142,18 +164,6 @@ def write_compare(
         description=description,
     )
     write_json(out / "compare.json", payload)
-
-
-def _corrupted(args: argparse.Namespace, model: HookedModel, rows: Any, data: Any) -> Any:
-    """The counterfactual prompts aligned with `data`: the task's corruption, or the rows'
-    ``corrupted`` prompts (``None`` when the rows carry none)."""
-    import ascale
-    from ascale.data import corrupted_from_rows
-
-    if rows is not None:
-        return corrupted_from_rows(rows, model, clean=data)
-    corrupt = {"ccc": ascale.tasks.ccc_corrupt, "ioi": ascale.tasks.ioi_corrupt}[args.task]
-    return corrupt(data, model, seed=args.seed)
 
 
 def _fit_options(args: argparse.Namespace, methods: list[str]) -> dict[str, dict[str, Any]]:

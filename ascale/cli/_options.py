@@ -1,4 +1,4 @@
-"""The ``ascale`` command's options: every value checked as it is parsed.
+"""The ``ascale`` command's options: every value checked as it is parsed (`ascale.cli._values`).
 
 A malformed value is an argparse error in one line (status 2), naming the option, the value and
 what would be valid; nothing has been loaded or written by then.
@@ -6,13 +6,27 @@ what would be valid; nothing has been loaded or written by then.
 
 import argparse
 import inspect
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from ascale.analysis.compare_methods import METHODS as COMPARE_METHODS
+from ascale.analysis.edge_compare import EDGE_METHODS
 from ascale.analysis.sweep import sweep
+from ascale.cli._values import (
+    FINITE,
+    NON_NEGATIVE,
+    POSITIVE,
+    SHARE,
+    device_map,
+    device_name,
+    layer_list,
+    list_of,
+    method_names,
+    position_list,
+    prompt_text,
+    site_list,
+    whole,
+)
 from ascale.interventions import ABLATIONS, steering_methods
 from ascale.interventions import METHODS as FIT_METHODS
 from ascale.training.objective import Objective
@@ -20,8 +34,10 @@ from ascale.training.optim import SPARSITY
 
 __all__ = ["build_parser"]
 
-#: `ascale compare`'s methods unless --methods says otherwise
+#: `ascale compare`'s methods unless --methods says otherwise (``--level edges``: `EDGE_METHODS`)
 COMPARE_DEFAULT = "scalars,circuit,activation_patching,attribution_patching,random"
+#: ``--level edges``: prompts per split at most unless --edge-n says otherwise
+EDGE_N = 32
 #: the objective's defaults, which the flags show and pass on
 _OBJECTIVE = Objective()
 #: `ascale.sweep`'s default lambda_min grid (one source of truth)
@@ -58,110 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ---- option values ----
-
-
-def _whole(minimum: int | None = None) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or (minimum is not None and value < minimum):
-            floor = "" if minimum is None else f" of {minimum} or more"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number{floor}")
-        return value
-
-    return parse
-
-
-def _real(what: str, ok: Callable[[float], bool] = lambda x: True) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and ok(value)):
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-
-    return parse
-
-
-def _list_of(item: Callable[[str], Any], what: str) -> Callable[[str], list[Any]]:
-    """A comma-separated list, each piece parsed by `item`."""
-
-    def parse(text: str) -> list[Any]:
-        try:
-            return [item(piece.strip()) for piece in text.split(",")]
-        except argparse.ArgumentTypeError as err:
-            raise argparse.ArgumentTypeError(f"{err} in {text!r}; expected {what}") from None
-
-    return parse
-
-
-def _layers(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        what = "comma-separated layer numbers, such as '0,1' or '-1'"
-        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-
-
-def _positions(text: str) -> str | list[int]:
-    from ascale.errors import AscaleError
-    from ascale.grid import parse_positions
-
-    try:
-        chosen = parse_positions(text)
-    except AscaleError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    return chosen if isinstance(chosen, str) else list(chosen)
-
-
-def _sites(text: str) -> str:
-    from ascale.errors import UnknownSiteError
-    from ascale.sites import parse_site
-
-    for name in (s.strip() for s in text.split(",")):
-        try:
-            parse_site(name)
-        except UnknownSiteError as err:
-            raise argparse.ArgumentTypeError(f"{err} (in {text!r})") from None
-    return text
-
-
-def _names(choices: tuple[str, ...] | list[str]) -> Callable[[str], list[str]]:
-    """A comma-separated list of names from `choices`, each once."""
-    from ascale.errors import closest
-
-    def parse(text: str) -> list[str]:
-        names = [n.strip() for n in text.split(",")]
-        for name in names:
-            if name not in choices:
-                raise argparse.ArgumentTypeError(
-                    f"unknown method {name!r} in {text!r}; methods are {', '.join(choices)} "
-                    f"(closest: {closest(name, choices)})"
-                )
-        if len(set(names)) != len(names):
-            raise argparse.ArgumentTypeError(f"{text!r} names a method twice")
-        return names
-
-    return parse
-
-
-def _text(text: str) -> str:
-    if not text:
-        raise argparse.ArgumentTypeError("the prompt is empty; give the text to continue")
-    return text
-
-
-_POSITIVE = _real("a finite number above 0, such as 0.1", lambda x: x > 0)
-_NON_NEGATIVE = _real("a finite number of 0 or more", lambda x: x >= 0)
-_SHARE = _real("a share between 0 and 1 (both excluded), such as 0.3", lambda x: 0 < x < 1)
-_FINITE = _real("a finite number, such as 1 or -0.5")
-
-
 # ---- shared options ----
 
 
@@ -172,40 +84,12 @@ def _data_options(p: argparse.ArgumentParser, test_size: float = 0.3) -> None:
     source.add_argument(
         "--data", type=Path, help="jsonl file of {prompt, correct, wrong[, corrupted]} rows"
     )
-    p.add_argument("--n", type=_whole(2), default=200, help="prompts to build for --task (200)")
+    p.add_argument("--n", type=whole(2), default=200, help="prompts to build for --task (200)")
     p.add_argument(
-        "--test-size", type=_SHARE, default=test_size, help=f"test share (default {test_size})"
+        "--test-size", type=SHARE, default=test_size, help=f"test share (default {test_size})"
     )
-    p.add_argument("--seed", type=_whole(), default=0, help="seed for data, split and batches")
+    p.add_argument("--seed", type=whole(), default=0, help="seed for data, split and batches")
     _placement_options(p)
-
-
-def _device(text: str) -> str:
-    from ascale.errors import AscaleError
-    from ascale.loading import parse_device
-
-    try:
-        return str(parse_device(text))
-    except AscaleError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _device_map(text: str) -> str | dict[str, Any]:
-    import json
-
-    names = ("auto", "balanced", "balanced_low_0", "sequential")
-    if text in names:
-        return text
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict) or not value:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither {', '.join(names)} nor a JSON object of module name -> "
-            'device, such as \'{"model.embed_tokens": 0, "model.layers.0": 0, ...}\''
-        )
-    return value
 
 
 def _placement_options(p: argparse.ArgumentParser) -> None:
@@ -215,14 +99,14 @@ def _placement_options(p: argparse.ArgumentParser) -> None:
     place = p.add_mutually_exclusive_group()
     place.add_argument(
         "--device",
-        type=_device,
+        type=device_name,
         default="cpu",
         help="'cpu' (default), 'cuda', 'cuda:N', 'mps'; under torchrun 'cuda' is each "
         "process's own GPU (LOCAL_RANK)",
     )
     place.add_argument(
         "--device-map",
-        type=_device_map,
+        type=device_map,
         default=None,
         help="split the model over devices through Accelerate: 'auto', 'balanced' or a JSON "
         "object of module name -> device",
@@ -254,31 +138,31 @@ def _grid_options(p: argparse.ArgumentParser, per_task: bool = False, auto: bool
         else (" (default attn_out,mlp_out)", f" (default {positions_default})")
     )
     sites = "comma-separated sites or hooks" + sites
-    p.add_argument("--sites", type=_sites, default="attn_out,mlp_out", help=sites)
-    p.add_argument("--layers", type=_layers, default=None, help="e.g. '0,1,-1' (default: all)")
+    p.add_argument("--sites", type=site_list, default="attn_out,mlp_out", help=sites)
+    p.add_argument("--layers", type=layer_list, default=None, help="e.g. '0,1,-1' (default: all)")
     p.add_argument(
         "--positions",
-        type=_positions,
+        type=position_list,
         default=positions_default,
         help="'auto' (fit: the last positions), 'all', 'shared', '-1,-2'" + positions,
     )
 
 
 def _fit_settings(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=_whole(1), default=None, help="maximum optimiser steps")
-    p.add_argument("--lr", type=_POSITIVE, default=None, help="learning rate (cosine decay)")
-    p.add_argument("--batch-size", type=_whole(1), default=None, help="prompts a step")
+    p.add_argument("--steps", type=whole(1), default=None, help="maximum optimiser steps")
+    p.add_argument("--lr", type=POSITIVE, default=None, help="learning rate (cosine decay)")
+    p.add_argument("--batch-size", type=whole(1), default=None, help="prompts a step")
     p.add_argument("--no-early-stop", action="store_true", help="always run every step")
     settle = "steps after the flip target is reached (default: as many as reaching it took)"
-    p.add_argument("--settle", type=_whole(0), default=None, help=settle)
+    p.add_argument("--settle", type=whole(0), default=None, help=settle)
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     _grid_options(p, auto=True)
     _fit_settings(p)
-    p.add_argument("--margin", type=_NON_NEGATIVE, default=_OBJECTIVE.margin)
-    p.add_argument("--lambda-faith", type=_NON_NEGATIVE, default=_OBJECTIVE.lambda_faith)
-    p.add_argument("--lambda-min", type=_NON_NEGATIVE, default=_OBJECTIVE.lambda_min)
+    p.add_argument("--margin", type=NON_NEGATIVE, default=_OBJECTIVE.margin)
+    p.add_argument("--lambda-faith", type=NON_NEGATIVE, default=_OBJECTIVE.lambda_faith)
+    p.add_argument("--lambda-min", type=NON_NEGATIVE, default=_OBJECTIVE.lambda_min)
     p.add_argument(
         "--sparsity",
         choices=SPARSITY,
@@ -316,19 +200,34 @@ def _evaluate_parser(p: argparse.ArgumentParser) -> None:
 def _compare_parser(p: argparse.ArgumentParser) -> None:
     _data_options(p, test_size=0.5)
     p.add_argument(
+        "--level",
+        choices=["nodes", "edges"],
+        default="nodes",
+        help="rank components (nodes, default) or the edges of MIB's graph (edges)",
+    )
+    edge_methods = ", ".join(EDGE_METHODS)
+    listed = f"{', '.join(COMPARE_METHODS)} (nodes); {edge_methods} (--level edges)"
+    p.add_argument(
         "--methods",
         "--method",
         dest="methods",
-        type=_names(list(COMPARE_METHODS)),
-        default=COMPARE_DEFAULT.split(","),
-        help=f"comma-separated, of {', '.join(COMPARE_METHODS)} (default {COMPARE_DEFAULT})",
+        type=method_names(list(dict.fromkeys([*COMPARE_METHODS, *EDGE_METHODS])), listed),
+        default=None,
+        help=f"comma-separated, of {', '.join(COMPARE_METHODS)} (default {COMPARE_DEFAULT}); "
+        f"--level edges: of {edge_methods} (default all)",
+    )
+    p.add_argument(
+        "--edge-n",
+        type=whole(2),
+        default=None,
+        help=f"--level edges: prompts per split at most (default {EDGE_N}; edges cost more)",
     )
     p.add_argument("--vectors", action="store_true", help="also rank steering vectors")
     _grid_options(p, per_task=True)
     _fit_settings(p)
     # None: the method's own setting (scalars: the sparse map, `compare_methods.SPARSE_MAP`)
     for flag in ("--margin", "--lambda-faith", "--lambda-min"):
-        p.add_argument(flag, type=_NON_NEGATIVE, default=None, help="default: the method's")
+        p.add_argument(flag, type=NON_NEGATIVE, default=None, help="default: the method's")
     # None: per task (CCC and --data attn_out,mlp_out at all positions; IOI heads at the last)
     p.set_defaults(sites=None, positions=None, command="compare")
     p.add_argument(
@@ -338,15 +237,20 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
         help="what replaces a component outside a circuit (default: counterfactual when there "
         "are corrupted prompts, else mean)",
     )
-    p.add_argument("--patch-n", type=_whole(1), default=16, help="prompts to patch (default 16)")
-    p.add_argument("--k", type=_whole(1), default=10, help="k of the top-k overlap (default 10)")
+    p.add_argument("--patch-n", type=whole(1), default=16, help="prompts to patch (default 16)")
+    p.add_argument("--k", type=whole(1), default=10, help="k of the top-k overlap (default 10)")
     p.add_argument(
         "--refit",
-        type=_list_of(_whole(1), "circuit sizes such as '10' or '5,10,20'"),
+        type=list_of(whole(1), "circuit sizes such as '10' or '5,10,20'"),
         default=[],
         help="refit scalars on only their top k components, for each k given (e.g. '10')",
     )
     _out_options(p)
+    node_only = ["vectors", "sites", "layers", "positions", "lr", "no_early_stop", "settle"]
+    node_only += ["margin", "lambda_faith", "lambda_min", "patch_n", "k", "refit"]
+    # what --level edges refuses when given (differs from its default; --ablation: not
+    # counterfactual), read by `ascale.cli._compare_edges`
+    p.set_defaults(node_only={name: p.get_default(name) for name in node_only})
 
 
 def _sweep_parser(p: argparse.ArgumentParser) -> None:
@@ -355,11 +259,11 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
         "--method",
         "--methods",
         dest="methods",
-        type=_names(steering_methods()),
+        type=method_names(steering_methods()),
         default=["scalars", "vectors"],
         help=f"comma-separated, of {', '.join(steering_methods())} (default scalars,vectors)",
     )
-    floats = _list_of(_NON_NEGATIVE, "comma-separated numbers of 0 or more, such as '1e-3,0.1'")
+    floats = list_of(NON_NEGATIVE, "comma-separated numbers of 0 or more, such as '1e-3,0.1'")
     default_grid = ",".join(f"{x:g}" for x in SWEEP_LAMBDA_MIN)
     p.add_argument(
         "--lambda-min",
@@ -373,7 +277,7 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
         default=[_OBJECTIVE.lambda_faith],
         help=f"comma-separated KL weights (default {_OBJECTIVE.lambda_faith:g})",
     )
-    p.add_argument("--margin", type=_NON_NEGATIVE, default=_OBJECTIVE.margin)
+    p.add_argument("--margin", type=NON_NEGATIVE, default=_OBJECTIVE.margin)
     _grid_options(p)
     _fit_settings(p)
     p.add_argument("--sparsity", choices=SPARSITY, default=None, help="default: the method's")
@@ -383,9 +287,9 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
 
 def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intervention", type=Path, required=True, help="folder written by `fit`")
-    p.add_argument("--prompt", type=_text, required=True, help="the text to continue")
-    p.add_argument("--beta", type=_FINITE, default=1.0, help="the steering dial (default 1.0)")
-    p.add_argument("--max-new-tokens", type=_whole(1), default=20, help="default 20")
+    p.add_argument("--prompt", type=prompt_text, required=True, help="the text to continue")
+    p.add_argument("--beta", type=FINITE, default=1.0, help="the steering dial (default 1.0)")
+    p.add_argument("--max-new-tokens", type=whole(1), default=20, help="default 20")
     p.add_argument("--model", default=None, help="default: the model it was trained on")
     _placement_options(p)
     p.set_defaults(command="generate")
@@ -393,8 +297,8 @@ def _generate_parser(p: argparse.ArgumentParser) -> None:
 
 def _demo_parser(p: argparse.ArgumentParser) -> None:
     _out_options(p, required=False)
-    p.add_argument("--steps", type=_whole(1), default=None, help="maximum optimiser steps")
-    p.add_argument("--n", type=_whole(2), default=200, help="CCC prompts")
-    p.add_argument("--seed", type=_whole(), default=0)
+    p.add_argument("--steps", type=whole(1), default=None, help="maximum optimiser steps")
+    p.add_argument("--n", type=whole(2), default=200, help="CCC prompts")
+    p.add_argument("--seed", type=whole(), default=0)
     _placement_options(p)
     p.set_defaults(command="demo")

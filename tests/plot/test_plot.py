@@ -158,7 +158,7 @@ def test_the_circuit_graph_draws_the_pruned_top_edges_by_sign_and_input(planted)
     assert all(t.line.color.startswith("rgba(33,102,172") for t in lines)
     dashes = {t.name: t.line.dash for t in lines}
     assert dashes == {"a1.h2->logits": "solid", "input->a1.h2<v>": "dash"}
-    nodes = [t for t in fig.data if t.mode == "markers+text"][0]
+    nodes = next(t for t in fig.data if t.mode == "markers+text")
     assert list(nodes.text) == ["input", "a1.h2", "logits"]
     assert fig.layout.yaxis.title.text == "layer"
     # the head's node sits at its layer, the MLP half a layer up; input below, logits above
