@@ -131,11 +131,10 @@ def plot_edge_curves(result: EdgeCircuitResult, *, absolute: bool = False) -> go
     """
     column = "f_abs" if absolute else "f_signed"
     fig = _f_curves(result.curves, result.summary(), column)
-    order = "absolute score" if absolute else "signed score (support for the correct answer)"
+    order = "absolute score" if absolute else "signed score"
     fig.update_xaxes(type="log", title_text=f"circuit size (share of {result.n_edges:,} edges)")
     fig.update_layout(
-        title=f"edge circuits: top-k by {order}, pruned, counterfactual ablation, "
-        f"{result.n_prompts} prompts",
+        title=f"edge circuits: top-k by {order}, pruned, {result.n_prompts} prompts",
     )
     return fig
 

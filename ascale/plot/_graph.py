@@ -55,7 +55,7 @@ def plot_circuit_graph(
         width=max(520, 60 * graph.n_heads + 200),
         plot_bgcolor="white",
     )
-    fig.update_xaxes(visible=False)
+    fig.update_xaxes(visible=False, range=[-0.6, graph.n_heads + 0.4])  # room for labels
     fig.update_yaxes(title_text="layer", zeroline=False, showgrid=False)
     return fig
 
