@@ -265,12 +265,9 @@ def _circuits(page: _Page, result: CircuitResult, refit: pd.DataFrame | None) ->
         "ranking by absolute score (lower is better).",
         "note",
     )
-    page.table(result.summary().round(4))
-    page.figure(plot.plot_circuit_curves(result))
-    page.figure(plot.plot_circuit_curves(result, absolute=True))
+    figures = [plot.plot_circuit_curves(result, absolute=a) for a in (False, True)]
     frame = result.curves.pivot_table(index="k", columns="method", values="f_abs", sort=False)
-    page.text("p", "f at each circuit size (absolute order):", "note")
-    page.table(frame.round(3))
+    _curves(page, result.summary(), figures, frame, "f at each circuit size (absolute order):")
     if refit is not None and not refit.empty:
         page.text("p", "Scalars refitted on only their own top k components (test split):", "note")
         page.table(refit.round(3))
@@ -299,18 +296,27 @@ def _edges(
             "methods within one level.",
             "note",
         )
-        page.table(result.summary().round(4))
-        page.figure(plot.plot_edge_curves(result))
-        page.figure(plot.plot_edge_curves(result, absolute=True))
+        figures = [plot.plot_edge_curves(result, absolute=a) for a in (False, True)]
         frame = result.curves.pivot_table(
             index="fraction", columns="method", values="f_abs", sort=False
         )
-        page.text("p", "f at each share of the edges (absolute order):", "note")
-        page.table(frame.round(3))
+        label = "f at each share of the edges (absolute order):"
+        _curves(page, result.summary(), figures, frame, label)
     for name, ranking in rankings.items():
         page.text("h3", f"{name}: the circuit as a graph")
         page.figure(plot.plot_circuit_graph(ranking, k=min(k, ranking.graph.n_edges)))
         page.table(ranking.to_frame().head(top_k)[["edge", "score"]], index=False)
+
+
+def _curves(
+    page: _Page, summary: pd.DataFrame, figures: list[Any], frame: pd.DataFrame, label: str
+) -> None:
+    """A circuits block: the CPR/CMD table, the signed and absolute curves, ``f`` per size."""
+    page.table(summary.round(4))
+    for figure in figures:
+        page.figure(figure)
+    page.text("p", label, "note")
+    page.table(frame.round(3))
 
 
 def _agreement(
