@@ -27,6 +27,7 @@ __all__ = [
     "build_tiny",
     "ioi_like_rows",
     "ioi_rows",
+    "mlp_scalars",
     "train_tokenizer",
 ]
 
@@ -125,6 +126,20 @@ def ioi_like_rows(n: int, seed: int = 0) -> tuple[list[dict[str, str]], list[dic
         abc = TEMPLATE.replace("{B} gave", "{C} gave").format(A=x, B=y, C=z)
         corrupt.append({"prompt": abc, "correct": a, "wrong": b})
     return clean, corrupt
+
+
+def mlp_scalars(model: Any, n_pos: int, values: Iterable[float]) -> Any:
+    """`ActivationScalars` on layer 0's ``mlp_out`` at positions ``0 .. len(values) - 1`` of
+    prompts of `n_pos` tokens, set to `values` (rankings and refits with a known order)."""
+    import ascale
+
+    values = list(values)
+    iv = ascale.ActivationScalars(
+        model, sites="mlp_out", layers=[0], positions=list(range(len(values))), n_pos=n_pos
+    )
+    with torch.no_grad():
+        iv.params["mlp_out"][0] = torch.tensor(values)
+    return iv
 
 
 def build_planted(src: Path, out: Path) -> Path:

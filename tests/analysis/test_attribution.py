@@ -11,7 +11,7 @@ from ascale.analysis.results import EFFECTS
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, UnknownSiteError
 from ascale.interventions import DynamicScalars
-from ascale.testing import ioi_rows
+from ascale.testing import ioi_rows, mlp_scalars
 
 ROWS = ioi_rows([("Mary", "John"), ("Alice", "Bob"), ("Carol", "Dave")])
 
@@ -21,18 +21,8 @@ def data(tiny_gpt2):
     return ContrastSet.from_rows(ROWS, tiny_gpt2)
 
 
-def _scalars(model, data, values):
-    """Scalars on mlp_out at layer 0, positions 0-4, set to `values`."""
-    iv = ascale.ActivationScalars(
-        model, sites="mlp_out", layers=[0], positions=[0, 1, 2, 3, 4], n_pos=data.n_pos
-    )
-    with torch.no_grad():
-        iv.params["mlp_out"][0] = torch.tensor(values)
-    return iv
-
-
 def test_scalars_are_ranked_by_magnitude_with_their_effect_class(tiny_gpt2, data):
-    iv = _scalars(tiny_gpt2, data, [0.5, -2.0, -1.0, 0.001, -0.4])
+    iv = mlp_scalars(tiny_gpt2, data.n_pos, [0.5, -2.0, -1.0, 0.001, -0.4])
     ranking = rank_components(iv, model=tiny_gpt2, data=data)
     frame = ranking.to_frame()
     assert list(frame.columns) == [
