@@ -20,13 +20,8 @@ from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare import CompareResult, compare
 from ascale.analysis.cumulative import CumulativeEffectResult, cumulative_effect, refit_top_k
 from ascale.analysis.edge_compare import EdgeCompareResult, compare_edges
-from ascale.analysis.edges import (
-    EdgeAttributionResult,
-    EdgeCircuitResult,
-    eap,
-    eap_ig,
-    score_edges,
-)
+from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
+from ascale.analysis.edges import eap, eap_ig, score_edges
 from ascale.analysis.patching import activation_patching, attribution_patching
 from ascale.analysis.results import AttributionResult
 from ascale.analysis.sweep import sweep

@@ -25,6 +25,7 @@ from ascale.training.objective import answer_logit_diff
 
 __all__ = [
     "Acts",
+    "EdgeSources",
     "capture",
     "capture_source",
     "capture_with_resid",
@@ -229,3 +230,54 @@ def _patch(
     where = einops.rearrange(mask, "copy pos ... -> copy 1 pos ... 1")  # every prompt, every d
     patched = torch.where(where, source[None], grouped)
     return einops.rearrange(patched, "copy batch ... -> (copy batch) ...")
+
+
+class EdgeSources:
+    """What an ablated edge's source gives its destination, for rows of `data` (as
+    `capture_source` for components): each source's output on the row's counterfactual prompt
+    (``"counterfactual"``), its mean over `data` at each position (``"mean"``, computed once),
+    or zero, as ``[src, batch, pos, d_model]`` (`ascale._tl.masked_run`'s ``corrupt``).
+
+    Example:
+        >>> graph = ascale.EdgeGraph.of(model)
+        >>> EdgeSources(model, graph, data, None, "zero")([0, 1]).abs().sum().item()
+        0.0
+    """
+
+    def __init__(
+        self,
+        model: HookedModel,
+        graph: Any,
+        data: ContrastSet,
+        corrupted: ContrastSet | None,
+        ablation: str,
+        batch_size: int = 32,
+    ) -> None:
+        from ascale.errors import AscaleError
+        from ascale.interventions import check_ablation
+
+        self.model, self.graph, self.data, self.corrupted = model, graph, data, corrupted
+        self.ablation = check_ablation(ablation)
+        if ablation == "counterfactual" and corrupted is None:
+            raise AscaleError(
+                "counterfactual ablation needs each prompt's counterfactual: give `corrupted`, "
+                "or ablate to the 'mean' or to 'zero'"
+            )
+        self.mean: Tensor | None = None
+        if ablation == "mean":
+            total: Tensor | None = None
+            for rows in chunks(range(len(data)), batch_size):
+                out = _tl.source_outputs(model, graph, data.subset(rows).tokens).sum(1)
+                total = out if total is None else total + out
+            assert total is not None  # data is not empty
+            self.mean = (total / len(data))[:, None]  # [src, 1, pos, d_model]
+
+    def __call__(self, rows: list[int] | Tensor) -> Float[Tensor, "src batch pos d_model"]:
+        if self.ablation == "counterfactual":
+            assert self.corrupted is not None
+            return _tl.source_outputs(self.model, self.graph, self.corrupted.subset(rows).tokens)
+        n_pos = self.data.tokens.shape[1]
+        shape = (self.graph.n_src, len(rows), n_pos, self.graph.d_model)
+        if self.mean is not None:
+            return self.mean.expand(shape)
+        return torch.zeros(shape, device=_tl.first_device(self.model))

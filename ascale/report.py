@@ -33,7 +33,7 @@ from ascale._outputs import write_atomic
 from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.cumulative import CumulativeEffectResult
-from ascale.analysis.edges import EdgeAttributionResult, EdgeCircuitResult
+from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
 from ascale.analysis.results import AttributionResult
 from ascale.training.metrics import Metrics, metrics_table
 

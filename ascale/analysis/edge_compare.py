@@ -29,13 +29,8 @@ import pandas as pd
 
 from ascale._outputs import write_json
 from ascale._types import HookedModel
-from ascale.analysis.edges import (
-    EdgeAttributionResult,
-    EdgeCircuitResult,
-    eap,
-    eap_ig,
-    score_edges,
-)
+from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
+from ascale.analysis.edges import eap, eap_ig, score_edges
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, closest
 from ascale.training.edge_circuit import fit_edge_circuit
@@ -95,8 +90,9 @@ class EdgeCompareResult:
 def compare_edges(
     model: HookedModel,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    corrupted: ContrastSet | None,
     *,
+    ablation: str = "counterfactual",
     methods: Sequence[str] = EDGE_METHODS,
     test_size: float = 0.5,
     seed: int = 0,
@@ -111,7 +107,11 @@ def compare_edges(
     Args:
         model: the model.
         data: prompts of one token length.
-        corrupted: their counterfactual prompts, row by row.
+        corrupted: their counterfactual prompts, row by row (``None`` with a mean or zero
+            `ablation`).
+        ablation: what an edge outside a circuit carries from its source (`score_edges`):
+            ``"counterfactual"`` (default), ``"mean"`` or ``"zero"``; the rankings and the fit
+            ablate the same way.
         methods: any of `EDGE_METHODS`.
         test_size: share of `data` held out for the circuits.
         seed: the split, the fit and the random orders.
@@ -127,10 +127,48 @@ def compare_edges(
     _check_methods(methods, n_random)
     started = time.perf_counter()
     train, test = data.split(test_size=test_size, seed=seed)
-    ctrain, ctest = corrupted.split(test_size=test_size, seed=seed)
+    ctrain, ctest = (None, None) if corrupted is None else corrupted.split(test_size, seed)
+    timings: dict[str, float] = {}
+    rankings, fits = _rank(
+        model, train, ctrain, methods, fit_options or {}, timings,
+        ablation=ablation, ig_steps=ig_steps, seed=seed, progress=progress,
+    )  # fmt: skip
+    n = n_random if "random" in methods else 0
+    t = time.perf_counter()
+    circuits = score_edges(
+        model, test, ctest, rankings, ablation=ablation, n_random=n, seed=seed, progress=progress
+    )
+    timings["circuits"] = round(time.perf_counter() - t, 2)
+    info = {
+        "n_train": len(train),
+        "n_test": len(test),
+        "n_pos": data.n_pos,
+        "n_edges": circuits.n_edges,
+        "ablation": ablation,
+        "ig_steps": ig_steps,
+        "n_random": n,
+        "timings_s": timings,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    return EdgeCompareResult(rankings, circuits, fits, info)
+
+
+def _rank(
+    model: HookedModel,
+    train: ContrastSet,
+    ctrain: ContrastSet | None,
+    methods: Sequence[str],
+    fit_options: dict[str, Any],
+    timings: dict[str, float],
+    *,
+    ablation: str,
+    ig_steps: int,
+    seed: int,
+    progress: bool,
+) -> tuple[dict[str, EdgeAttributionResult], dict[str, FitResult]]:
+    """Each ranking method on the training split, timed into `timings`."""
     rankings: dict[str, EdgeAttributionResult] = {}
     fits: dict[str, FitResult] = {}
-    timings: dict[str, float] = {}
 
     def timed(name: str, work: Any) -> Any:
         t = time.perf_counter()
@@ -139,13 +177,15 @@ def compare_edges(
         return out
 
     if "eap" in methods:
-        rankings["eap"] = timed("eap", lambda: eap(model, train, ctrain))
+        rankings["eap"] = timed("eap", lambda: eap(model, train, ctrain, ablation=ablation))
     if "eap_ig" in methods or "edge_circuit" in methods:
-        ig = timed("eap_ig", lambda: eap_ig(model, train, ctrain, steps=ig_steps))
+        ig = timed(
+            "eap_ig", lambda: eap_ig(model, train, ctrain, ablation=ablation, steps=ig_steps)
+        )
         if "eap_ig" in methods:
             rankings["eap_ig"] = ig
     if "edge_circuit" in methods:
-        options = {"seed": seed, "progress": progress, **(fit_options or {})}
+        options = {"seed": seed, "progress": progress, "ablation": ablation, **fit_options}
         scores, fits["edge_circuit"] = timed(
             "edge_circuit", lambda: fit_edge_circuit(model, train, ctrain, ig.scores, **options)
         )
@@ -153,23 +193,7 @@ def compare_edges(
         rankings["edge_circuit"] = EdgeAttributionResult(
             "edge_circuit", ig.graph, scores, len(train), info
         )
-    n = n_random if "random" in methods else 0
-    circuits = timed(
-        "circuits",
-        lambda: score_edges(model, test, ctest, rankings, n_random=n, seed=seed, progress=progress),
-    )
-    info = {
-        "n_train": len(train),
-        "n_test": len(test),
-        "n_pos": data.n_pos,
-        "n_edges": circuits.n_edges,
-        "ablation": "counterfactual",
-        "ig_steps": ig_steps,
-        "n_random": n,
-        "timings_s": timings,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-    }
-    return EdgeCompareResult(rankings, circuits, fits, info)
+    return rankings, fits
 
 
 def _check_methods(methods: Sequence[str], n_random: int) -> None:

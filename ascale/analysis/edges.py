@@ -22,7 +22,6 @@ Example:
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,95 +31,16 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import _tl
+from ascale import _tl, passes
 from ascale._types import HookedModel
-from ascale.analysis.circuits import average_random, curve_areas
+from ascale.analysis.circuits import average_random
+from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
 from ascale.grid import FRACTIONS
 
-__all__ = ["EdgeAttributionResult", "EdgeCircuitResult", "eap", "eap_ig", "score_edges"]
-
-
-@dataclass(frozen=True, eq=False)
-class EdgeAttributionResult:
-    """One score per edge of `graph` (in `EdgeGraph.edges` order); positive supports the
-    correct answer.
-
-    Attributes:
-        method: what produced the scores (``"eap"``, ``"eap_ig"``, ...).
-        graph: the edges.
-        scores: ``[edge]``.
-        n_prompts: prompts the scores sum over.
-        info: how the scores were made (steps, ...).
-    """
-
-    method: str
-    graph: EdgeGraph
-    scores: Float[Tensor, " edge"] = field(repr=False)
-    n_prompts: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if tuple(self.scores.shape) != (self.graph.n_edges,):
-            raise AscaleError(
-                f"{self.method}: expected {self.graph.n_edges} edge scores, got "
-                f"{tuple(self.scores.shape)}"
-            )
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per edge, largest ``|score|`` first: ``edge, src, dst, score, magnitude``."""
-        g, scores = self.graph, self.scores.detach().cpu().numpy()
-        frame = pd.DataFrame(
-            {
-                "edge": g.edges,
-                "src": np.asarray(g.src_names)[g.src_index.numpy()],
-                "dst": np.asarray(g.dst_names)[g.dst_index.numpy()],
-                "score": scores,
-                "magnitude": np.abs(scores),
-            }
-        )
-        return frame.sort_values("magnitude", ascending=False, kind="stable").reset_index(drop=True)
-
-    def to_mib_json(self, in_graph: Tensor | None = None) -> dict[str, Any]:
-        """MIB's graph file as a dict (`EdgeGraph.to_mib_json`)."""
-        return self.graph.to_mib_json(self.scores.detach().cpu().float(), in_graph)
-
-    def __repr__(self) -> str:
-        top = ", ".join(f"{r.edge} {r.score:+.3g}" for r in self.to_frame().head(3).itertuples())
-        return f"EdgeAttributionResult({self.method!r}, {self.graph.n_edges} edges, top: {top})"
-
-
-@dataclass(frozen=True, eq=False)
-class EdgeCircuitResult:
-    """Faithfulness curves on edges and their areas, one per ranking.
-
-    Attributes:
-        curves: one row per method and fraction: ``method, fraction, k, n_signed, n_abs,
-            f_signed, f_abs`` (``k`` edges taken, ``n_*`` left after pruning, ``f`` of the top
-            ``k`` by signed score and by absolute score).
-        m_clean: ``m(N)``, the clean mean logit difference (correct minus wrong).
-        m_ablated: ``m(∅)``, every edge ablated (the counterfactual run).
-        n_edges: the graph's edges ``N``.
-        n_prompts: prompts the curves were measured on.
-    """
-
-    curves: pd.DataFrame = field(repr=False)
-    m_clean: float
-    m_ablated: float
-    n_edges: int
-    n_prompts: int
-
-    def summary(self) -> pd.DataFrame:
-        """One row per method: ``cpr`` (higher is better), ``cmd`` (lower is better)."""
-        return curve_areas(self.curves)
-
-    def __repr__(self) -> str:
-        pairs = ", ".join(
-            f"{m}: CPR {r.cpr:.3f} CMD {r.cmd:.3f}" for m, r in self.summary().iterrows()
-        )
-        return f"EdgeCircuitResult(N={self.n_edges}, {self.n_prompts} prompts, {pairs})"
+__all__ = ["eap", "eap_ig", "score_edges"]
 
 
 # ---- the metric ----
@@ -135,7 +55,10 @@ def _logit_diff(logits: Tensor, correct: Tensor, wrong: Tensor) -> Float[Tensor,
     return both[:, 0] - both[:, 1]
 
 
-def _check(data: ContrastSet, corrupted: ContrastSet) -> None:
+def _check(data: ContrastSet, corrupted: ContrastSet | None) -> None:
+    if corrupted is None:
+        _ = data.n_pos  # one length
+        return
     if data.n_pos and corrupted.tokens.shape != data.tokens.shape:  # n_pos: one length
         raise AscaleError(
             f"corrupted prompts must align with the clean ones: tokens "
@@ -151,27 +74,37 @@ def _chunks(n: int, size: int) -> list[list[int]]:
 
 
 def eap(
-    model: HookedModel, data: ContrastSet, corrupted: ContrastSet, *, batch_size: int = 16
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None = None,
+    *,
+    ablation: str = "counterfactual",
+    batch_size: int = 16,
 ) -> EdgeAttributionResult:
     """Edge attribution patching: one corrupted forward, one clean forward and backward per batch.
+
+    With ``ablation="mean"`` or ``"zero"`` (no `corrupted` needed), a source's ablated output
+    is its mean over `data` at each position, or zero (`ascale.passes.EdgeSources`).
 
     Example:
         >>> scores = eap(model, data, corrupted)
         >>> scores.scores.shape
         torch.Size([110])
     """
-    return _attribute(model, data, corrupted, steps=0, batch_size=batch_size)
+    return _attribute(model, data, corrupted, ablation, steps=0, batch_size=batch_size)
 
 
 def eap_ig(
     model: HookedModel,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    corrupted: ContrastSet | None = None,
     *,
+    ablation: str = "counterfactual",
     steps: int = 5,
     batch_size: int = 16,
 ) -> EdgeAttributionResult:
-    """EAP-IG-inputs: EAP's gradient averaged over `steps` interpolated embeddings.
+    """EAP-IG-inputs: EAP's gradient averaged over `steps` embeddings interpolated between the
+    ablated and the clean ones (`eap`'s `ablation`).
 
     Example:
         >>> eap_ig(model, data, corrupted, steps=2).info
@@ -179,22 +112,29 @@ def eap_ig(
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise AscaleError(f"steps must be a positive integer, got {steps!r}")
-    return _attribute(model, data, corrupted, steps=steps, batch_size=batch_size)
+    return _attribute(model, data, corrupted, ablation, steps=steps, batch_size=batch_size)
 
 
 def _attribute(
-    model: HookedModel, data: ContrastSet, corrupted: ContrastSet, *, steps: int, batch_size: int
+    model: HookedModel,
+    data: ContrastSet,
+    corrupted: ContrastSet | None,
+    ablation: str,
+    *,
+    steps: int,
+    batch_size: int,
 ) -> EdgeAttributionResult:
     _check(data, corrupted)
     graph = EdgeGraph.of(model)
+    sources = passes.EdgeSources(model, graph, data, corrupted, ablation)
     total = torch.zeros(graph.n_src, graph.n_dst)
     for rows in _chunks(len(data), batch_size):
-        batch, bad = data.subset(rows), corrupted.subset(rows)
+        batch = data.subset(rows)
 
         def loss(logits: Tensor, batch: ContrastSet = batch) -> Tensor:
             return -_logit_diff(logits, batch.correct_ids, batch.wrong_ids).sum()
 
-        corrupt = _tl.source_outputs(model, graph, bad.tokens)
+        corrupt = sources(rows)
         if steps == 0:
             total += _tl.edge_gradients(model, graph, batch.tokens, corrupt, loss).cpu()
             continue
@@ -207,7 +147,10 @@ def _attribute(
                 ).cpu()
                 / steps
             )
-    method, info = ("eap_ig", {"steps": steps}) if steps else ("eap", {})
+    info: dict[str, Any] = {"steps": steps} if steps else {}
+    method = "eap_ig" if steps else "eap"
+    if ablation != "counterfactual":
+        info["ablation"] = ablation
     return EdgeAttributionResult(method, graph, graph.sparse(total), len(data), info)
 
 
@@ -217,9 +160,10 @@ def _attribute(
 def score_edges(
     model: HookedModel,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    corrupted: ContrastSet | None,
     rankings: Sequence[EdgeAttributionResult] | Mapping[str, EdgeAttributionResult | Tensor],
     *,
+    ablation: str = "counterfactual",
     fractions: Sequence[float] = FRACTIONS,
     n_random: int = 5,
     seed: int = 0,
@@ -231,9 +175,12 @@ def score_edges(
     Args:
         model: the model.
         data: the prompts (one token length; a test split).
-        corrupted: their counterfactual prompts, aligned with `data`.
+        corrupted: their counterfactual prompts, aligned with `data` (``None`` with a mean or
+            zero `ablation`).
         rankings: `EdgeAttributionResult`s (by ``method``), or a mapping from names to results
             or to ``[edge]`` score tensors; a positive score supports the correct answer.
+        ablation: what an edge outside a circuit carries from its source: its output on the
+            counterfactual prompt (default), its mean over `data` at each position, or zero.
         fractions: the circuit sizes as fractions of the edges.
         n_random: random orders averaged into the ``random`` row (0 for none).
         max_batch: rows per forward pass (prompts × circuits scored at once).
@@ -253,7 +200,8 @@ def score_edges(
     full = torch.ones(graph.n_edges, dtype=torch.bool).numpy().tobytes()
     circuits.setdefault(empty.numpy().tobytes(), empty)
     circuits.pop(full, None)  # every edge kept is the clean model
-    m = _metrics(model, graph, data, corrupted, circuits, max_batch, progress)
+    sources = passes.EdgeSources(model, graph, data, corrupted, ablation)
+    m = _metrics(model, graph, data, sources, circuits, max_batch, progress)
     m[full] = _clean_metric(model, data, max_batch)
     m_clean, m_empty = m[full], m[empty.numpy().tobytes()]
     gap = m_clean - m_empty
@@ -267,7 +215,9 @@ def score_edges(
     ]
     columns = ["method", "fraction", "k", "n_signed", "n_abs", "f_signed", "f_abs"]
     curves = average_random(pd.DataFrame(rows, columns=columns), columns[3:])
-    return EdgeCircuitResult(curves, float(m_clean), float(m_empty), graph.n_edges, len(data))
+    return EdgeCircuitResult(
+        curves, float(m_clean), float(m_empty), graph.n_edges, len(data), sources.ablation
+    )
 
 
 def _orders(
@@ -342,7 +292,7 @@ def _metrics(
     model: HookedModel,
     graph: EdgeGraph,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    sources: passes.EdgeSources,
     circuits: dict[bytes, Tensor],
     max_batch: int,
     progress: bool,
@@ -360,7 +310,7 @@ def _metrics(
     with torch.inference_mode():
         for rows in rows_list:
             batch = data.subset(rows)
-            corrupt = _tl.source_outputs(model, graph, corrupted.subset(rows).tokens)
+            corrupt = sources(rows)
             for first in range(0, len(keys), per_pass):
                 group = keep[first : first + per_pass]
                 logits = _tl.masked_run(model, graph, batch.tokens, group, corrupt)

@@ -18,7 +18,7 @@ from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.compare import CompareResult
 from ascale.analysis.cumulative import CumulativeEffectResult
-from ascale.analysis.edges import EdgeAttributionResult, EdgeCircuitResult
+from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
 from ascale.analysis.results import AttributionResult
 from ascale.errors import AscaleError
 from ascale.plot._curves import (

@@ -10,7 +10,7 @@ from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.compare import CompareResult
 from ascale.analysis.cumulative import CumulativeEffectResult
-from ascale.analysis.edges import EdgeCircuitResult
+from ascale.analysis.edge_results import EdgeCircuitResult
 from ascale.errors import UnknownSiteError
 
 __all__ = ["plot_agreement", "plot_circuit_curves", "plot_cumulative_effect", "plot_tradeoffs"]

@@ -13,7 +13,7 @@ import math
 import plotly.graph_objects as go
 import torch
 
-from ascale.analysis.edges import EdgeAttributionResult
+from ascale.analysis.edge_results import EdgeAttributionResult
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
 

@@ -23,7 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ascale import _tl
+from ascale import _tl, passes
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
@@ -63,22 +63,26 @@ def edge_sizes(n_edges: int) -> tuple[list[int], Tensor]:
 def fit_edge_circuit(
     model: HookedModel,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    corrupted: ContrastSet | None,
     start: Float[Tensor, " edge"],
     *,
+    ablation: str = "counterfactual",
     steps: int = 25,
     batch_size: int = 16,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[Float[Tensor, " edge"], FitResult]:
     """Learn one score per edge on `data` so that each top-k edge circuit keeps the clean
-    behaviour, the other edges ablated to `corrupted` (row by row).
+    behaviour, the other edges ablated (to `corrupted`, row by row, by default).
 
     Args:
         model: the model (frozen).
         data: prompts of one token length.
-        corrupted: their counterfactual prompts, row by row.
+        corrupted: their counterfactual prompts, row by row (``None`` with a mean or zero
+            `ablation`).
         start: a first-order score per edge (EAP-IG's, say): the scores start in its order.
+        ablation: what an ablated edge carries from its source: its counterfactual output,
+            its mean over `data` at each position, or zero (`ascale.passes.EdgeSources`).
         steps: SGD steps.
         batch_size: prompts a step.
         seed: the batches and the sizes drawn.
@@ -97,7 +101,8 @@ def fit_edge_circuit(
     graph = EdgeGraph.of(model)
     _check(graph, data, corrupted, start, steps, batch_size)
     started = time.perf_counter()
-    trainer = EdgeCircuitTrainer(model, graph, data, corrupted, start, seed=seed)
+    sources = passes.EdgeSources(model, graph, data, corrupted, ablation)
+    trainer = EdgeCircuitTrainer(model, graph, data, sources, start, seed=seed)
     batches = _loop.Batches(len(data), batch_size, trainer.generator)
     _loop.run(model, trainer, batches, steps=steps, progress=progress, verb="fit_edge_circuit")
     settings = {
@@ -109,6 +114,7 @@ def fit_edge_circuit(
         "temperature": trainer.temperature,
         "gap": trainer.gap,
         "n_edges": graph.n_edges,
+        "ablation": ablation,
     }
     wall = time.perf_counter() - started
     result = FitResult("edge_circuit", steps, False, wall, None, settings, trainer.history,
@@ -124,12 +130,12 @@ class EdgeCircuitTrainer:
         model: HookedModel,
         graph: EdgeGraph,
         data: ContrastSet,
-        corrupted: ContrastSet,
+        sources: passes.EdgeSources,
         start: Tensor,
         *,
         seed: int,
     ) -> None:
-        self.model, self.graph, self.data, self.corrupted = model, graph, data, corrupted
+        self.model, self.graph, self.data, self.sources = model, graph, data, sources
         self.generator = torch.Generator().manual_seed(seed)
         start = start.detach().float().cpu()
         largest = float(start.abs().max())
@@ -137,7 +143,7 @@ class EdgeCircuitTrainer:
         self.scores = torch.nn.Parameter(scores)
         spread = float(scores.std())
         self.temperature = TEMPERATURE_SHARE * spread if spread > 0 else 1e-4
-        self.gap, self.m_empty = _gap(model, data, corrupted)
+        self.gap, self.m_empty = _gap(model, graph, data, sources)
         self.sizes, self.weights = edge_sizes(graph.n_edges)
         self.optimizer = torch.optim.SGD([self.scores], lr=1.0)  # set at the first step
         self.lr = 0.0
@@ -152,9 +158,9 @@ class EdgeCircuitTrainer:
         """One SGD step on a circuit of a size drawn for this step; it runs every step."""
         k = self.sizes[int(torch.multinomial(self.weights, 1, generator=self.generator))]
         keep = soft_top_k(self.scores, k, self.temperature)
-        batch, against = self.data.subset(rows), self.corrupted.subset(rows)
+        batch = self.data.subset(rows)
         with torch.no_grad():
-            corrupt = _tl.source_outputs(self.model, self.graph, against.tokens)
+            corrupt = self.sources(rows)
         logits = _tl.masked_run(self.model, self.graph, batch.tokens, keep[None], corrupt)
         m = _m(logits, batch)
         f = (m.mean() - self.m_empty) / self.gap
@@ -183,8 +189,11 @@ def _m(logits: Tensor, batch: ContrastSet) -> Float[Tensor, " batch"]:
     return -answer_logit_diff(logits[:, -1].float(), correct, wrong)
 
 
-def _gap(model: HookedModel, data: ContrastSet, corrupted: ContrastSet) -> tuple[float, float]:
-    """``m(N) - m(∅)`` over `data` (the empty circuit is the counterfactual run) and ``m(∅)``."""
+def _gap(
+    model: HookedModel, graph: EdgeGraph, data: ContrastSet, sources: passes.EdgeSources
+) -> tuple[float, float]:
+    """``m(N) - m(∅)`` over `data` and ``m(∅)`` (the empty circuit: the counterfactual run, or
+    every edge ablated to the mean or zero)."""
     device = _tl.first_device(model)
     clean: list[Tensor] = []
     empty: list[Tensor] = []
@@ -192,14 +201,20 @@ def _gap(model: HookedModel, data: ContrastSet, corrupted: ContrastSet) -> tuple
         for begin in range(0, len(data), 32):
             rows = list(range(begin, min(begin + 32, len(data))))
             batch = data.subset(rows)
-            for tokens, into in ((batch.tokens, clean), (corrupted.subset(rows).tokens, empty)):
-                logits = _tl.run(model, tokens.to(device), last_only=True)
-                into.append(_m(logits, batch))
+            logits = _tl.run(model, batch.tokens.to(device), last_only=True)
+            clean.append(_m(logits, batch))
+            if sources.corrupted is not None and sources.ablation == "counterfactual":
+                tokens = sources.corrupted.subset(rows).tokens.to(device)
+                logits = _tl.run(model, tokens, last_only=True)
+            else:
+                none = torch.zeros(1, graph.n_edges)
+                logits = _tl.masked_run(model, graph, batch.tokens, none, sources(rows))
+            empty.append(_m(logits, batch))
     m_clean, m_empty = float(torch.cat(clean).mean()), float(torch.cat(empty).mean())
     if abs(m_clean - m_empty) < 1e-6:
         raise AscaleError(
-            "the counterfactual prompts give the clean logit difference: ablating every edge "
-            "changes nothing on these prompts, so there is no circuit to find"
+            f"ablating every edge ({sources.ablation}) gives the clean logit difference on "
+            "these prompts: there is no circuit to find"
         )
     return m_clean - m_empty, m_empty
 
@@ -207,7 +222,7 @@ def _gap(model: HookedModel, data: ContrastSet, corrupted: ContrastSet) -> tuple
 def _check(
     graph: EdgeGraph,
     data: ContrastSet,
-    corrupted: ContrastSet,
+    corrupted: ContrastSet | None,
     start: Tensor,
     steps: int,
     batch_size: int,
@@ -222,7 +237,7 @@ def _check(
         raise AscaleError("start holds NaN or infinite scores")
     if len(data) == 0:
         raise AscaleError("the data set is empty")
-    if len(corrupted) != len(data) or corrupted.n_pos != data.n_pos:
+    if corrupted is not None and (len(corrupted) != len(data) or corrupted.n_pos != data.n_pos):
         raise AscaleError(
             f"corrupted must align with data row by row: {len(corrupted)} rows of "
             f"{corrupted.n_pos} tokens for {len(data)} rows of {data.n_pos}"

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from ascale._tl import _edges, _ungroup
-from ascale.analysis.edges import EdgeAttributionResult, eap, eap_ig, score_edges
+from ascale.analysis.edge_results import EdgeAttributionResult
+from ascale.analysis.edges import eap, eap_ig, score_edges
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
@@ -270,3 +271,64 @@ def test_smollm2_edges_reproduce_the_clean_and_counterfactual_runs(smol):
     logits = _edges.masked_run(smol, graph, two.tokens, keep, corrupt[:, :2].clone())
     (-logit_diff(logits, two).sum()).backward()
     torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-4, rtol=1e-4)
+
+
+def test_mean_ablation_of_every_edge_is_the_mean_final_residual(case):
+    """With every edge ablated to its source's mean, the logits read ``Σ mean sources`` plus
+    what no source writes (biases, positions): the mean over prompts of the final residual.
+    A hook that averages the last block's output over the batch computes that independently."""
+    from ascale.passes import EdgeSources
+
+    model, data, _ = case
+    graph = EdgeGraph.of(model)
+    name = f"blocks.{graph.n_layers - 1}.hook_resid_post"
+
+    def mean_of_batch(act, hook):
+        return act.mean(0, keepdim=True).expand_as(act)
+
+    with torch.inference_mode():
+        want = logit_diff(
+            model.run_with_hooks(data.tokens, fwd_hooks=[(name, mean_of_batch)]), data
+        )
+        sources = EdgeSources(model, graph, data, None, "mean")
+        none = torch.zeros(1, graph.n_edges)
+        got = logit_diff(
+            _edges.masked_run(model, graph, data.tokens, none, sources(list(range(len(data))))),
+            data,
+        )
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    result = score_edges(model, data, None, {}, ablation="mean", n_random=1)
+    assert result.ablation == "mean"
+    assert result.m_ablated == pytest.approx(float(want.mean()), abs=1e-4)
+
+
+def test_eap_under_mean_and_zero_ablation_is_the_keep_masks_gradient(tiny_gpt2):
+    from ascale.passes import EdgeSources
+
+    clean_rows, _ = ioi_like_rows(6, seed=1)
+    data = ContrastSet.from_rows(clean_rows, tiny_gpt2)
+    graph = EdgeGraph.of(tiny_gpt2)
+    for ablation in ("mean", "zero"):
+        scores = eap(tiny_gpt2, data, ablation=ablation, batch_size=4)
+        assert scores.info == {"ablation": ablation}
+        sources = EdgeSources(tiny_gpt2, graph, data, None, ablation)(list(range(len(data))))
+        keep = torch.ones(1, graph.n_edges, requires_grad=True)
+        logits = _edges.masked_run(tiny_gpt2, graph, data.tokens, keep, sources)
+        (-logit_diff(logits, data).sum()).backward()
+        assert scores.scores.abs().max() > 1e-3
+        torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-5, rtol=1e-4)
+
+
+def test_edge_sources_refuse_what_they_cannot_ablate_to(tiny_gpt2):
+    from ascale.passes import EdgeSources
+
+    clean_rows, _ = ioi_like_rows(6, seed=1)
+    data = ContrastSet.from_rows(clean_rows, tiny_gpt2)
+    graph = EdgeGraph.of(tiny_gpt2)
+    with pytest.raises(AscaleError, match="needs each prompt's counterfactual"):
+        EdgeSources(tiny_gpt2, graph, data, None, "counterfactual")
+    with pytest.raises(AscaleError, match="ablation must be one of counterfactual, mean, zero"):
+        EdgeSources(tiny_gpt2, graph, data, None, "resample")
+    zero = EdgeSources(tiny_gpt2, graph, data, None, "zero")([0, 2])
+    assert zero.shape == (graph.n_src, 2, data.tokens.shape[1], graph.d_model)
+    assert not zero.any()

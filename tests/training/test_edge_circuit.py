@@ -4,7 +4,8 @@ graph, fitted on the one training loop."""
 import pytest
 import torch
 
-from ascale.analysis.edges import EdgeAttributionResult, eap_ig, score_edges
+from ascale.analysis.edge_results import EdgeAttributionResult
+from ascale.analysis.edges import eap_ig, score_edges
 from ascale.errors import AscaleError
 from ascale.training.edge_circuit import edge_sizes, fit_edge_circuit
 
@@ -47,3 +48,16 @@ def test_a_start_of_the_wrong_size_or_with_nan_is_refused(planted):
         fit_edge_circuit(model, data, corrupted, bad, steps=1, progress=False)
     with pytest.raises(AscaleError, match="align"):
         fit_edge_circuit(model, data, corrupted.subset(range(3)), torch.zeros(110), progress=False)
+
+
+def test_a_mean_ablation_fit_needs_no_counterfactuals_and_agrees_with_the_scorer(planted):
+    """The fit's clean-to-empty gap under mean ablation is the scorer's ``m(N) - m(∅)``."""
+    model, data, _ = planted
+    start = eap_ig(model, data, ablation="mean").scores
+    scores, result = fit_edge_circuit(model, data, None, start, ablation="mean", steps=3,
+                                      batch_size=6, progress=False)  # fmt: skip
+    assert result.settings["ablation"] == "mean" and result.steps_run == 3
+    scaled = 0.01 * start / start.abs().max()  # where the scores start
+    assert bool(torch.isfinite(scores).all()) and not torch.allclose(scores, scaled)
+    scored = score_edges(model, data, None, {"fit": scores}, ablation="mean", n_random=0)
+    assert result.settings["gap"] == pytest.approx(scored.m_clean - scored.m_ablated, abs=1e-4)
