@@ -69,11 +69,11 @@ def _config(kind: str) -> Any:
     common: dict[str, Any] = {"vocab_size": 400, "bos_token_id": 0, "eos_token_id": 0}
     if kind == "gpt2":
         return GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=64, **common)
-    if kind == "llama":
+    if kind in ("llama", "llama_gqa"):  # llama_gqa: 2 key/value heads serve the 4 query heads
         return LlamaConfig(
             num_hidden_layers=2,
             num_attention_heads=4,
-            num_key_value_heads=4,
+            num_key_value_heads=2 if kind == "llama_gqa" else 4,
             hidden_size=32,
             intermediate_size=64,
             max_position_embeddings=64,
@@ -91,11 +91,18 @@ def _config(kind: str) -> Any:
 
 
 def build_tiny(kind: str, folder: Path) -> Path:
-    """Save a tiny random `kind` model and its tokenizer to `folder`."""
+    """Save a tiny random `kind` model (``gpt2``, ``llama``, ``llama_gqa``: grouped-query, with
+    random norm weights so that folding them is exercised, ``neox``) and its tokenizer to
+    `folder`."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(_config(kind))
+    if kind == "llama_gqa":
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "norm" in name:
+                    p.copy_(1 + 0.3 * torch.randn_like(p))
     model.config.architectures = [type(model).__name__]
     model.save_pretrained(folder)
     train_tokenizer(folder)

@@ -13,37 +13,13 @@ from ascale.data import ContrastSet
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
 from ascale.loading import load_model
-from ascale.testing import ioi_like_rows, train_tokenizer
+from ascale.testing import build_tiny, ioi_like_rows
 
 
 @pytest.fixture(scope="module")
 def gqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny grouped-query Llama (4 query heads, 2 key/value heads) with random norm weights."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    torch.manual_seed(0)
-    folder: Path = tmp_path_factory.mktemp("gqa")
-    config = LlamaConfig(
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        hidden_size=32,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        tie_word_embeddings=False,
-        vocab_size=400,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    hf = AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        for name, p in hf.named_parameters():
-            if "norm" in name:
-                p.copy_(1 + 0.3 * torch.randn_like(p))
-    hf.config.architectures = [type(hf).__name__]
-    hf.save_pretrained(folder)
-    train_tokenizer(folder)
-    return folder
+    return build_tiny("llama_gqa", tmp_path_factory.mktemp("gqa"))
 
 
 @pytest.fixture(scope="module")
