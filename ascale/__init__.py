@@ -27,7 +27,7 @@ from ascale.analysis.results import AttributionResult
 from ascale.analysis.sweep import sweep
 from ascale.data import ContrastSet, load_jsonl
 from ascale.errors import AscaleError
-from ascale.generation import generate
+from ascale.generation import GenerationResult, generate
 from ascale.graph import EdgeGraph, read_mib_json
 from ascale.grid import Grid
 from ascale.interventions import (
@@ -65,6 +65,7 @@ __all__ = [
     "EdgeCompareResult",
     "EdgeGraph",
     "FitResult",
+    "GenerationResult",
     "Grid",
     "Intervention",
     "Metrics",

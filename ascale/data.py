@@ -36,7 +36,7 @@ from ascale._rows import CORRUPTED, check_row, has_corrupted, read_jsonl, short
 from ascale._types import HookedModel
 from ascale.errors import AnswerTokenError, AscaleError, AscaleWarning, PromptLengthError
 
-__all__ = ["ContrastSet", "corrupted_from_rows", "load_jsonl"]
+__all__ = ["ContrastSet", "check_aligned", "check_data", "corrupted_from_rows", "load_jsonl"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,11 @@ class ContrastSet:
             AscaleWarning: answers without the leading space the model would write, prompts
                 ending in a space; the message names the rows.
         """
+        if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Iterable):
+            raise AscaleError(
+                "rows must be a list of {'prompt', 'correct', 'wrong'} objects, got "
+                f"{type(rows).__name__} {short(rows, 40)}"
+            )
         rows = list(rows)
         if not rows:
             raise AscaleError("a contrast set needs at least one row")
@@ -159,8 +164,11 @@ class ContrastSet:
 
     def split(self, test_size: float = 0.3, seed: int = 0) -> "tuple[ContrastSet, ContrastSet]":
         """Deterministic shuffled split into (train, test); `test_size` is a share in (0, 1)."""
-        if not 0.0 < test_size < 1.0:
-            raise AscaleError(f"test_size must lie in (0, 1), got {test_size}")
+        number = isinstance(test_size, int | float) and not isinstance(test_size, bool)
+        if not (number and 0.0 < test_size < 1.0):
+            raise AscaleError(
+                f"test_size must be a share in (0, 1), such as 0.3, got {test_size!r}"
+            )
         order = list(range(len(self)))
         random.Random(seed).shuffle(order)
         n_test = max(1, round(len(order) * test_size))
@@ -237,6 +245,60 @@ def corrupted_from_rows(
             f"{int(clean.lengths[i])} ({len(differ)} row(s) differ); a counterfactual must have "
             "its prompt's token length (patching swaps activations position by position)"
         )
+    return corrupted
+
+
+def check_data(data: object, name: str = "data") -> ContrastSet:
+    """`data` if it is a `ContrastSet` holding at least one prompt; else an `AscaleError`
+    naming `name`, what was given and how to make one (every public entry point taking prompts
+    calls this first).
+
+    Example:
+        >>> check_data(data) is data
+        True
+    """
+    if not isinstance(data, ContrastSet):
+        raise AscaleError(
+            f"{name} must be a ContrastSet (ascale.ContrastSet.from_rows(rows, model), "
+            f"ascale.load_jsonl or a task in ascale.tasks), got {type(data).__name__} "
+            f"{short(data, 40)}"
+        )
+    if len(data) == 0:
+        raise AscaleError(f"{name} holds no prompts (an empty subset?); give at least one")
+    return data
+
+
+def check_aligned(data: ContrastSet, corrupted: object, name: str = "corrupted") -> ContrastSet:
+    """`corrupted` if it is each row of `data`'s counterfactual: a `ContrastSet` of as many
+    rows, each with its clean row's answers and token length; else an `AscaleError` naming the
+    first row that differs and how (a set shuffled or built from other rows).
+
+    Example:
+        >>> check_aligned(data, corrupted) is corrupted
+        True
+    """
+    corrupted = check_data(corrupted, name)
+    if len(corrupted) != len(data):
+        raise PromptLengthError(
+            f"{name} holds {len(corrupted)} rows for {len(data)} clean rows; it must align row "
+            "by row with the clean set: each row's counterfactual, in the same order"
+        )
+    checks = (
+        ("correct answer", corrupted.correct_ids != data.correct_ids, data.correct, corrupted.correct),
+        ("wrong answer", corrupted.wrong_ids != data.wrong_ids, data.wrong, corrupted.wrong),
+        ("token length", corrupted.lengths != data.lengths, data.lengths.tolist(), corrupted.lengths.tolist()),
+    )  # fmt: skip
+    for what, differ, mine, theirs in checks:
+        rows = differ.nonzero().flatten().tolist()
+        if rows:
+            i = rows[0]
+            error = PromptLengthError if what == "token length" else AscaleError
+            raise error(
+                f"{name} row {i} ({short(corrupted.prompts[i], 40)}) has the {what} "
+                f"{theirs[i]!r}, its clean row ({short(data.prompts[i], 40)}) {mine[i]!r} "
+                f"({_rows(rows, len(data))} differ): a counterfactual set must align row by "
+                "row with the clean set, each row keeping its clean row's answers and length"
+            )
     return corrupted
 
 

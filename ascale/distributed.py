@@ -23,14 +23,18 @@ Without torchrun (``WORLD_SIZE`` unset or 1) every function here is a no-op for 
 
 import contextlib
 import datetime
+import math
 import os
-from collections.abc import Iterator, Sequence
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
-from ascale.errors import AscaleError
+from ascale.errors import AscaleError, AscaleWarning
 
 __all__ = [
     "TERMS",
@@ -53,6 +57,8 @@ T = TypeVar("T")
 TERMS = ("loss", "effectiveness", "faithfulness", "l1")
 #: seconds a collective waits for the other ranks before failing (``ASCALE_DIST_TIMEOUT_S``)
 DEFAULT_TIMEOUT_S = 600.0
+#: seconds of waiting for the other ranks after which `init` says it waits (an AscaleWarning)
+_SAY_WAITING_S = 2.0
 
 _state = {"alone": False}
 
@@ -75,15 +81,101 @@ def init(device: str = "cpu", *, timeout_s: float | None = None) -> bool:
         return False
     if torch.distributed.is_initialized():
         return True
+    check_environment()
     if timeout_s is None:
-        timeout_s = float(os.environ.get("ASCALE_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
+        timeout_s = _timeout()
     cuda = torch.device(local_device(device)).type == "cuda"
     if cuda:
         torch.cuda.set_device(torch.device(local_device(device)))
-    torch.distributed.init_process_group(
-        backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+    _join(
+        lambda: torch.distributed.init_process_group(
+            backend="nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s)
+        ),
+        timeout_s,
     )
     return True
+
+
+def check_environment() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as torchrun set them, refused at once where no run can start
+    (a rank at or beyond the world size would wait for peers that never come)."""
+    values = {}
+    for key, low in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)):
+        text = os.environ.get(key, "0" if key != "WORLD_SIZE" else "1")
+        try:
+            values[key] = int(text)
+        except ValueError:
+            values[key] = low - 1
+        if values[key] < low:
+            raise AscaleError(f"${key} is {text!r}; expected a whole number of {low} or more")
+    missing = [key for key in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(key)]
+    if missing:
+        raise AscaleError(
+            f"${' and $'.join(missing)} not set: the ranks cannot find each other (launch with "
+            "torchrun, which sets them)"
+        )
+    rank, world = values["RANK"], values["WORLD_SIZE"]
+    if rank >= world:
+        raise AscaleError(
+            f"$RANK is {rank} but $WORLD_SIZE is {world}: ranks are 0..{world - 1}, so this "
+            "process could never be joined (launch with torchrun, which sets both)"
+        )
+    return rank, world
+
+
+def _address() -> str:
+    return f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+
+
+def _timeout() -> float:
+    """Seconds to wait for the other ranks: ``$ASCALE_DIST_TIMEOUT_S``, else 600."""
+    text = os.environ.get("ASCALE_DIST_TIMEOUT_S")
+    try:
+        value = DEFAULT_TIMEOUT_S if text is None else float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise AscaleError(f"$ASCALE_DIST_TIMEOUT_S is {text!r}; expected seconds above 0")
+    return value
+
+
+def _join(start: Callable[[], None], timeout_s: float) -> None:
+    """Run `start` (joining the process group, which blocks until every rank is there) in a
+    helper thread while this one waits: signals (SIGTERM, Ctrl-C) still reach Python's
+    handlers here, and after `timeout_s` the wait ends with an error naming it."""
+    done: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            start()
+            done.append(None)
+        except BaseException as err:  # handed to the waiting thread
+            done.append(err)
+
+    worker = threading.Thread(target=run, name="ascale-rendezvous", daemon=True)
+    worker.start()
+    started = time.monotonic()
+    others = f"the other {int(os.environ['WORLD_SIZE']) - 1} rank(s)"
+    where = f"rank {os.environ.get('RANK', '0')}, at {_address()}"
+    worker.join(_SAY_WAITING_S)
+    if worker.is_alive():
+        warnings.warn(
+            f"{where}: waiting up to {timeout_s:g} s for {others} "
+            "($ASCALE_DIST_TIMEOUT_S sets the wait; Ctrl-C or SIGTERM stops it)",
+            AscaleWarning,
+            stacklevel=3,
+        )
+    while worker.is_alive() and time.monotonic() - started < timeout_s:
+        worker.join(0.1)  # short waits: a signal handler runs between them
+    error = done[0] if done else TimeoutError()
+    timed_out = time.monotonic() - started >= 0.9 * timeout_s  # ours, or the store's own
+    if error is not None and timed_out and isinstance(error, Exception):
+        raise AscaleError(
+            f"{where}: waited {timeout_s:g} s for {others} and gave up "
+            "($ASCALE_DIST_TIMEOUT_S sets the wait); start every rank, or check the address"
+        ) from error
+    if error is not None:
+        raise error
 
 
 def close() -> None:

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
-from ascale import _tl
+from ascale import _checks, _tl
 from ascale._outputs import dumps_json, write_folder
 from ascale._types import HookedModel
 from ascale.errors import AscaleError, AscaleWarning, SavedFileError
@@ -36,6 +36,8 @@ METADATA = "intervention.json"
 # format_version to 1 does not skip it.
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+#: the tensors file's header entry holding the JSON's fields as saved (under the checksum)
+_HEADER = "ascale_config"
 _REQUIRED = ("method", "sites", "hooks", "positions", "n_pos", "model")
 
 
@@ -52,21 +54,25 @@ def save(
         >>> save(scalars, "out/ioi-scalars", metadata={"task": "ioi"})
         PosixPath('out/ioi-scalars')
     """
-    folder = Path(path).expanduser()
+    _checks.instance("intervention", intervention, Intervention, "an ascale intervention")
+    folder = _checks.path("path", path)
     tensors = {name: p.detach().cpu().contiguous() for name, p in intervention.params.items()}
     for name, t in tensors.items():
         if not bool(torch.isfinite(t).all()):
             raise AscaleError(
                 f"parameter {name!r} holds NaN or infinite values; nothing saved to {str(folder)!r}"
             )
-    blob = save_bytes(tensors)
+    described = {**intervention.config(), "metadata": metadata or {}}
+    what = f"the metadata of {str(folder)!r}"
+    # the JSON's fields also go into the tensors file's header, which its checksum covers:
+    # `read_metadata` names a field edited in the JSON
+    blob = save_bytes(tensors, metadata={_HEADER: dumps_json(described, what=what)})
     config = {
         "format_version": FORMAT_VERSION,
-        **intervention.config(),
+        **described,
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
-        "metadata": metadata or {},
     }
-    text = dumps_json(config, what=f"the metadata of {str(folder)!r}")
+    text = dumps_json(config, what=what)
     return write_folder(folder, {TENSORS: blob, METADATA: text})  # tensors first, JSON last
 
 
@@ -91,7 +97,7 @@ def load(path: str | Path, model: HookedModel) -> Intervention:
         >>> torch.equal(loaded.params["mlp_out"], scalars.params["mlp_out"])
         True
     """
-    folder = Path(path).expanduser()
+    folder = _checks.path("path", path)
     config = read_metadata(folder)
     try:
         _tl.check_same_shape(config["model"], _tl.dims(model), what=f"{str(folder)!r}")
@@ -126,7 +132,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     Raises:
         SavedFileError: as for `load`, for everything that can be checked without the model.
     """
-    folder = Path(path).expanduser()
+    folder = _checks.path("path", path)
     meta, tensors = folder / METADATA, folder / TENSORS
     if not folder.is_dir():
         raise SavedFileError(f"{str(folder)!r} is not a folder holding a saved intervention")
@@ -154,14 +160,56 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             stacklevel=2,
         )
     elif config["format_version"] >= 2 or expected is not None:  # a checksum is always checked
-        actual = hashlib.sha256(tensors.read_bytes()).hexdigest()
+        blob = tensors.read_bytes()
+        actual = hashlib.sha256(blob).hexdigest()
         if actual != expected:
             raise SavedFileError(
                 f"{str(tensors)!r} does not match the checksum in {METADATA} (sha256 "
                 f"{actual[:12]}..., recorded {str(expected)[:12]}...): it was changed or "
                 "damaged after saving, or the folder mixes two saves"
             )
+        _check_against_header(config, _header(blob), meta)
     return config
+
+
+def _header(blob: bytes) -> dict[str, Any] | None:
+    """The fields `save` wrote into the tensors file's header; ``None`` for a save made before
+    it did so (or a header that cannot be read: the tensors check names that)."""
+    try:
+        size = int.from_bytes(blob[:8], "little")
+        header = json.loads(blob[8 : 8 + size]).get("__metadata__") or {}
+        described = json.loads(header[_HEADER]) if _HEADER in header else None
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return described if isinstance(described, dict) else None
+
+
+def _check_against_header(
+    config: dict[str, Any], header: dict[str, Any] | None, meta: Path
+) -> None:
+    """Refuse a field of the JSON edited after saving (the header, under the checksum, keeps
+    what `save` wrote); an edited ``metadata`` entry (user notes) loads with a warning."""
+    if header is None:  # saved before the header held the fields: nothing to compare
+        return
+    skip = {"format_version", "tensors_sha256", "metadata"}
+    for key in sorted((set(config) | set(header)) - skip):
+        if config.get(key) != header.get(key):
+            raise SavedFileError(
+                f"{str(meta)!r}: {key!r} was edited after saving (it reads "
+                f"{config.get(key)!r}; the save recorded {header.get(key)!r} in "
+                f"{TENSORS}, under its checksum): restore it, or save the intervention again"
+            )
+    mine, saved = config.get("metadata"), header.get("metadata") or {}
+    if mine != saved:
+        mine = mine if isinstance(mine, dict) else {}
+        keys = sorted(k for k in set(mine) | set(saved) if mine.get(k) != saved.get(k))
+        recorded = {k: saved.get(k) for k in keys}
+        warnings.warn(
+            f"{str(meta)!r}: 'metadata' edited after saving ({keys or 'its type'}; the save "
+            f"recorded {recorded}); loaded as it reads now",
+            AscaleWarning,
+            stacklevel=4,
+        )
 
 
 def _check_config(config: dict[str, Any], meta: Path) -> None:

@@ -13,7 +13,9 @@ and nothing is fetched from the network. Sections appear for whatever is passed:
    refit curve;
 7. trade-offs: effectiveness against minimality and faithfulness over a `sweep`;
 8. edge circuits: MIB's faithfulness curves on edges (signed and absolute order), the CPR/CMD
-   table, and each edge ranking's top edges drawn as a graph (`ascale.analysis.edges`).
+   table, and each edge ranking's top edges drawn as a graph (`ascale.analysis.edges`);
+9. steered text: each prompt's continuation at every ``beta``, side by side
+   (`ascale.generate`'s `GenerationResult`).
 
 Example:
     >>> patched = ascale.activation_patching(model, data, corrupted, like=scalars)
@@ -33,8 +35,9 @@ from ascale._outputs import write_atomic
 from ascale.analysis.agreement import AgreementResult
 from ascale.analysis.circuits import CircuitResult
 from ascale.analysis.cumulative import CumulativeEffectResult
-from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
+from ascale.analysis.edge_results import CARRIED, EdgeAttributionResult, EdgeCircuitResult
 from ascale.analysis.results import AttributionResult
+from ascale.generation import GenerationResult
 from ascale.training.metrics import Metrics, metrics_table
 
 __all__ = ["write_report"]
@@ -113,6 +116,7 @@ def write_report(
     sweep: pd.DataFrame | None = None,
     edge_circuits: EdgeCircuitResult | None = None,
     edge_rankings: Sequence[EdgeAttributionResult] | Mapping[str, EdgeAttributionResult] = (),
+    generations: GenerationResult | None = None,
     title: str = "ascale report",
     description: str = "",
     top_k: int = 20,
@@ -134,6 +138,8 @@ def write_report(
             their CPR/CMD table.
         edge_rankings: edge rankings (`EdgeAttributionResult`) whose top `edge_k` edges are
             drawn as a graph (pruned as MIB scores a circuit), each with its top-`top_k` table.
+        generations: `ascale.generate`'s table of several prompts and ``beta`` values: one
+            row per prompt, one column per ``beta``.
         title: the page title.
         description: a paragraph under the title (model, task, data).
         top_k: rows in each top-components table and bar chart.
@@ -156,6 +162,8 @@ def write_report(
         page.text("p", description, "note")
     if metrics:
         _metrics(page, metrics)
+    if generations is not None and len(generations):
+        _generations(page, generations)
     if circuits is not None:
         _circuits(page, circuits, refit)
     if edge_circuits is not None or edges:
@@ -201,6 +209,29 @@ _CUMULATIVE_COLUMNS = [
     "logit_diff_forward",
     "logit_diff_backward",
 ]
+
+
+def _generations(page: _Page, result: GenerationResult) -> None:
+    """One row per prompt, one column per ``beta``: the continuation, marked ``[correct]`` or
+    ``[wrong]`` where its first token is that answer's."""
+    page.section("Steered text", "generations")
+    frame = result.to_frame()
+    marks = {"correct": "[correct] ", "wrong": "[wrong] "}
+    frame["shown"] = [
+        marks.get(str(f), "") + t for f, t in zip(frame["first"], frame["text"], strict=True)
+    ]
+    table = frame.pivot_table(index="prompt", columns="beta", values="shown", aggfunc="first",
+                              sort=False)  # fmt: skip
+    table.columns = [f"beta = {b:+g}" if b else "beta = 0" for b in table.columns]
+    n = result.info.get("max_new_tokens")
+    page.text(
+        "p",
+        f"Each prompt's first {n} new tokens (greedy unless sampled), under the intervention at "
+        "each beta; beta = 0 is the clean model. [correct] / [wrong]: the first new token is "
+        "that answer's.",
+        "note",
+    )
+    page.table(table)
 
 
 def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
@@ -288,8 +319,9 @@ def _edges(
             "p",
             f"Faithfulness f of each edge ranking's top int(p * N) edges of MIB's graph "
             f"(N = {result.n_edges:,}), pruned to edges on input-to-logits paths, on "
-            f"{result.n_prompts} held-out prompts; every other edge carries its source's "
-            f"counterfactual output: f = 0 with all ablated (m = {result.m_ablated:+.2f}), 1 "
+            f"{result.n_prompts} held-out prompts; every other edge carries "
+            f"{CARRIED[result.ablation]} ({result.ablation} ablation): f = 0 with all "
+            f"ablated (m = {result.m_ablated:+.2f}), 1 "
             f"for the clean model (m = {result.m_clean:+.2f}). CPR: area under f ranking by "
             "signed score (higher is better); CMD: area under |1 - f| ranking by absolute "
             "score (lower is better). Edge and node CPR sit on different axes: compare "

@@ -74,9 +74,7 @@ def resolve_sites(
         >>> resolve_sites(model, "attn_out,mlp_out", layers=[0, -1])  # 2 layers; SmolLM2: (0, 29)
         (Site(name='attn_out', layers=(0, 1)), Site(name='mlp_out', layers=(0, 1)))
     """
-    names = [s.strip() for s in sites.split(",")] if isinstance(sites, str) else list(sites)
-    if not names or not all(names):
-        raise UnknownSiteError(f"no site given; valid sites: {sorted(SITE_HOOKS)}")
+    names = _site_names(sites)
     n_layers = _tl.dims(model)["n_layers"]
     all_layers = tuple(range(n_layers)) if layers is None else _layers(layers, n_layers)
     chosen: dict[str, list[int]] = {}
@@ -94,6 +92,22 @@ def resolve_sites(
                     f"{closest(site.hook_name(layer), valid)}"
                 )
     return resolved
+
+
+def _site_names(sites: object) -> list[str]:
+    """`sites` as a list of names: a comma-separated string or a list of strings."""
+    if isinstance(sites, str):
+        names = [s.strip() for s in sites.split(",")]
+    elif isinstance(sites, Iterable) and not isinstance(sites, bytes | dict):
+        names = list(sites)
+    else:
+        names = []
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise UnknownSiteError(
+            f"sites must be site or hook names, as a list or comma-separated, got {sites!r}; "
+            f"valid sites: {sorted(SITE_HOOKS)}"
+        )
+    return [n.strip() for n in names]
 
 
 def parse_site(name: str) -> tuple[str, int | None]:
@@ -134,11 +148,15 @@ def _parse(
     return site, layers if layer is None else _layers([layer], n_layers)
 
 
-def _layers(layers: Sequence[int], n_layers: int) -> tuple[int, ...]:
+def _layers(layers: object, n_layers: int) -> tuple[int, ...]:  # checked here, not by type
+    if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+        raise UnknownSiteError(
+            f"layers must be a list of whole numbers, got {layers!r}; give some of "
+            f"0..{n_layers - 1} (e.g. [{layers!r}] for one layer), or None for all"
+        )
+    layers = list(layers)
     if len(layers) == 0:
         raise UnknownSiteError(f"layers is empty; give some of 0..{n_layers - 1}, or None for all")
-    if isinstance(layers, (str, int)):
-        raise UnknownSiteError(f"layers must be a list of whole numbers, got {layers!r}")
     out = []
     for layer in layers:
         if isinstance(layer, bool) or not hasattr(layer, "__index__"):  # 1.5 must not become 1

@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -218,3 +219,16 @@ def screenshot(figure: Any, target: Path, width: int = 900, height: int = 450) -
             timeout=120,
         )
     return target
+
+
+YARDSTICK = ROOT.parent / "shared" / "tools" / "floor_step.py"
+
+
+def yardstick(threads: int) -> float:
+    """Seconds of one yardstick step (``../shared/tools/floor_step.py``, its median), timed in a
+    fresh process: report times in its steps so that a figure holds across machines."""
+    env = {**os.environ, "FLOOR_THREADS": str(threads)}
+    out = subprocess.run(
+        [sys.executable, str(YARDSTICK)], capture_output=True, text=True, env=env, check=True
+    )
+    return float(out.stdout.strip().splitlines()[-1].split()[0])

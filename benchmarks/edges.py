@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,6 @@ from typing import Any
 import torch
 
 from benchmarks import common
-
-YARDSTICK = common.ROOT.parent / "shared" / "tools" / "floor_step.py"
-
-
-def yardstick(threads: int) -> float:
-    """Seconds of one yardstick step (its median), in a fresh process."""
-    env = {**os.environ, "FLOOR_THREADS": str(threads)}
-    out = subprocess.run(
-        [sys.executable, str(YARDSTICK)], capture_output=True, text=True, env=env, check=True
-    )
-    return float(out.stdout.strip().splitlines()[-1].split()[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     load = [os.getloadavg()[0]]
-    before = yardstick(args.threads)
+    before = common.yardstick(args.threads)
     model = ascale.load_model()
     data = ascale.tasks.ioi(model, n=args.n, seed=args.seed)
     corrupted = ascale.tasks.ioi_corrupt(data, model, seed=args.seed)
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     load.append(os.getloadavg()[0])
-    after = yardstick(args.threads)
+    after = common.yardstick(args.threads)
     step = (before + after) / 2
     summary = circuits.summary()
     payload: dict[str, Any] = {

@@ -484,15 +484,46 @@ def circuits_table(settings: tuple[str, ...], methods: tuple[str, ...]) -> list[
     return _table(header + [CIRCUIT_METHODS[m] for m in methods], rows)
 
 
+def generation_table() -> list[str]:
+    """Steered generation against Hugging Face's ``generate``, from ``results/generation.json``
+    (`benchmarks.generation`): seconds, the ratio to Hugging Face, ms per step."""
+    r = _load("generation")
+    if r is None:
+        return ["No run yet: `python -m benchmarks generation`."]
+    by = {(x["new_tokens"], x["mode"], x["method"]): x for x in r["rows"]}
+    rows = []
+    for new, mode, _ in [k for k in by if k[2] == "hf"]:
+        hf = by[(new, mode, "hf")]["seconds"]
+        cells = [f"{hf:.2f}"]
+        for method in ("ascale_steered", "ascale_clean"):
+            s = by[(new, mode, method)]["seconds"]
+            cells.append(f"{s:.2f} ({s / hf:.2f}x)")
+        label = f"{r['settings']['n']} prompts in one call" if mode == "batch" else "each alone"
+        step = by[(new, mode, "ascale_steered")]["ms_per_new_token_step"]
+        rows.append([new, label, *cells, step])
+    steps = r["yardstick_s"]
+    header = ["new tokens", "prompts", "Hugging Face s", "ascale steered s", "ascale clean s",
+              "steered ms / step"]  # fmt: skip
+    growth = ", ".join(f"{k} {v}" for k, v in r["per_token_growth_256_vs_32"].items())
+    return [
+        *_table(header, rows),
+        "",
+        f"{_machine(r)}; yardstick {steps['before']:.2f} / {steps['after']:.2f} s before / "
+        f"after; load {', '.join(f'{x:.2f}' for x in r['load_1min'])}. Time per new token, "
+        f"256 against 32 new tokens: {growth}.",
+    ]
+
+
 #: the docs' generated regions, by name: what `fill_generated` writes between the markers
 GENERATED = {
+    "generation_speed": generation_table,
     "circuits": lambda: circuits_table(tuple(CIRCUIT_GRIDS), tuple(CIRCUIT_METHODS)),
     "circuits_short": lambda: circuits_table(
         ("ioi_last", "ccc"), ("circuit", "activation_patching", "attribution_patching")
     ),
 }
 #: the pages that hold generated regions (paths from the repository root)
-GENERATED_PAGES = ("README.md", "docs/circuits.md")
+GENERATED_PAGES = ("README.md", "docs/circuits.md", "docs/generation.md")
 _REGION = re.compile(r"(<!-- generated: (\w+)[^>]*-->\n)(.*?)(<!-- /generated -->)", re.DOTALL)
 
 

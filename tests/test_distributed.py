@@ -124,3 +124,85 @@ def test_commands_that_run_in_one_process_refuse_torchrun(monkeypatch, capsys):
     fit = ["fit", "--task", "ccc", "--out", "x", "--device-map", "auto"]
     with pytest.raises(AscaleError, match="under torchrun each process holds a whole model"):
         load_model(build_parser().parse_args(fit), None)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"RANK": "2", "WORLD_SIZE": "2"}, r"\$RANK is 2 but \$WORLD_SIZE is 2: ranks are 0..1"),
+        ({"RANK": "-1", "WORLD_SIZE": "2"}, r"\$RANK is '-1'; expected a whole number of 0"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, r"\$RANK is 'x'; expected a whole number"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": ""}, r"\$MASTER_ADDR .*not set"),
+    ],
+    ids=["rank at the world size", "negative rank", "rank not a number", "no address"],
+)
+def test_a_run_that_can_never_start_is_refused_at_once(monkeypatch, capsys, env, message):
+    """Issue 36: a rank at or beyond the world size would wait for peers that never come."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    started = time.monotonic()
+    with pytest.raises(AscaleError, match=message):
+        distributed.init()
+    assert main(["fit", "--task", "ccc", "--out", "never"]) == 1  # one line, before any work
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ascale fit: error: $"), err
+    assert time.monotonic() - started < 5 and not Path("never").exists()
+    assert not torch.distributed.is_initialized()
+
+
+def _alone_in_a_world_of_two(tmp_path: Path, timeout_s: float) -> subprocess.Popen[str]:
+    """``ascale fit`` as rank 0 of 2, with no rank 1: it waits for a peer that never comes."""
+    import socket
+
+    with socket.socket() as s:  # a free port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "ASCALE_DIST_TIMEOUT_S": str(timeout_s),
+    }
+    command = [sys.executable, "-m", "ascale", "fit", "--task", "ccc", "--out"]
+    return subprocess.Popen(
+        [*command, str(tmp_path / "out")], env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
+@pytest.mark.distributed
+def test_a_rank_waiting_for_peers_says_so_and_gives_up_after_its_timeout(tmp_path):
+    run = _alone_in_a_world_of_two(tmp_path, timeout_s=6)
+    _, err = run.communicate(timeout=240)
+    lines = err.strip().splitlines()
+    assert run.returncode == 1, err
+    assert lines[0].startswith("ascale fit: warning: rank 0, at 127.0.0.1:"), err
+    assert "waiting up to 6 s for the other 1 rank(s)" in lines[0]
+    assert lines[-1].startswith("ascale fit: error: rank 0, at 127.0.0.1:"), err
+    assert "waited 6 s for the other 1 rank(s) and gave up" in lines[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.distributed
+def test_a_rank_waiting_for_peers_honours_sigterm(tmp_path):
+    import select
+    import signal
+
+    run = _alone_in_a_world_of_two(tmp_path, timeout_s=120)
+    assert run.stderr is not None
+    if not select.select([run.stderr], [], [], 90)[0]:  # the warning: it is waiting now
+        run.kill()
+        pytest.fail("no word that the rank waits for its peers within 90 s")
+    line = run.stderr.readline()
+    assert "waiting up to 120 s" in line, line
+    sent = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted (SIGTERM)" in err and time.monotonic() - sent < 30

@@ -3,6 +3,7 @@ import json
 import os
 import shutil
 import stat
+import warnings
 
 import pytest
 import torch
@@ -202,8 +203,17 @@ EDITS = {
     "unknown version": (lambda f: _edit(f, format_version=99), "json.*format_version 99"),
     "no version": (lambda f: _edit(f, format_version=None), "json.*format_version None"),
     "unknown method": (lambda f: _edit(f, method="nope"), "json.*unknown method 'nope'"),
-    "method edited": (lambda f: _edit(f, method="vectors"), "safetensors.*has shape"),
-    "n_pos edited": (lambda f: _edit(f, n_pos=7), "safetensors.*has shape \\[2, 5\\]"),
+    "method edited": (
+        lambda f: _edit(f, method="vectors"),
+        "json': 'method' was edited after saving \\(it reads 'vectors'; the save recorded "
+        "'scalars'",
+    ),
+    "n_pos edited": (lambda f: _edit(f, n_pos=7), "json': 'n_pos' was edited after saving"),
+    "positions edited": (lambda f: _edit(f, positions=[0]), "json': 'positions' was edited"),
+    "method edited in an older save": (
+        lambda f: (_strip_header(f), _edit(f, method="vectors")),
+        "safetensors.*has shape",
+    ),
     "hooks edited": (
         lambda f: _edit(f, hooks=["blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"]),
         "json.*do not match 'sites'",
@@ -220,6 +230,13 @@ EDITS = {
         "holds no saved intervention \\(missing intervention.safetensors",
     ),
 }
+
+
+def _strip_header(folder):
+    """The save as ascale wrote it before the tensors file's header held the JSON's fields."""
+    tensors = load_file(folder / "intervention.safetensors")
+    save_file(tensors, folder / "intervention.safetensors")
+    _rehash(folder)
 
 
 def _drop(folder):
@@ -263,4 +280,34 @@ def test_loading_into_a_model_of_another_name_warns(tiny_gpt2, tmp_path, monkeyp
     with pytest.warns(
         AscaleWarning, match=f"trained on model '{saved}' and is loaded into 'another-model'"
     ):
+        assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))
+
+
+def test_an_edited_ablation_is_refused_naming_the_field(tiny_gpt2, tmp_path):
+    """Issue 36: the checksum covers the JSON's fields (through the tensors file's header), so
+    an edit that keeps every shape (circuit scalars' ablation, scalars read as circuit
+    scores) is refused instead of loading as something else."""
+    from ascale.interventions import CircuitScalars
+
+    circuit = CircuitScalars(tiny_gpt2, sites="mlp_out", positions="all", n_pos=5)
+    for field, value in (("ablation", "zero"), ("method", "scalars")):
+        folder = save(circuit, tmp_path / field)
+        _edit(folder, **{field: value})
+        with pytest.raises(SavedFileError, match=f"'{field}' was edited after saving"):
+            load(folder, tiny_gpt2)
+
+
+def test_edited_metadata_loads_with_a_warning_naming_the_key(tiny_gpt2, tmp_path):
+    folder = save(_scalars(tiny_gpt2, 0), tmp_path / "iv", metadata={"lr": 0.1, "task": "ioi"})
+    meta = json.loads((folder / "intervention.json").read_text())
+    _edit(folder, metadata={**meta["metadata"], "lr": 5})
+    with pytest.warns(AscaleWarning, match=r"'metadata' edited after saving \(\['lr'\]"):
+        assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))
+
+
+def test_an_older_save_without_the_header_loads_without_a_warning(tiny_gpt2, tmp_path):
+    folder = save(_scalars(tiny_gpt2, 0), tmp_path / "iv")
+    _strip_header(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert _same(load(folder, tiny_gpt2), _scalars(tiny_gpt2, 0))

@@ -1,7 +1,9 @@
 """The one place that talks to TransformerLens: run, capture, tokenize, hook points, and the
 parts of a pass that can be computed once (`Prefix`: blocks; `Shared`: positions; in `_blocks`),
-and the edge-level passes of MIB's graph (`masked_run`, `source_outputs`, `edge_gradients` in
-`_edges`; grouped-query models ungrouped in `_ungroup`).
+the edge-level passes of MIB's graph (`masked_run`, `source_outputs`, `edge_gradients` in
+`_edges`; grouped-query models ungrouped in `_ungroup`), and decoding with a KV cache, many
+prompts a batch (`decode` in `_generate`, on the plain Hugging Face model of `_plain` where
+it reproduces the Bridge).
 
 Everything else in `ascale` goes through the functions here (`attach`, `run`, `capture`,
 `tokenize`, `hook_names`, `dims`, `first_device`), written against the hook-point interface
@@ -20,6 +22,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ascale._tl._blocks import Prefix, Shared, first_block
 from ascale._tl._edges import edge_gradients, masked_run, source_outputs
+from ascale._tl._generate import Pick, decode
 from ascale._tl._reuse import (
     prefix_layers,
     prefix_of,
@@ -34,17 +37,18 @@ from ascale.errors import IncompatibleModelError
 
 __all__ = [
     "HookFn",
+    "Pick",
     "Prefix",
     "Shared",
     "answer_token_ids",
     "attach",
     "capture",
     "check_same_shape",
+    "decode",
     "dims",
     "edge_gradients",
     "first_block",
     "first_device",
-    "generate_text",
     "hook_names",
     "is_grouped",
     "masked_run",
@@ -140,16 +144,3 @@ def answer_token_ids(model: HookedModel, answer: str) -> list[int]:
 def str_tokens(model: HookedModel, tokens: Int[Tensor, " pos"]) -> list[str]:
     """Each token id as its string."""
     return [model.tokenizer.decode([int(t)]) for t in tokens]
-
-
-def generate_text(model: HookedModel, prompt: str, **kwargs: Any) -> str:
-    """`model.generate` on one prompt, returning the text (prompt included).
-
-    Without the KV cache unless asked (``use_past_kv_cache=True``): on transformer-lens 4.3 with
-    transformers 5.x, the Bridge's cached steps see an empty cache (each new token attends only
-    to itself), so cached generation diverges from the model after the first new token.
-    Recomputing the whole sequence each step is exact, and cheap at these model sizes.
-    """
-    kwargs.setdefault("verbose", False)
-    kwargs.setdefault("use_past_kv_cache", False)
-    return str(model.generate(prompt, **kwargs))

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from ascale.analysis.results import AttributionResult
+from ascale import _checks
+from ascale.analysis.results import AttributionResult, check_scores
 from ascale.errors import AscaleError, AscaleWarning
 
 __all__ = ["AgreementResult", "agreement"]
@@ -99,8 +100,9 @@ def agreement(
         {'scalars|activation_patching': ...}
     """
     named = _named(rankings)
-    if k < 1:
-        raise AscaleError(f"k must be positive, got {k}")
+    k = _checks.whole("k", k)
+    for name, ranking in named.items():
+        check_scores(name, ranking.components)
     table = _aligned(named)
     methods = tuple(named)
     rho = pd.DataFrame(np.eye(len(methods)), index=methods, columns=methods)
@@ -125,9 +127,9 @@ def agreement(
     return AgreementResult(methods, k, rho, overlap, len(table), named)
 
 
-def _named(
-    rankings: Sequence[AttributionResult] | Mapping[str, AttributionResult],
-) -> dict[str, AttributionResult]:
+def _named(rankings: Any) -> dict[str, AttributionResult]:  # checked here, not by type
+    if isinstance(rankings, AttributionResult):
+        raise AscaleError("agreement needs at least two rankings, got one AttributionResult")
     if isinstance(rankings, Mapping):
         named = dict(rankings)
     else:

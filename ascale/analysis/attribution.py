@@ -26,10 +26,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ascale import passes
+from ascale import _checks, passes
 from ascale._types import HookedModel
 from ascale.analysis.results import AttributionResult, effect_classes, token_labels
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_data
 from ascale.errors import AscaleError
 from ascale.grid import Grid
 from ascale.interventions import Intervention, Readout
@@ -83,8 +83,18 @@ def rank_components(
     """
     if by not in ("alpha", "effect"):
         raise AscaleError(f"by must be 'alpha' or 'effect', got {by!r}")
+    _checks.instance("intervention", intervention, Intervention, "an ascale intervention")
     if not intervention.is_bound:
         raise AscaleError(f"{type(intervention).__name__} has no parameters yet: fit it first")
+    for name, param in intervention.params.items():  # a NaN has no rank
+        _checks.finite(
+            f"{type(intervention).__name__}.params[{name!r}]",
+            param.detach(),
+            "nothing ranks them (ascale.save refuses them too); refit with a lower learning rate",
+        )
+    if data is not None:
+        check_data(data)
+    sites = None if sites is None else _checks.names("sites", sites, what="site")
     readout = intervention.readout(model=model, data=data, per_position=per_position)
     named = model is not None and data is not None and readout.grid.positions is not None
     labels = token_labels(model, data) if named else None  # type: ignore[arg-type]

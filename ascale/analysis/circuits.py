@@ -39,10 +39,10 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import _tl, passes
+from ascale import _checks, _tl, passes
 from ascale._types import HookedModel
-from ascale.analysis.results import AttributionResult
-from ascale.data import ContrastSet
+from ascale.analysis.results import AttributionResult, check_scores
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError, AscaleWarning
 from ascale.grid import FRACTIONS, Grid, circuit_sizes
 from ascale.interventions import Ablation, check_ablation
@@ -143,7 +143,15 @@ def score_circuits(
         >>> sorted(set(scored.curves["method"]))
         ['scalars']
     """
+    check_data(data)
+    _checks.instance("grid", grid, Grid, "e.g. ascale.Grid.of(scalars)")
+    if corrupted is not None:
+        check_aligned(data, corrupted)
+    n_random = _checks.whole("n_random", n_random, low=0)
+    max_batch = _checks.whole("max_batch", max_batch)
     named = _named(rankings)
+    if not named and not n_random:
+        raise AscaleError("nothing to score: no ranking given and n_random=0 (no random order)")
     ablation = ablation or ("counterfactual" if corrupted is not None else "mean")
     if ablation == "counterfactual" and corrupted is None:
         raise AscaleError("counterfactual ablation needs corrupted prompts; use 'mean' or 'zero'")
@@ -215,11 +223,21 @@ def _plan_circuits(
 def _named(
     rankings: Sequence[AttributionResult] | Mapping[str, AttributionResult],
 ) -> dict[str, AttributionResult]:
+    if isinstance(rankings, AttributionResult):
+        rankings = [rankings]
     if isinstance(rankings, Mapping):
-        return dict(rankings)
-    named = {r.method: r for r in rankings}
-    if len(named) != len(rankings):
-        raise AscaleError("two rankings share a method name: pass a dict to name them")
+        named = dict(rankings)
+    else:
+        named = {r.method: r for r in rankings}
+        if len(named) != len(rankings):
+            raise AscaleError("two rankings share a method name: pass a dict to name them")
+    for name, ranking in named.items():
+        if not isinstance(ranking, AttributionResult):
+            raise AscaleError(
+                f"rankings must be AttributionResults (or a dict of them), got "
+                f"{type(ranking).__name__} for {name!r}"
+            )
+        check_scores(name, ranking.components)
     return named
 
 

@@ -24,13 +24,14 @@ from typing import Any
 
 import pandas as pd
 
+from ascale import _checks
 from ascale._types import HookedModel
 from ascale.analysis import compare_methods
 from ascale.analysis.agreement import AgreementResult, agreement
 from ascale.analysis.circuits import CircuitResult, score_circuits
 from ascale.analysis.compare_methods import METHODS
 from ascale.analysis.results import AttributionResult, rerank
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError
 from ascale.grid import Grid
 from ascale.interventions import Intervention
@@ -160,14 +161,13 @@ def compare(
         n_random: random orders in the ``random`` baseline.
 
     Raises:
-        AscaleError: an unknown method, ``patch_n < 1``, or corrupted prompts that do not
-            align with `data`.
+        AscaleError: an unknown method, a size or count out of range (``refit_ks`` past the
+            grid), or corrupted prompts not aligned with `data` (answers, lengths) row by row.
     """
-    _check(data, corrupted, methods, patch_n, refit_ks)
-    stray = sorted(set(fitted_metrics or {}) - set(fitted or {}))
-    if stray:
-        raise AscaleError(f"fitted_metrics for {stray}, which fitted does not hold")
+    methods = _check(data, corrupted, methods, patch_n, k, n_random, refit_ks)
+    _check_given(fit_options, fitted, fitted_metrics)
     grid = Grid.build(model, data.n_pos, sites=sites, layers=layers, positions=positions)
+    refit_ks = _checks.sizes("refit_ks", refit_ks, high=len(grid), why="the grid's components")
     run = compare_methods.Run.start(
         model, data, corrupted, grid, test_size, seed, fit_options or {}, progress
     )
@@ -194,21 +194,52 @@ def compare(
 
 
 def _check(
-    data: ContrastSet,
-    corrupted: ContrastSet | None,
-    methods: Sequence[str],
-    patch_n: int,
-    refit_ks: Sequence[int],
-) -> None:
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise AscaleError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if patch_n < 1:
-        raise AscaleError(f"patch_n must be at least 1, got {patch_n}")
-    if refit_ks and "scalars" not in methods:
+    data: object,
+    corrupted: object,
+    methods: object,
+    patch_n: object,
+    k: object,
+    n_random: object,
+    refit_ks: object,
+) -> list[str]:
+    """`compare`'s arguments checked before any work, as users pass them (not by type); the
+    methods as a list."""
+    clean = check_data(data)
+    if corrupted is not None:
+        check_aligned(clean, corrupted)
+    chosen = _checks.names("methods", methods, allowed=METHODS, what="method")
+    _checks.whole("patch_n", patch_n)
+    _checks.whole("k", k)
+    _checks.whole("n_random", n_random, low=0)
+    if "random" in chosen and n_random == 0:
+        raise AscaleError(
+            "methods include 'random' but n_random=0 draws no random order: give n_random >= 1, "
+            "or leave 'random' out"
+        )
+    if _checks.sizes("refit_ks", refit_ks) and "scalars" not in chosen:
         raise AscaleError("refit_ks needs the 'scalars' method")
-    if corrupted is not None and len(corrupted) != len(data):
-        raise AscaleError(f"{len(corrupted)} corrupted rows for {len(data)} clean rows")
+    return chosen
+
+
+def _check_given(fit_options: object, fitted: object, fitted_metrics: object) -> None:
+    """`fit_options`, `fitted` and `fitted_metrics` as dicts by method name, of what each
+    holds (options dicts, interventions, metrics)."""
+    for name, given, kind in (
+        ("fit_options", fit_options, dict),
+        ("fitted", fitted, Intervention),
+        ("fitted_metrics", fitted_metrics, Metrics),
+    ):
+        if given is None:
+            continue
+        by_method: dict[str, Any] = _checks.instance(
+            name, given, dict, f"method -> {kind.__name__}"
+        )
+        if by_method:
+            _checks.names(f"{name}'s keys", list(by_method), allowed=METHODS, what="method")
+        for method, value in by_method.items():
+            _checks.instance(f"{name}[{method!r}]", value, kind)
+    if stray := sorted(set(fitted_metrics or {}) - set(fitted or {})):  # type: ignore[call-overload]
+        raise AscaleError(f"fitted_metrics for {stray}, which fitted does not hold")
 
 
 # ---- helpers ----

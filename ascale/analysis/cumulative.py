@@ -16,10 +16,11 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from ascale import _checks
 from ascale._types import HookedModel
 from ascale.analysis.attribution import rank_components
 from ascale.analysis.results import AttributionResult
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_data
 from ascale.grid import Grid
 from ascale.interventions import ActivationScalars, Intervention
 from ascale.training.fit import fit
@@ -96,10 +97,13 @@ def cumulative_effect(
         >>> list(cum.to_frame().index)
         [1, 5, 10]
     """
+    check_data(data)
+    _checks.instance("intervention", intervention, Intervention, "an ascale intervention")
+    chosen = _checks.sizes("ks", ks)
     if ranking is None:
         ranking = rank_components(intervention, model=model, data=data)
     full = evaluate(model, intervention, data)
-    ks = tuple(sorted({min(int(k), len(ranking)) for k in ks if k > 0}))
+    ks = tuple(sorted({min(k, len(ranking)) for k in chosen}))  # above the grid: all of it
     masks = _masks(intervention, ranking)
     results = []
     for k in ks:
@@ -141,7 +145,9 @@ def refit_top_k(
         >>> top10.n_active(threshold=0.0) <= 10
         True
     """
-    grid = Grid.of(like)
+    check_data(data)
+    grid = Grid.of(_checks.instance("like", like, Intervention, "the fitted intervention"))
+    k = _checks.whole("k", k, high=len(grid), why=f"the {len(grid)} components of like's grid")
     chosen = set(ranking.top(k)["component"])
     keep = torch.tensor([name in chosen for name in grid.names], dtype=torch.float32)
     scalars = ActivationScalars(

@@ -19,6 +19,7 @@ Example:
     ['eap', 'random']
 """
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -77,13 +78,24 @@ class EdgeCompareResult:
             "info": self.info,
         }
 
-    def write_mib(self, folder: Path) -> list[Path]:
-        """One MIB graph file per ranking, ``folder/<method>.json``; the paths written."""
+    def write_mib(self, folder: str | os.PathLike[str], *, binary: bool = False) -> list[Path]:
+        """One MIB graph file per ranking, ``folder/<method>.json`` (the scores); with `binary`
+        also its circuits at MIB's fractions, ``folder/<method>/abs-False/<p>.json`` (signed
+        order) and ``abs-True/<p>.json`` (absolute order)
+        (`EdgeAttributionResult.write_mib_circuits`). The paths written.
+
+        Example:
+            >>> result = compare_edges(model, data, corrupted, methods=("eap",), progress=False)
+            >>> [str(p) for p in result.write_mib("mib", binary=True)][:2]
+            ['mib/eap.json', 'mib/eap/abs-False/0.001.json']
+        """
         written = []
         for method, ranking in self.rankings.items():
             path = Path(folder) / f"{method}.json"
             write_json(path, ranking.to_mib_json())
             written.append(path)
+            if binary:
+                written += ranking.write_mib_circuits(Path(folder) / method)
         return written
 
 

@@ -34,8 +34,13 @@ from tqdm.auto import tqdm
 from ascale import _tl, passes
 from ascale._types import HookedModel
 from ascale.analysis.circuits import average_random
-from ascale.analysis.edge_results import EdgeAttributionResult, EdgeCircuitResult
-from ascale.data import ContrastSet
+from ascale.analysis.edge_results import (
+    EdgeAttributionResult,
+    EdgeCircuitResult,
+    edge_order,
+    top_circuit,
+)
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
 from ascale.grid import FRACTIONS
@@ -56,14 +61,12 @@ def _logit_diff(logits: Tensor, correct: Tensor, wrong: Tensor) -> Float[Tensor,
 
 
 def _check(data: ContrastSet, corrupted: ContrastSet | None) -> None:
-    if corrupted is None:
-        _ = data.n_pos  # one length
-        return
-    if data.n_pos and corrupted.tokens.shape != data.tokens.shape:  # n_pos: one length
-        raise AscaleError(
-            f"corrupted prompts must align with the clean ones: tokens "
-            f"{tuple(corrupted.tokens.shape)} against {tuple(data.tokens.shape)}"
-        )
+    """A non-empty set of one token length, and its counterfactuals row by row (`check_aligned`:
+    each row's answers and length)."""
+    check_data(data)
+    _ = data.n_pos  # one length
+    if corrupted is not None:
+        check_aligned(data, corrupted)
 
 
 def _chunks(n: int, size: int) -> list[list[int]]:
@@ -223,16 +226,12 @@ def score_edges(
 def _orders(
     named: dict[str, Tensor], n_edges: int, n_random: int, seed: int
 ) -> dict[str, tuple[Tensor, Tensor]]:
-    """Edge indices, best first, by signed score and by magnitude (stable: ties keep MIB's
-    order; NaN last); the random orders use one permutation for both."""
-    orders = {}
-    for name, scores in named.items():
-        signed = torch.where(scores.isnan(), -torch.inf, scores)
-        absolute = torch.where(scores.isnan(), -torch.inf, scores.abs())
-        orders[name] = (
-            torch.argsort(-signed, stable=True),
-            torch.argsort(-absolute, stable=True),
-        )
+    """Edge indices, best first, by signed score and by magnitude (`edge_order`); the random
+    orders use one permutation for both."""
+    orders = {
+        name: (edge_order(scores), edge_order(scores, absolute=True))
+        for name, scores in named.items()
+    }
     rng = np.random.default_rng(seed)
     for i in range(n_random):
         perm = torch.as_tensor(rng.permutation(n_edges))
@@ -255,9 +254,7 @@ def _plan(
             k = int(p * graph.n_edges)  # MIB's size (0 for small graphs and fractions)
             keys, sizes = [], []
             for order in pair:
-                keep = torch.zeros(graph.n_edges, dtype=torch.bool)
-                keep[order[:k]] = True
-                keep = graph.prune(keep)
+                keep = top_circuit(graph, order, k)
                 key = keep.numpy().tobytes()
                 circuits.setdefault(key, keep)
                 keys.append(key)

@@ -33,10 +33,10 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ascale import _tl, passes
+from ascale import _checks, _tl, passes
 from ascale._types import HookedModel
 from ascale.analysis.results import AttributionResult, token_labels
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError, PromptLengthError
 from ascale.grid import Component, Grid
 from ascale.interventions import Intervention
@@ -92,7 +92,8 @@ def activation_patching(
         >>> len(patched.components)  # layers x heads, at the last position
         8
     """
-    chunk = max(1, min(len(data), max_batch))
+    max_batch = _checks.whole("max_batch", max_batch)
+    chunk = max(1, min(len(check_data(data)), max_batch))
     plan = _plan(model, data, corrupted, like, sites, layers, positions, direction, ablation, chunk)
     order = _patch_order(plan, data, corrupted)
     sums = _patch_each(model, plan, data, corrupted, order, chunk, max_batch, progress)
@@ -124,6 +125,7 @@ def attribution_patching(
         >>> estimated.method
         'attribution_patching'
     """
+    batch_size = _checks.whole("batch_size", batch_size)
     plan = _plan(
         model, data, corrupted, like, sites, layers, positions, direction, ablation, batch_size
     )
@@ -177,6 +179,7 @@ def _plan(
 ) -> _Plan:
     """The grid and the inputs, checked; the mean activations (in batches of `batch_size`)
     where the components are mean-ablated."""
+    check_data(data)
     grid = _grid(model, data, like, sites, layers, positions)
     base, source = _inputs(data, corrupted, direction, ablation)
     names = grid.hook_names()
@@ -194,6 +197,8 @@ def _grid(
     positions: str | Sequence[int],
 ) -> Grid:
     n_pos = data.n_pos
+    if like is not None:
+        _checks.instance("like", like, (Intervention, Grid), "whose grid to patch")
     if like is None:
         grid = Grid.build(model, n_pos, sites=sites, layers=layers, positions=positions)
         return grid.with_length(n_pos)
@@ -217,16 +222,7 @@ def _inputs(
         if direction == "denoising":
             raise AscaleError("denoising needs corrupted prompts; without them, ablation noises")
         return data, None
-    if len(corrupted) != len(data) or not torch.equal(corrupted.lengths, data.lengths):
-        raise PromptLengthError(
-            "corrupted prompts must align row by row with the clean ones, at the same token "
-            f"lengths ({len(corrupted)} vs {len(data)} rows)"
-        )
-    if not (
-        torch.equal(corrupted.correct_ids, data.correct_ids)
-        and torch.equal(corrupted.wrong_ids, data.wrong_ids)
-    ):
-        raise AscaleError("corrupted prompts must keep the clean rows' answers")
+    check_aligned(data, corrupted)
     return (data, corrupted) if direction == "noising" else (corrupted, data)
 
 

@@ -19,11 +19,18 @@ import pandas as pd
 from ascale import _tl
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
-from ascale.errors import UnknownSiteError, closest
+from ascale.errors import AscaleError, UnknownSiteError, closest
 from ascale.grid import component_name
 from ascale.sites import SITE_HOOKS
 
-__all__ = ["EFFECTS", "AttributionResult", "effect_classes", "rerank", "token_labels"]
+__all__ = [
+    "EFFECTS",
+    "AttributionResult",
+    "check_scores",
+    "effect_classes",
+    "rerank",
+    "token_labels",
+]
 
 EFFECTS: tuple[str, ...] = ("identity", "amplify", "suppress", "ablate", "reverse")
 COLUMNS: tuple[str, ...] = (
@@ -88,6 +95,7 @@ class AttributionResult:
     ) -> "AttributionResult":
         """Rank `rows` (columns site, layer, head, pos, token, value[, magnitude, effect])."""
         frame = rows.copy()
+        check_scores(method, frame)
         if "magnitude" not in frame:
             frame["magnitude"] = frame["value"].abs()
         if "effect" not in frame:
@@ -182,6 +190,32 @@ class AttributionResult:
             f"AttributionResult(method={self.method!r}, value={self.value_name!r}, "
             f"components={len(self)}, sites={list(self.sites)}, top=[{top}])"
         )
+
+
+def check_scores(method: str, frame: pd.DataFrame) -> None:
+    """Refuse a ranking whose scores (``value``, ``magnitude``, ``support``) are NaN or
+    infinite, naming the method and the components: a NaN has no rank, and sorting would put it
+    anywhere (`ascale.save` refuses the intervention that gives them, too)."""
+    columns = [c for c in ("value", "magnitude", "support") if c in frame]
+    scores = frame[columns].astype(float).to_numpy()
+    bad = ~np.isfinite(scores).all(axis=1)
+    if not bad.any():
+        return
+    rows = frame[bad]
+    names = [
+        component_name(r.site, r.layer, _int(r.head), _int(r.pos))
+        for r in rows.head(3).itertuples()
+    ]
+    raise AscaleError(
+        f"ranking {method!r} has NaN or infinite scores at {int(bad.sum())} of {len(frame)} "
+        f"components ({', '.join(names)}{', ...' if bad.sum() > 3 else ''}): nothing ranks a "
+        "NaN; the scores came from non-finite parameters or an overflow (refit with a lower "
+        "learning rate, or check the model and prompts)"
+    )
+
+
+def _int(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def rerank(ranking: AttributionResult, keep: pd.Series) -> AttributionResult:

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ascale import distributed
+from ascale import _checks, distributed
 from ascale._types import HookedModel
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_data
 from ascale.errors import AscaleError
 from ascale.interventions import build, steering_methods
 from ascale.training.fit import fit
@@ -76,11 +76,14 @@ def sweep(
         >>> len(table.query("split == 'test'"))  # 2 methods x 2 lambda_min
         4
     """
-    unknown = [m for m in methods if m not in steering_methods()]
-    if unknown or not methods:
-        raise AscaleError(f"unknown method(s) {unknown}; choose from {steering_methods()}")
-    if not lambda_min or not lambda_faith:
-        raise AscaleError("lambda_min and lambda_faith need at least one value each")
+    check_data(train, "train")
+    check_data(test, "test")
+    methods = _checks.names("methods", methods, allowed=steering_methods(), what="method")
+    for name, values in (("lambda_min", lambda_min), ("lambda_faith", lambda_faith)):
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            raise AscaleError(f"{name} must be a non-empty list of numbers, got {values!r}")
+    for lam_min, lam_faith in itertools.product(lambda_min, lambda_faith):  # before any fit
+        Objective(margin=margin, lambda_faith=lam_faith, lambda_min=lam_min)
     grid = list(itertools.product(methods, lambda_min, lambda_faith))
     # under torchrun the settings are dealt out to the ranks, each fits its own alone, and
     # every rank gets the one table, in grid order (rank 0 writes it); alone: every setting

@@ -18,7 +18,7 @@ def read_rows(args: argparse.Namespace) -> list[dict[str, str]] | None:
     """The rows of ``--data``, checked before any model is loaded (``None`` for ``--task``)."""
     from ascale._rows import read_jsonl
 
-    return None if args.data is None else read_jsonl(args.data)
+    return None if args.data is None else read_jsonl(args.data, flag="--data")
 
 
 def run_folder(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:

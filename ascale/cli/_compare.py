@@ -90,14 +90,16 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def _node_methods(args: argparse.Namespace) -> list[str]:
-    """``--methods`` at ``--level nodes`` (default `COMPARE_DEFAULT`); edge methods and
-    ``--edge-n`` are refused, naming ``--level edges``."""
+    """``--methods`` at ``--level nodes`` (default `COMPARE_DEFAULT`); edge methods,
+    ``--edge-n`` and ``--mib-binary`` are refused, naming ``--level edges``."""
     from ascale.analysis.compare_methods import METHODS
     from ascale.cli._options import COMPARE_DEFAULT
     from ascale.errors import AscaleError
 
     if args.edge_n is not None:
         raise AscaleError("--edge-n caps the prompts of --level edges: add --level edges")
+    if args.mib_binary:
+        raise AscaleError("--mib-binary writes edge circuits: add --level edges")
     methods: list[str] = args.methods or COMPARE_DEFAULT.split(",")
     for name in methods:
         if name not in METHODS:
@@ -144,9 +146,16 @@ def print_summary(result: Any) -> None:
 
 
 def write_compare(
-    out: Path, result: Any, *, title: str, description: str, info: dict[str, Any] | None = None
+    out: Path,
+    result: Any,
+    *,
+    title: str,
+    description: str,
+    info: dict[str, Any] | None = None,
+    generations: Any = None,
 ) -> None:
-    """``report.html`` and ``compare.json`` of a `CompareResult` into folder `out`."""
+    """``report.html`` and ``compare.json`` of a `CompareResult` into folder `out` (with
+    `generations`, an `ascale.generate` table, the report's steered-text section)."""
     import ascale
     from ascale._outputs import write_json
 
@@ -160,6 +169,7 @@ def write_compare(
         circuits=result.circuits,
         refit=result.refit,
         metrics=result.metrics,
+        generations=generations,
         title=title,
         description=description,
     )

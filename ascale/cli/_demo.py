@@ -21,6 +21,10 @@ from ascale.cli._compare import print_summary, write_compare
 DEMO_SETTLE = 1
 DEMO_CIRCUIT_STEPS = 24
 DEMO_RANDOM_ORDERS = 3
+#: the report's steered text: the scalars on this many test prompts at each beta
+DEMO_TEXT_PROMPTS = 4
+DEMO_TEXT_BETAS = (-1.0, 0.0, 1.0)
+DEMO_TEXT_TOKENS = 12
 
 
 #: the demo's grid: every position of attn_out and mlp_out, so that its maps and compare's
@@ -65,6 +69,12 @@ def demo_command(args: argparse.Namespace) -> int:
             f"{data.wrong[0]!r}"
         )
         fitted = _fit_both(model, train, test, args, run.stage, timings)
+        t = time.perf_counter()
+        texts: Any = ascale.generate(
+            model, fitted["ivs"]["scalars"], test.subset(range(min(DEMO_TEXT_PROMPTS, len(test)))),
+            beta=list(DEMO_TEXT_BETAS), max_new_tokens=DEMO_TEXT_TOKENS,
+        )  # fmt: skip
+        timings["generate"] = time.perf_counter() - t
         result = _compare(model, data, args, fitted)
         description = (
             f"{model.cfg.model_name}, task ccc: {len(data)} prompts of {data.n_pos} tokens "
@@ -74,7 +84,8 @@ def demo_command(args: argparse.Namespace) -> int:
             f"{result.info['ablation']} ablation. scalars (fitted sparse) and vectors are the "
             "demo's fits (scalars/, vectors/)."
         )
-        write_compare(run.stage, result, title="ascale demo: CCC", description=description)
+        write_compare(run.stage, result, title="ascale demo: CCC", description=description,
+                      generations=texts)  # fmt: skip
         print_summary(result)
         timings.update({f"compare_{k}": v for k, v in result.info["timings_s"].items()})
         timings["compare"] = result.info["wall_time_s"]
@@ -84,6 +95,7 @@ def demo_command(args: argparse.Namespace) -> int:
             "steps_run": fitted["steps"],
             "test": fitted["table"],
             "circuits": result.to_dict()["summary"],
+            "steered_text": texts.to_records(),
         }
         write_json(run.stage / "summary.json", summary)
     print(

@@ -12,7 +12,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from ascale.data import ContrastSet
     from ascale.io import METADATA, TENSORS, read_metadata
 
-    rows = read_jsonl(args.data)
+    rows = read_jsonl(args.data, flag="--data")
     saved = read_metadata(args.intervention)
     folder = args.intervention.expanduser()
     out = (args.out or folder / "eval.json").expanduser()

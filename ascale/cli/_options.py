@@ -6,6 +6,7 @@ what would be valid; nothing has been loaded or written by then.
 
 import argparse
 import inspect
+import re
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,6 +18,7 @@ from ascale.cli._values import (
     NON_NEGATIVE,
     POSITIVE,
     SHARE,
+    UNIT,
     device_map,
     device_name,
     layer_list,
@@ -45,7 +47,13 @@ SWEEP_LAMBDA_MIN: tuple[float, ...] = inspect.signature(sweep).parameters["lambd
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, with a mistake reported in one line (no usage block)."""
+    """argparse, with a mistake reported in one line (no usage block), and a list of numbers
+    that starts with a minus sign (``--beta -1,0,1``) taken as a value, not as an option."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # argparse's own pattern knows single numbers only ("-1", "-0.5")
+        self._negative_number_matcher = re.compile(r"^-\.?\d[\d.,eE+-]*$")
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -163,6 +171,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=NON_NEGATIVE, default=_OBJECTIVE.margin)
     p.add_argument("--lambda-faith", type=NON_NEGATIVE, default=_OBJECTIVE.lambda_faith)
     p.add_argument("--lambda-min", type=NON_NEGATIVE, default=_OBJECTIVE.lambda_min)
+    _sparsity_option(p)
+
+
+def _sparsity_option(p: argparse.ArgumentParser) -> None:
+    """``--sparsity`` (``fit`` and ``sweep``; ``compare``'s fits keep their method's own)."""
     p.add_argument(
         "--sparsity",
         choices=SPARSITY,
@@ -222,6 +235,12 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"--level edges: prompts per split at most (default {EDGE_N}; edges cost more)",
     )
+    p.add_argument(
+        "--mib-binary",
+        action="store_true",
+        help="--level edges: also write each ranking's circuits at MIB's fractions as binary "
+        "MIB graph files, mib/<method>/abs-False/ (signed order) and abs-True/ (absolute)",
+    )
     p.add_argument("--vectors", action="store_true", help="also rank steering vectors")
     _grid_options(p, per_task=True)
     _fit_settings(p)
@@ -234,8 +253,9 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
         "--ablation",
         choices=ABLATIONS,
         default=None,
-        help="what replaces a component outside a circuit (default: counterfactual when there "
-        "are corrupted prompts, else mean)",
+        help="what replaces a component (--level edges: what an edge carries) outside a "
+        "circuit (default: counterfactual when there are corrupted prompts, else mean; "
+        "--level edges: counterfactual)",
     )
     p.add_argument("--patch-n", type=whole(1), default=16, help="prompts to patch (default 16)")
     p.add_argument("--k", type=whole(1), default=10, help="k of the top-k overlap (default 10)")
@@ -248,8 +268,8 @@ def _compare_parser(p: argparse.ArgumentParser) -> None:
     _out_options(p)
     node_only = ["vectors", "sites", "layers", "positions", "lr", "no_early_stop", "settle"]
     node_only += ["margin", "lambda_faith", "lambda_min", "patch_n", "k", "refit"]
-    # what --level edges refuses when given (differs from its default; --ablation: not
-    # counterfactual), read by `ascale.cli._compare_edges`
+    # what --level edges refuses when given (differs from its default), read by
+    # `ascale.cli._compare_edges`
     p.set_defaults(node_only={name: p.get_default(name) for name in node_only})
 
 
@@ -280,17 +300,42 @@ def _sweep_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=NON_NEGATIVE, default=_OBJECTIVE.margin)
     _grid_options(p)
     _fit_settings(p)
-    p.add_argument("--sparsity", choices=SPARSITY, default=None, help="default: the method's")
+    _sparsity_option(p)
     _out_options(p)
     p.set_defaults(command="sweep")
 
 
 def _generate_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--intervention", type=Path, required=True, help="folder written by `fit`")
-    p.add_argument("--prompt", type=prompt_text, required=True, help="the text to continue")
-    p.add_argument("--beta", type=FINITE, default=1.0, help="the steering dial (default 1.0)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", type=prompt_text, help="the text to continue")
+    given.add_argument(
+        "--data",
+        type=Path,
+        help="jsonl rows with a 'prompt' (with 'correct' and 'wrong', the table says which "
+        "answer each continuation starts with)",
+    )
+    p.add_argument(
+        "--beta",
+        type=list_of(FINITE, "finite numbers such as -1,0,1"),
+        default=[1.0],
+        help="the steering dial, or several: -1,0,1 (default 1)",
+    )
     p.add_argument("--max-new-tokens", type=whole(1), default=20, help="default 20")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=POSITIVE, default=1.0, help="with --sample (default 1)")
+    p.add_argument("--top-k", type=whole(1), default=None, help="with --sample")
+    p.add_argument("--top-p", type=UNIT, default=None, help="with --sample, in (0, 1]")
+    p.add_argument("--seed", type=whole(0), default=0, help="with --sample (default 0)")
+    p.add_argument("--batch-size", type=whole(1), default=32, help="rows per batch (default 32)")
     p.add_argument("--model", default=None, help="default: the model it was trained on")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for generations.jsonl and report.html (the steered-vs-clean table)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     _placement_options(p)
     p.set_defaults(command="generate")
 

@@ -110,6 +110,7 @@ POSITIVE = real("a finite number above 0, such as 0.1", lambda x: x > 0)
 NON_NEGATIVE = real("a finite number of 0 or more", lambda x: x >= 0)
 SHARE = real("a share between 0 and 1 (both excluded), such as 0.3", lambda x: 0 < x < 1)
 FINITE = real("a finite number, such as 1 or -0.5")
+UNIT = real("a number in (0, 1], such as 0.9", lambda x: 0 < x <= 1)
 
 
 def device_name(text: str) -> str:

@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 from ascale import _tl
+from ascale._checks import FLOAT32_MAX
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError, PromptLengthError
@@ -96,6 +97,7 @@ class Intervention(nn.Module, ABC):
             raise AscaleError(f"n_pos must be a whole number of tokens, got {n_pos!r}")
         self.n_pos: int | None = None
         self._start = 0  # the first position a pass feeds (`applied(start=...)`)
+        self._finite: list[Tensor] | None = None  # per edit, whether it stayed finite (`watch`)
         self.params = nn.ParameterDict()
         self._device = _tl.first_device(model)
         if positions == "shared":
@@ -213,10 +215,15 @@ class Intervention(nn.Module, ABC):
             # (its eager warm-up steps, which run this same check, have passed it)
             recording = beta.is_cuda and torch.cuda.is_current_stream_capturing()
             finite = recording or bool(torch.isfinite(beta).all())
+        elif isinstance(beta, int | float) and not isinstance(beta, bool):
+            finite = math.isfinite(beta) and abs(beta) <= FLOAT32_MAX  # 1e39 is inf in float32
         else:
-            finite = math.isfinite(beta)
+            raise AscaleError(f"beta must be a number or a tensor of numbers, got {beta!r}")
         if not finite:
-            raise AscaleError(f"beta must be finite, got {beta!r}")
+            raise AscaleError(
+                f"beta must be finite, got {beta!r} (float32 holds magnitudes up to "
+                f"{FLOAT32_MAX:.3g})"
+            )
         tracker: dict[str, int] = {}
         return [
             (site.hook_name(layer), self._hook(site, k, beta, tracker))
@@ -252,6 +259,17 @@ class Intervention(nn.Module, ABC):
                 yield model
         finally:
             self._start = 0
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[list[Tensor]]:
+        """Context manager: each edit made inside adds whether its result is finite (a 0-d
+        bool tensor, not read back: no wait for the device) to the list it yields, for the
+        caller to check once the pass is done (`ascale.evaluate` does)."""
+        self._finite = []
+        try:
+            yield self._finite
+        finally:
+            self._finite = None
 
     def _require_bound(self) -> None:
         if not self.is_bound:

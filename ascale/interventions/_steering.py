@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ascale._checks import SQUARE_MAX
 from ascale.errors import PromptLengthError
 from ascale.interventions._base import Act, Beta, HookBeta, Intervention, _beta_like
 from ascale.sites import Site
@@ -95,7 +96,11 @@ class SteeringIntervention(Intervention):
 
         def hook(act: Act, hook: Any) -> Act:
             # float32 edit, returned in the activation's dtype (bfloat16 models stay bfloat16)
-            return edit(act).to(act.dtype)
+            edited = edit(act)
+            if self._finite is not None:  # a finite beta times a parameter may overflow
+                low, high = torch.aminmax(edited.detach())  # one pass, no copy; NaN: False
+                self._finite.append((high <= SQUARE_MAX) & (low >= -SQUARE_MAX))
+            return edited.to(act.dtype)
 
         def edit(act: Tensor) -> Tensor:
             n = act.shape[1]

@@ -31,7 +31,7 @@ def check_count(task: str, n: int, got: int, target: Any) -> None:
 
 
 def templates_for(
-    n: int,
+    n: object,  # checked here, not by type
     choice: str | Sequence[str] | None,
     builtin: tuple[str, ...],
     check: Callable[[str], None],
@@ -41,8 +41,8 @@ def templates_for(
     ``None``: the first of `builtin`; ``"all"``: every one; otherwise `choice`, one template or
     several. Raises an `AscaleError` for `n` below 1 (before anything else).
     """
-    if n < 1:
-        raise AscaleError(f"n must be at least 1, got {n}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise AscaleError(f"n must be a whole number of 1 or more, got {n!r}")
     if choice is None:
         chosen = builtin[:1]
     elif choice == "all":

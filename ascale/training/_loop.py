@@ -8,6 +8,7 @@ gradient step on a batch (its objective and its update) and its stop rule.
 """
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
@@ -76,8 +77,12 @@ class Trainer(Protocol):
         ``True`` when the fit's stop rule says to end after this step."""
         ...
 
+    #: per step, the loss (``"loss"``) and its terms (checked finite after every step)
+    history: dict[str, list[float]]
+
     def hint(self) -> str:
-        """What to try when the parameters become NaN or infinite (e.g. the learning rate)."""
+        """What to try when the parameters or the loss become NaN or infinite: the setting
+        that caused it (the learning rate, an objective weight that overflows float32)."""
         ...
 
 
@@ -102,10 +107,7 @@ def run(
         with frozen(model, verb):
             for step in range(1, steps + 1):
                 done = trainer.step(step, batches.next())
-                if not all(bool(torch.isfinite(p).all()) for p in trainer.params):
-                    raise AscaleError(
-                        f"the parameters became NaN or infinite at step {step}: {trainer.hint()}"
-                    )
+                _check_finite(trainer, step)
                 bar.update(1)
                 bar.set_postfix(trainer.postfix)
                 if done:
@@ -119,3 +121,13 @@ def run(
     finally:
         bar.close()
     return step, time.perf_counter() - started
+
+
+def _check_finite(trainer: Trainer, step: int) -> None:
+    """Stop at the first step whose parameters or loss are NaN or infinite, naming the cause
+    (`Trainer.hint`): training on an infinite loss only looks like training."""
+    if not all(bool(torch.isfinite(p).all()) for p in trainer.params):
+        raise AscaleError(f"the parameters became NaN or infinite at step {step}: {trainer.hint()}")
+    losses = trainer.history.get("loss") or [0.0]
+    if not math.isfinite(losses[-1]):
+        raise AscaleError(f"the loss became {losses[-1]} at step {step}: {trainer.hint()}")

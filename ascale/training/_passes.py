@@ -19,8 +19,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ascale import _tl
+from ascale._checks import SQUARE_MAX
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
+from ascale.errors import AscaleError
 from ascale.interventions import Beta, Intervention
 from ascale.training.objective import Objective, answer_logit_diff, masked_kl, masked_log_probs
 
@@ -57,18 +59,17 @@ def answer_logits(
         (True, torch.float32)
     """
     start = 0 if prefix is None or prefix.shared is None else prefix.shared.n
-    context = (
-        contextlib.nullcontext()
-        if intervention is None
-        else intervention.applied(model, beta, start=start)
-    )
     # Only the answer columns are unembedded (`_tl.run`): without right padding (always,
     # for position-tied data) the last one; with it, each length's last real token.
     last_only = bool((batch.lengths == batch.tokens.shape[1]).all())
     columns, where = None, None
     if not last_only:  # the distinct answer columns, and which of them each prompt reads
         columns, where = torch.unique(batch.lengths - 1, return_inverse=True)
-    with context:
+    finite: list[Tensor] = []  # per edit, whether it stayed finite
+    with contextlib.ExitStack() as context:
+        if intervention is not None:
+            context.enter_context(intervention.applied(model, beta, start=start))
+            finite = context.enter_context(intervention.watch())
         logits = _tl.run(
             model,
             batch.tokens,
@@ -83,7 +84,33 @@ def answer_logits(
     # ~50k tiny terms that bfloat16 would round to 0; the vocabulary row of the answer position
     # alone is cast, so this costs nothing next to the forward pass
     picked = logits[:, -1] if where is None else logits[torch.arange(len(batch)), where]
+    if intervention is not None:
+        _check_logits(picked, finite, intervention, beta)
     return picked.float()
+
+
+def _check_logits(
+    logits: Tensor, edits: list[Tensor], intervention: Intervention, beta: Beta
+) -> None:
+    """Refuse NaN or infinite logits, or an edit that overflowed on the way (a layer norm
+    can hide it), under `intervention`, naming beta and the parameters' largest magnitude: a
+    finite beta or parameter can still overflow float32 once applied. (Skipped while a CUDA
+    graph is recorded: the check reads the result back.)"""
+    if logits.is_cuda and torch.cuda.is_current_stream_capturing():
+        return
+    ok = torch.isfinite(logits).all()
+    for edit in edits:  # combined on the device, read back once
+        ok = ok & edit.to(ok.device)
+    if bool(ok):
+        return
+    largest = max((float(p.detach().abs().max()) for p in intervention.parameters()), default=0.0)
+    shown = f"{float(beta.abs().max()):g} (largest)" if isinstance(beta, Tensor) else f"{beta:g}"
+    raise AscaleError(
+        f"{type(intervention).__name__} at beta={shown} overflows float32 (its largest "
+        f"parameter magnitude is {largest:g}): the edited activations or the logits are NaN, "
+        f"infinite or beyond {SQUARE_MAX:.3g}, which a layer norm cannot square; use a "
+        "smaller beta, or refit the intervention (a lower learning rate)"
+    )
 
 
 def clean_log_probs(

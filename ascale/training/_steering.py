@@ -12,7 +12,8 @@ from typing import Any, Final
 import torch
 from torch import Tensor
 
-from ascale import _tl, distributed
+from ascale import _checks, _tl, distributed
+from ascale._checks import FLOAT32_MAX
 from ascale._types import HookedModel
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
@@ -122,17 +123,17 @@ def check_settings(
         ("eval_every", eval_every),
         ("patience", patience),
     ):
-        if not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise AscaleError(f"{name} must be a positive integer, got {value!r}")
-    if not (math.isfinite(lr) and 0 < lr <= 10):
+    if not (_checks.is_number(lr) and math.isfinite(lr) and 0 < lr <= 10):
         raise AscaleError(f"lr must be a finite number in (0, 10], got {lr!r}")
     if sparsity not in SPARSITY:
         raise AscaleError(f"sparsity must be one of {SPARSITY}, got {sparsity!r}")
     if stop not in STOPS:
         raise AscaleError(f"stop must be one of {STOPS}, got {stop!r}")
-    if not 0 < val_size < 1:
+    if not (_checks.is_number(val_size) and 0 < val_size < 1):
         raise AscaleError(f"val_size must lie in (0, 1), got {val_size!r}")
-    if not 0.0 < flip_target <= 1.0:
+    if not (_checks.is_number(flip_target) and 0.0 < flip_target <= 1.0):
         raise AscaleError(f"flip_target must be a share in (0, 1], got {flip_target!r}")
     if settle is not None and (not isinstance(settle, int) or settle < 0):
         raise AscaleError(
@@ -158,6 +159,8 @@ class Settings:
     seed: int
 
     def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise AscaleError(f"seed must be a whole number, got {self.seed!r}")
         check_settings(
             self.steps,
             self.lr,
@@ -232,6 +235,20 @@ class SteeringTrainer:
         self.postfix: dict[str, str] = {}
 
     def hint(self) -> str:
+        """The objective weight whose term overflowed float32, else the learning rate."""
+        last = {k: v[-1] for k, v in self.history.items() if v and not k.startswith("val_")}
+        o = self.objective
+        terms = (
+            ("margin", o.margin, last.get("effectiveness", 0.0)),
+            ("lambda_faith", o.lambda_faith, o.lambda_faith * last.get("faithfulness", 0.0)),
+            ("lambda_min", o.lambda_min, o.lambda_min * last.get("l1", 0.0)),
+        )
+        for name, weight, term in terms:
+            if not math.isfinite(term):
+                return (
+                    f"its term with Objective.{name}={weight:g} overflows float32 (largest "
+                    f"{FLOAT32_MAX:.3g}): lower {name}"
+                )
         return f"lr={self.settings.lr}: lower the learning rate"
 
     def step(self, step: int, index: Tensor) -> bool:

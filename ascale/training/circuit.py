@@ -31,9 +31,9 @@ from typing import Final
 import torch
 from torch import Tensor
 
-from ascale import _tl, passes
+from ascale import _checks, _tl, passes
 from ascale._types import HookedModel
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError
 from ascale.grid import FRACTIONS, circuit_sizes
 from ascale.interventions import CircuitScalars
@@ -170,6 +170,11 @@ class CircuitTrainer:
         return False
 
     def hint(self) -> str:
+        if self.history["loss"] and not math.isfinite(self.history["loss"][-1]):
+            return (
+                f"the circuit's logit difference overflowed (lr={self.lr}, temperature="
+                f"{self.temperature}): lower the learning rate"
+            )
         return f"lr={self.lr}: lower the learning rate"
 
 
@@ -190,12 +195,9 @@ def _check(
     for name, value in (("steps", steps), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise AscaleError(f"{name} must be a positive integer, got {value!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise AscaleError(f"lr must be a finite number above 0, got {lr!r}")
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise AscaleError(f"temperature must be a finite number above 0, got {temperature!r}")
-    if len(data) == 0:
-        raise AscaleError("the data set is empty")
+    _checks.real("lr", lr, low=0.0, open_low=True)
+    _checks.real("temperature", temperature, low=0.0, open_low=True)
+    check_data(data)
     if not torch.is_grad_enabled():  # before any work (`_loop.frozen` says it again)
         raise AscaleError(
             "fit_circuit needs gradients, but it was called under torch.no_grad() or "
@@ -207,11 +209,8 @@ def _check(
             "jsonl row's 'corrupted' field; ascale.tasks.ccc_corrupt / ioi_corrupt), or build "
             "the CircuitScalars with ablation='mean' or 'zero'"
         )
-    if corrupted is not None and (len(corrupted) != len(data) or corrupted.n_pos != data.n_pos):
-        raise AscaleError(
-            f"corrupted must align with data row by row: {len(corrupted)} rows of "
-            f"{corrupted.n_pos} tokens for {len(data)} rows of {data.n_pos}"
-        )
+    if corrupted is not None:
+        check_aligned(data, corrupted)
 
 
 def _ablated(

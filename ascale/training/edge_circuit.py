@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ascale import _tl, passes
 from ascale._types import HookedModel
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_aligned, check_data
 from ascale.errors import AscaleError
 from ascale.graph import EdgeGraph
 from ascale.grid import FRACTIONS
@@ -235,10 +235,6 @@ def _check(
         raise AscaleError(f"start must hold one score per edge ({graph.n_edges}), got {shape}")
     if not bool(torch.isfinite(start).all()):
         raise AscaleError("start holds NaN or infinite scores")
-    if len(data) == 0:
-        raise AscaleError("the data set is empty")
-    if corrupted is not None and (len(corrupted) != len(data) or corrupted.n_pos != data.n_pos):
-        raise AscaleError(
-            f"corrupted must align with data row by row: {len(corrupted)} rows of "
-            f"{corrupted.n_pos} tokens for {len(data)} rows of {data.n_pos}"
-        )
+    check_data(data)
+    if corrupted is not None:
+        check_aligned(data, corrupted)

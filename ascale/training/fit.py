@@ -36,9 +36,9 @@ from typing import Any
 
 from torch import Tensor
 
-from ascale import distributed
+from ascale import _checks, distributed
 from ascale._types import HookedModel
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_data
 from ascale.errors import AscaleError
 from ascale.interventions import Intervention, SteeringIntervention
 from ascale.training import _loop, _steering, positions
@@ -165,10 +165,9 @@ def fit(
         steps, lr, batch_size, sparsity, stop, flip_target, settle, val_size, eval_every,
         patience, seed,
     )  # fmt: skip
-    where = positions.bind_for_fit(intervention, data)  # "auto": the positions chosen for data
-    trainer = _steering.SteeringTrainer(
-        model, intervention, data, settings, objective or Objective(), keep
-    )
+    where = positions.bind_for_fit(intervention, check_data(data))  # "auto": chosen for data
+    objective = _checks.instance("objective", objective or Objective(), Objective)
+    trainer = _steering.SteeringTrainer(model, intervention, data, settings, objective, keep)
     show = progress and distributed.is_main()
     step, wall = _loop.run(model, trainer, trainer.batches, steps=steps, progress=show)
     done = trainer.finish(step, wall)

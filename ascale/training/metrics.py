@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ascale import _tl
+from ascale import _checks, _tl
 from ascale._types import HookedModel
-from ascale.data import ContrastSet
+from ascale.data import ContrastSet, check_data
 from ascale.errors import AscaleError
 from ascale.interventions import Intervention
 from ascale.training import _passes
@@ -160,6 +160,10 @@ def evaluate(
           clean model ...
         L1 ...
     """
+    check_data(data)
+    _checks.instance("intervention", intervention, Intervention, "an ascale intervention")
+    batch_size = _checks.whole("batch_size", batch_size)
+    threshold = _checks.real("threshold", threshold, low=0.0)
     if intervention.position_tied:
         if not intervention.is_bound:
             raise AscaleError("this intervention has not been fitted (it has no parameters yet)")

@@ -10,14 +10,13 @@ With ``delta = logit(wrong) - logit(correct)`` at the answer position:
 The first two are averaged over the prompts of a batch (so weights do not depend on batch size).
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ascale.errors import AscaleError
+from ascale import _checks
 
 __all__ = ["Objective", "answer_logit_diff", "masked_kl", "masked_log_probs"]
 
@@ -41,10 +40,8 @@ class Objective:
     lambda_min: float = 1e-2
 
     def __post_init__(self) -> None:
-        for name in ("margin", "lambda_faith", "lambda_min"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise AscaleError(f"Objective.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("margin", "lambda_faith", "lambda_min"):  # >= 0, and float32 holds it
+            _checks.real(f"Objective.{name}", getattr(self, name), low=0.0)
 
     def __call__(
         self,

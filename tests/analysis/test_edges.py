@@ -1,17 +1,20 @@
 """Edge-masked passes, EAP / EAP-IG and MIB's edge scoring (`ascale._tl._edges`,
 `ascale.analysis.edges`). Tiny random models test the mechanics; SmolLM2 the real shapes."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from ascale._tl import _edges, _ungroup
-from ascale.analysis.edge_results import EdgeAttributionResult
+from ascale.analysis.edge_results import CARRIED, MIB_CIRCUIT_FRACTIONS, EdgeAttributionResult
 from ascale.analysis.edges import eap, eap_ig, score_edges
 from ascale.data import ContrastSet
 from ascale.errors import AscaleError
-from ascale.graph import EdgeGraph
+from ascale.graph import EdgeGraph, read_mib_json
+from ascale.grid import FRACTIONS
+from ascale.interventions import ABLATIONS
 from ascale.loading import load_model
 from ascale.testing import build_tiny, ioi_like_rows
 
@@ -208,12 +211,83 @@ def test_score_edges_recovers_the_planted_circuit_and_random_is_poor(planted):
     assert result.m_ablated == pytest.approx(float(bad), abs=1e-3)
 
 
+def _mib_nodes(mib: dict) -> tuple[set[str], set[str]]:
+    """The nodes with an ``in_graph`` edge out, and with one in, read off the file's edge names."""
+    out, into = set(), set()
+    for name, edge in mib["edges"].items():
+        if edge["in_graph"]:
+            src, dst = name.split("->")
+            out.add(src)
+            into.add(dst.split("<")[0])
+    return out, into
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_binary_circuits_at_mibs_fractions_read_back_as_mib_marks_them(tmp_path, absolute):
+    """MIB's binary circuit files: one per fraction (nine: MIB adds the whole graph), each
+    marking the top int(p * N) edges pruned (ties in MIB's order, NaN last), its nodes those
+    with an in_graph edge out and in (input: out), and read back to the same circuit."""
+    graph = EdgeGraph(n_layers=6, n_heads=4, d_model=8)  # 1,108 edges: k >= 1 from p = 0.001
+    scores = torch.randn(graph.n_edges, generator=torch.Generator().manual_seed(0)).round(
+        decimals=1
+    )  # ties
+    scores[::97] = float("nan")
+    planted = {"input->logits": 50, "input->a0.h0<q>": 45, "a0.h0->logits": 40, "input->m0": -60}
+    for edge, score in {**planted, "m0->logits": -55}.items():  # paths at the top
+        scores[graph.edge_ids[edge]] = score
+    ranking = EdgeAttributionResult("eap", graph, scores)
+    paths = ranking.write_mib_circuits(tmp_path / "eap")
+    assert FRACTIONS[:-1] == MIB_CIRCUIT_FRACTIONS and len(paths) == 18
+    folder = tmp_path / "eap" / f"abs-{absolute}"
+    names = sorted(path.name for path in folder.iterdir())
+    assert names == sorted(f"{p:g}.json" for p in MIB_CIRCUIT_FRACTIONS)
+    values = scores.abs() if absolute else scores
+    key = [float("inf") if v != v else -v for v in values.tolist()]
+    order = sorted(range(graph.n_edges), key=key.__getitem__)  # stable: ties in MIB's order
+    sizes = []
+    for p in MIB_CIRCUIT_FRACTIONS:
+        k = int(p * graph.n_edges)
+        top = torch.zeros(graph.n_edges, dtype=torch.bool)
+        top[order[:k]] = True
+        back, read, in_graph = read_mib_json(folder / f"{p:g}.json")
+        assert back == graph
+        assert torch.equal(in_graph, graph.prune(top)), p  # the pruned top k
+        assert torch.equal(in_graph, ranking.circuit(p, absolute=absolute))
+        torch.testing.assert_close(read, scores, equal_nan=True)  # scores kept (EAP-IG reads them)
+        sizes.append(int(in_graph.sum()))
+        mib = json.loads((folder / f"{p:g}.json").read_text())
+        out, into = _mib_nodes(mib)
+        assert mib["nodes"]["logits"] == {"in_graph": True}
+        assert mib["nodes"]["input"]["in_graph"] == ("input" in out)
+        for node in graph.src_names[1:]:  # pruned: an edge out iff an edge in
+            assert mib["nodes"][node]["in_graph"] == (node in out) == (node in into), (p, node)
+    assert all(
+        n <= int(p * graph.n_edges) for n, p in zip(sizes, MIB_CIRCUIT_FRACTIONS, strict=True)
+    )
+    assert sizes == sorted(sizes) and sizes[:3] == ([1, 1, 3] if not absolute else [0, 2, 5])
+    with pytest.raises(AscaleError, match="fraction must lie in"):
+        ranking.circuit(1.5)
+
+
+def test_every_ablation_says_what_an_edge_carries():
+    assert set(CARRIED) == set(ABLATIONS)
+
+
 def test_bad_inputs_are_refused(tiny_gpt2):
     model = tiny_gpt2
     clean_rows, corrupt_rows = ioi_like_rows(4, seed=5)
     data, corrupted = (ContrastSet.from_rows(r, model) for r in (clean_rows, corrupt_rows))
     with pytest.raises(AscaleError, match="align"):
         eap(model, data, corrupted.subset([0, 1]))
+    shuffled = corrupted.subset([1, 0, 2, 3])  # counterfactuals of other rows: other answers
+    assert shuffled.correct != corrupted.correct
+    for rank in (eap, eap_ig):
+        with pytest.raises(AscaleError, match=r"row 0 .* has the correct answer"):
+            rank(model, data, shuffled)
+    with pytest.raises(AscaleError, match=r"row 0 .* has the correct answer"):
+        score_edges(model, data, shuffled, {"x": torch.zeros(110)})
+    with pytest.raises(AscaleError, match="holds no prompts"):
+        eap(model, data.subset([]), None, ablation="mean")
     with pytest.raises(AscaleError, match="expected 110 edge scores, got \\(3,\\)"):
         score_edges(model, data, corrupted, {"x": torch.zeros(3)})
     with pytest.raises(AscaleError, match="steps must be a positive integer, got 0"):

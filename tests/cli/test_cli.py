@@ -1,3 +1,4 @@
+import html
 import json
 import subprocess
 import sys
@@ -335,6 +336,8 @@ def bad_files(tmp_path, tiny_gpt2):
         ).encode(),
         "corrupted-number.jsonl": json.dumps({**ROWS[0], "corrupted": 5}).encode(),
         "no-rows.jsonl": b"\n\n",
+        "twice.jsonl": b'{"prompt": "Rome is in", "correct": " Italy", "wrong": " France", '
+        b'"wrong": " Spain"}\n',
         "a-file": b"x",
     }
     for name, content in files.items():
@@ -363,6 +366,15 @@ BAD_INPUTS = {  # id: (argv, split on spaces after formatting {tmp}; a piece of 
     "data empty prompt": (DATA + "empty-prompt.jsonl", "(row 0): field 'prompt' is empty"),
     "data not an object": (DATA + "list.jsonl", "expected an object with keys"),
     "data no rows": (DATA + "no-rows.jsonl", "holds no rows"),
+    "data key twice": (DATA + "twice.jsonl", "twice.jsonl:1: key 'wrong' appears twice"),
+    "data is a device": (
+        "fit --out {tmp}/out --data /dev/null",
+        "--data '/dev/null' is a character device; expected a jsonl file",
+    ),
+    "evaluate data is a device": (
+        "evaluate --data /dev/zero --intervention {tmp}/iv",
+        "--data '/dev/zero' is a character device",
+    ),
     "layers a,b": (FIT + " --layers a,b", "--layers: 'a,b' is not comma-separated"),
     "positions last": (FIT + " --positions last", "--positions: 'last' is not 'auto', 'all'"),
     "lr -1": (FIT + " --lr -1", "--lr: '-1' is not a finite number above 0"),
@@ -475,6 +487,30 @@ def _ioi_file(path, corrupted=True, bad_row=None):
 
 
 COMPARE = ["--sites", "heads", "--positions", "-1", "--steps", "3", "--patch-n", "4"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "piece"),
+    [
+        (
+            ["--methods", "scalars", "--refit", "1,99"],
+            "each of refit_ks must be a whole number of 1..2 (the grid's components), got 99",
+        ),
+        (["--margin", "1e39"], "Objective.margin must be a finite number in [0, 3.40282e+38]"),
+    ],
+    ids=["refit beyond the grid", "margin beyond float32"],
+)
+def test_a_size_or_weight_out_of_range_is_one_line_before_any_fit(
+    planted_model, tmp_path, capsys, extra, piece
+):
+    """Issue 36: what the parser cannot know (the grid's size) or lets through (a finite float
+    that float32 cannot hold) is refused by the API's checks, in one line."""
+    data = _ioi_file(tmp_path / "rows.jsonl")
+    argv = ["compare", "--data", str(data), "--out", str(tmp_path / "out")]
+    argv += ["--sites", "mlp_out", "--positions", "-1", *extra]
+    assert main(argv) == 1
+    assert piece in _one_error_line(capsys, "compare")
+    assert not (tmp_path / "out").exists()
 
 
 def test_compare_with_corrupted_rows_scores_every_method(tmp_path, capsys, planted_model):
@@ -591,6 +627,11 @@ def test_demo_scores_its_own_fits_as_the_map(tmp_path, capsys, tiny_model):
     assert sum(v for k, v in stages.items() if k != "compare") <= summary["wall_time_s"] + 0.5
     printed = capsys.readouterr().out
     assert "moved (not clean)" in printed and "circuits on the test split" in printed
+    texts = summary["steered_text"]  # a few test prompts at beta -1, 0, +1, in the report too
+    assert [row["beta"] for row in texts] == [-1.0, 0.0, 1.0] * (len(texts) // 3)
+    assert {row["first"] for row in texts} <= {"correct", "wrong", "other"}
+    page = (out / "report.html").read_text()
+    assert "Steered text" in page and html.escape(texts[0]["text"].strip()) in page
 
 
 def test_the_command_line_fits_saves_and_scores_circuit_scalars(tiny_dirs, tiny_gpt2, tmp_path):

@@ -2,12 +2,14 @@
 one MIB graph file per ranking, the prompt cap, and its bad inputs as one-line errors."""
 
 import json
+from html import escape
 
 import pytest
 import torch
 
 import ascale
 from ascale.analysis.edge_compare import EDGE_METHODS
+from ascale.analysis.edge_results import CARRIED, MIB_CIRCUIT_FRACTIONS
 from ascale.cli import main
 from ascale.data import ContrastSet, corrupted_from_rows
 from ascale.testing import ioi_like_rows
@@ -111,12 +113,67 @@ def test_edge_compare_on_a_task_builds_its_counterfactuals(tmp_path, capsys, pla
     assert result["info"]["drawn"] == "eap" and (out / "mib" / "eap.json").is_file()
 
 
+@pytest.mark.parametrize("ablation", ["mean", "zero"])
+def test_edge_compare_ablates_to_the_mean_or_zero_without_counterfactuals(
+    ablation, tmp_path, capsys, planted_model, monkeypatch
+):
+    calls = []
+    original = ascale.compare_edges
+
+    def spy(model, data, corrupted, **kwargs):
+        calls.append((corrupted, kwargs["ablation"]))
+        return original(model, data, corrupted, **kwargs)
+
+    monkeypatch.setattr(ascale, "compare_edges", spy)
+    data = _rows_file(tmp_path / "bare.jsonl", corrupted=False)  # none needed
+    out = tmp_path / "out"
+    argv = ["compare", "--level", "edges", "--data", str(data), "--methods", "eap,random"]
+    assert main([*argv, "--ablation", ablation, "--out", str(out)]) == 0
+    assert calls == [(None, ablation)]
+    info = json.loads((out / "compare.json").read_text())["info"]
+    assert info["ablation"] == ablation
+    assert info["counterfactuals"] == f"none used ({ablation} ablation)"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    said = f"{ablation} ablation: an edge outside a circuit carries {CARRIED[ablation]}."
+    assert escape(said) in page  # the description
+    assert escape(f"every other edge carries {CARRIED[ablation]} ({ablation} ablation)") in page
+    assert f"{ablation} ablation)" in capsys.readouterr().out
+
+
+def test_mib_binary_writes_the_scored_circuits_at_mibs_fractions(tmp_path, capsys, planted_model):
+    """``--mib-binary``: per ranking, MIB's nine binary circuits in each order, read back to
+    the edge counts `score_edges` scored (compare.json's curves) and to the ranking's scores."""
+    data = _rows_file(tmp_path / "rows.jsonl")
+    out = tmp_path / "out"
+    argv = ["compare", "--level", "edges", "--data", str(data), "--methods", "eap,random"]
+    assert main([*argv, "--mib-binary", "--out", str(out)]) == 0
+    result = json.loads((out / "compare.json").read_text())
+    assert result["info"]["mib_binary"] == ["mib/eap/abs-False/", "mib/eap/abs-True/"]
+    assert sorted(p.name for p in (out / "mib").iterdir()) == ["eap", "eap.json"]
+    _, scores, _ = ascale.read_mib_json(out / "mib" / "eap.json")
+    curves = {row["fraction"]: row for row in result["curves"] if row["method"] == "eap"}
+    for absolute, column in ((False, "n_signed"), (True, "n_abs")):
+        folder = out / "mib" / "eap" / f"abs-{absolute}"
+        assert len(list(folder.iterdir())) == len(MIB_CIRCUIT_FRACTIONS) == 9
+        for p in MIB_CIRCUIT_FRACTIONS:
+            _, read, in_graph = ascale.read_mib_json(folder / f"{p:g}.json")
+            assert int(in_graph.sum()) == curves[p][column] <= curves[p]["k"], (absolute, p)
+            assert torch.equal(read, scores)
+    assert any(curves[p]["n_signed"] > 0 for p in MIB_CIRCUIT_FRACTIONS)  # not all empty
+
+
 EDGES = "compare --level edges --out {tmp}/out --data {tmp}/"
 BAD = {  # id: (argv after formatting {tmp}, split on spaces; exit status; a piece of the line)
     "edges without corrupted rows": (
         EDGES + "bare.jsonl",
         1,
-        "--level edges ablates edges to counterfactual prompts, and",
+        "--level edges ablates edges to counterfactual prompts unless --ablation says "
+        "otherwise, and",
+    ),
+    "counterfactual ablation without corrupted rows": (
+        EDGES + "bare.jsonl --ablation counterfactual",
+        1,
+        "or use --ablation mean or --ablation zero",
     ),
     "unknown edge method": (
         EDGES + "rows.jsonl --methods eap,eap_gi",
@@ -138,10 +195,15 @@ BAD = {  # id: (argv after formatting {tmp}, split on spaces; exit status; a pie
         1,
         "--patch-n applies at --level nodes only",
     ),
-    "mean ablation at edge level": (
-        EDGES + "rows.jsonl --ablation mean",
+    "unknown ablation at edge level": (
+        EDGES + "rows.jsonl --ablation median",
+        2,
+        "argument --ablation: invalid choice: 'median'",
+    ),
+    "mib-binary at node level": (
+        "compare --out {tmp}/out --data {tmp}/rows.jsonl --mib-binary",
         1,
-        "--ablation applies at --level nodes only",
+        "--mib-binary writes edge circuits: add --level edges",
     ),
     "edge-n at node level": (
         "compare --out {tmp}/out --data {tmp}/rows.jsonl --edge-n 8",

@@ -48,6 +48,9 @@ def test_a_start_of_the_wrong_size_or_with_nan_is_refused(planted):
         fit_edge_circuit(model, data, corrupted, bad, steps=1, progress=False)
     with pytest.raises(AscaleError, match="align"):
         fit_edge_circuit(model, data, corrupted.subset(range(3)), torch.zeros(110), progress=False)
+    order = [1, 0, *range(2, len(corrupted))]  # counterfactuals of other rows
+    with pytest.raises(AscaleError, match=r"row 0 .* has the"):
+        fit_edge_circuit(model, data, corrupted.subset(order), torch.zeros(110), progress=False)
 
 
 def test_a_mean_ablation_fit_needs_no_counterfactuals_and_agrees_with_the_scorer(planted):

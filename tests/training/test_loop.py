@@ -34,9 +34,10 @@ class _Trainer:
 
     name = "fit test"
 
-    def __init__(self, model, *, stop_at=0, interrupt_at=0, nan_at=0):
+    def __init__(self, model, *, stop_at=0, interrupt_at=0, nan_at=0, inf_loss_at=0):
         self.model, self.stop_at = model, stop_at
-        self.interrupt_at, self.nan_at = interrupt_at, nan_at
+        self.interrupt_at, self.nan_at, self.inf_loss_at = interrupt_at, nan_at, inf_loss_at
+        self.history: dict[str, list[float]] = {"loss": []}
         self.postfix: dict[str, str] = {}
         self.theta = torch.zeros(3, requires_grad=True)
         self.steps: list[int] = []
@@ -55,6 +56,7 @@ class _Trainer:
             raise KeyboardInterrupt
         with torch.no_grad():
             self.theta.add_(math.nan if step == self.nan_at else 1.0)
+        self.history["loss"].append(math.inf if step == self.inf_loss_at else 1.0)
         self.postfix = {"step": str(step)}
         return step == self.stop_at
 
@@ -114,6 +116,16 @@ def test_non_finite_parameters_stop_the_run_at_their_step(tiny_gpt2, flags):
         run(tiny_gpt2, trainer, batches, steps=5, progress=False)
     assert trainer.steps == [1, 2]  # no step after the one that broke
     assert _flags(tiny_gpt2) == flags
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step_naming_the_cause(tiny_gpt2, flags):
+    """Issue 36: finite parameters on an infinite loss (an objective weight that overflows
+    float32) are not training; the loop stops there, with the trainer's hint."""
+    trainer = _Trainer(tiny_gpt2, inf_loss_at=3)
+    batches = Batches(6, 2, torch.Generator())
+    with pytest.raises(AscaleError, match=r"the loss became inf at step 3: try a lower"):
+        run(tiny_gpt2, trainer, batches, steps=5, progress=False)
+    assert trainer.steps == [1, 2, 3] and _flags(tiny_gpt2) == flags
 
 
 def test_a_fit_under_no_grad_is_refused_before_any_step(tiny_gpt2, flags):
