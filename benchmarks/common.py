@@ -11,6 +11,7 @@ so background load hits them alike.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
@@ -232,3 +233,20 @@ def yardstick(threads: int) -> float:
         [sys.executable, str(YARDSTICK)], capture_output=True, text=True, env=env, check=True
     )
     return float(out.stdout.strip().splitlines()[-1].split()[0])
+
+
+def reset_peak_rss() -> None:
+    """Start the process's peak resident memory (``VmHWM``) again from its current size (Linux:
+    ``/proc/self/clear_refs``), so that `peak_rss_gb` measures the work after it alone."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_gb() -> float | None:
+    """The process's peak resident memory since `reset_peak_rss` (GB; ``None`` off Linux)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+    return round(kb / 2**20, 2)

@@ -8,7 +8,7 @@ memory after it). The yardstick (``../shared/tools/floor_step.py``, a plain-PyTo
 scalars step of SmolLM2 on 64 x 12 tokens) is timed before and after in the same run; each
 method's time is reported in its steps, with the run's peak memory (RSS).
 
-Run: ``.venv/bin/python -m benchmarks edges [--n 64] [--steps 25]``; writes results/edges_ioi.json
+Run: ``.venv/bin/python -m benchmarks edges [--n 64] [--steps 50]``; writes results/edges_ioi.json
 and the MIB files under results/edges_ioi/ (not committed).
 """
 
@@ -29,8 +29,8 @@ from benchmarks import common
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64, help="IOI prompts (half train, half test)")
-    parser.add_argument("--steps", type=int, default=25, help="edge circuit scalars' steps")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=50, help="edge circuit scalars' steps")
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--n-random", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -46,14 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     corrupted = ascale.tasks.ioi_corrupt(data, model, seed=args.seed)
     train, test = data.split(test_size=0.5, seed=args.seed)
     ctrain, ctest = corrupted.split(test_size=0.5, seed=args.seed)
-    timings, peak_gb = {}, {}
+    timings, peak_gb, own_peak_gb = {}, {}, {}
 
     def stage(name: str, work: Any) -> Any:
+        common.reset_peak_rss()
         t = time.perf_counter()
         out = work()
         timings[name] = round(time.perf_counter() - t, 2)
-        # the process's peak resident memory so far: each stage's own peak when it grew there
+        # the process's peak resident memory so far, and during this stage alone (the model
+        # and what earlier stages keep included)
         peak_gb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+        own_peak_gb[name] = common.peak_rss_gb()
         return out
 
     rankings = {"eap": stage("eap", lambda: ascale.eap(model, train, ctrain))}
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "yardstick_s": {"before": before, "after": after},
         "timings_in_yardstick_steps": {k: round(v / step, 1) for k, v in timings.items()},
         "peak_rss_gb_after": peak_gb,
+        "peak_rss_gb_during": own_peak_gb,
         "load_1min": load,
         "commit": common.commit(),
     }
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for method, ranking in rankings.items():
         ranking.graph.write_mib_json(folder / f"{method}.json", ranking.scores)
     print(summary.round(3).to_string())
-    print(timings, payload["timings_in_yardstick_steps"], peak_gb)
+    print(timings, payload["timings_in_yardstick_steps"], peak_gb, own_peak_gb)
     return 0
 
 
