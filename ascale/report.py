@@ -49,6 +49,7 @@ h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2
 table.data { border-collapse: collapse; font-size: .85rem; margin: .5rem 0 1.5rem; }
 table.data th, table.data td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: right; }
 table.data th { background: #f4f4f4; }
+table.text td, table.text th { text-align: left; vertical-align: top; max-width: 24rem; }
 p.note { color: #555; font-size: .9rem; }
 """
 
@@ -70,9 +71,11 @@ class _Page:
         self.sections.append((anchor, title))
         self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
 
-    def table(self, frame: pd.DataFrame, index: bool = True) -> None:
+    def table(self, frame: pd.DataFrame, index: bool = True, text: bool = False) -> None:
+        """`frame` as a table; `text`: cells of prose, left-aligned."""
+        classes = "data text" if text else "data"
         self.parts.append(
-            frame.to_html(classes="data", border=0, index=index, float_format="{:.4g}".format)
+            frame.to_html(classes=classes, border=0, index=index, float_format="{:.4g}".format)
         )
 
     def figure(self, fig: Any) -> None:
@@ -218,11 +221,13 @@ def _generations(page: _Page, result: GenerationResult) -> None:
     frame = result.to_frame()
     marks = {"correct": "[correct] ", "wrong": "[wrong] "}
     frame["shown"] = [
-        marks.get(str(f), "") + t for f, t in zip(frame["first"], frame["text"], strict=True)
+        marks.get(str(f), "") + t.strip().replace("\n", " ↵ ")  # line breaks shown, not escaped
+        for f, t in zip(frame["first"], frame["text"], strict=True)
     ]
     table = frame.pivot_table(index="prompt", columns="beta", values="shown", aggfunc="first",
                               sort=False)  # fmt: skip
     table.columns = [f"beta = {b:+g}" if b else "beta = 0" for b in table.columns]
+    table.index.name = None
     n = result.info.get("max_new_tokens")
     page.text(
         "p",
@@ -231,7 +236,7 @@ def _generations(page: _Page, result: GenerationResult) -> None:
         "that answer's.",
         "note",
     )
-    page.table(table)
+    page.table(table, text=True)
 
 
 def _metrics(page: _Page, metrics: Mapping[str, Metrics | Mapping[str, Any]]) -> None:
