@@ -250,3 +250,12 @@ def peak_rss_gb() -> float | None:
         return None
     kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
     return round(kb / 2**20, 2)
+
+
+def start_timed(threads: int) -> tuple[list[float], float]:
+    """A timed run's start: torch at `threads` threads, the load now (a list to append the
+    later loads to) and one yardstick step's seconds, timed before any work."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return [os.getloadavg()[0]], yardstick(threads)

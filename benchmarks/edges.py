@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks import common
 
 
@@ -38,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import ascale
 
-    torch.set_num_threads(args.threads)
-    load = [os.getloadavg()[0]]
-    before = common.yardstick(args.threads)
+    load, before = common.start_timed(args.threads)
     model = ascale.load_model()
     data = ascale.tasks.ioi(model, n=args.n, seed=args.seed)
     corrupted = ascale.tasks.ioi_corrupt(data, model, seed=args.seed)

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new", default="32,64,256", help="new tokens, comma-separated")
     parser.add_argument("--n", type=int, default=8, help="prompts")
+    parser.add_argument("--modes", default="batch,one", help="batch, one (each prompt alone)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each, the fastest kept")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="generation")
@@ -45,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from ascale._tl._generate import left_padded
     from ascale.loading import embedded_folder
 
-    torch.set_num_threads(args.threads)
-    load = [os.getloadavg()[0]]
-    before = common.yardstick(args.threads)
+    load, before = common.start_timed(args.threads)
     model = ascale.load_model()
     folder = embedded_folder("smollm2-135m")
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -82,9 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     run_hf(prompts[:1], 2), run_ascale(dyn, prompts[:1], 2)  # warm-up
     rows, tokens = [], {}
     for new in [int(x) for x in args.new.split(",")]:
-        for mode in ("batch", "one"):
+        for mode in args.modes.split(","):
             batches = [prompts] if mode == "batch" else [[p] for p in prompts]
             times: dict[str, list[float]] = {name: [] for name in runs}
+            common.reset_peak_rss()  # the setting's own peak, not the loading's
             for repeat in range(args.repeats):  # the order reversed each time: drift cancels
                 for name in list(runs) if repeat % 2 == 0 else list(runs)[::-1]:
                     t = time.perf_counter()
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                              "seconds": round(seconds, 3),
                              "repeats_s": [round(x, 3) for x in times[name]],
                              "ms_per_new_token_step": round(1000 * seconds / new / len(batches), 2),
-                             "peak_rss_gb": round(peak, 3)})  # fmt: skip
+                             "peak_rss_gb": round(peak, 3),
+                             "peak_rss_gb_during_setting": common.peak_rss_gb()})  # fmt: skip
                 print(rows[-1], flush=True)
             load.append(os.getloadavg()[0])
     after = common.yardstick(args.threads)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_equals_one": {
             f"{new}_{name}": tokens[(new, "batch", name)] == tokens[(new, "one", name)]
             for (new, mode, name) in tokens
-            if mode == "batch"
+            if mode == "batch" and (new, "one", name) in tokens
         },
         "yardstick_s": {"before": before, "after": after},
         "load_1min": load,

@@ -126,21 +126,11 @@ def _hooked(
 def _plain_step(
     model: HookedModel, tokens: Tensor, mask: Tensor, state: dict[str, Any]
 ) -> Float[Tensor, "batch d_vocab"]:
-    """`_cached_step` on the plain model: each row's positions counted from its first real
-    token (as Hugging Face's ``generate`` does for left padding)."""
-    from transformers import DynamicCache
-
+    """`_cached_step` on the plain model, each row's positions counted from its first real
+    token (as Hugging Face's ``generate`` does for left padding; the Bridge derives them)."""
+    fresh, kwargs = _unseen(model, tokens, mask, state)
+    kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp_min(0)[:, -fresh.shape[1] :]
     hf: Any = getattr(model, "original_model", None)
-    if "cache" not in state:
-        state["cache"] = DynamicCache(config=hf.config)
-        state["seen"] = 0
-    fresh = tokens[:, state["seen"] :]
-    state["seen"] = tokens.shape[1]
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -fresh.shape[1] :]
-    kwargs: dict[str, Any] = {"cache": state["cache"], "use_cache": True, "position_ids": positions}
-    kwargs.update(_last_only(model, fresh.shape[1], fresh.device))
-    if not bool(mask.all()):
-        kwargs["attention_mask"] = mask
     logits: Tensor = hf(input_ids=fresh, **kwargs).logits
     return logits[:, -1]
 
@@ -149,20 +139,29 @@ def _cached_step(
     model: HookedModel, tokens: Tensor, mask: Tensor, state: dict[str, Any]
 ) -> Float[Tensor, "batch d_vocab"]:
     """The next-token logits, feeding only the tokens the cache has not seen."""
+    fresh, kwargs = _unseen(model, tokens, mask, state)
+    logits: Tensor = model(fresh, **kwargs)
+    return logits[:, -1]
+
+
+def _unseen(
+    model: HookedModel, tokens: Tensor, mask: Tensor, state: dict[str, Any]
+) -> tuple[Tensor, dict[str, Any]]:
+    """The tokens the cache in `state` has not seen (a new ``DynamicCache`` at the first
+    step), and the keyword arguments of a cached pass over them: the cache, the last
+    position's logits, and the mask of cached and new positions where there is padding."""
     from transformers import DynamicCache
 
     if "cache" not in state:
         hf: Any = getattr(model, "original_model", None)
-        state["cache"] = DynamicCache(config=hf.config)
-        state["seen"] = 0
+        state["cache"], state["seen"] = DynamicCache(config=hf.config), 0
     fresh = tokens[:, state["seen"] :]
     state["seen"] = tokens.shape[1]
     kwargs: dict[str, Any] = {"cache": state["cache"], "use_cache": True}
     kwargs.update(_last_only(model, fresh.shape[1], fresh.device))
     if not bool(mask.all()):
-        kwargs["attention_mask"] = mask  # cached and new positions: the Bridge offsets it
-    logits: Tensor = model(fresh, **kwargs)
-    return logits[:, -1]
+        kwargs["attention_mask"] = mask
+    return fresh, kwargs
 
 
 def _full_step(

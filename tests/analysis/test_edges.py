@@ -163,11 +163,18 @@ def test_eap_is_the_gradient_of_a_mask_on_every_edge(case):
     scores = eap(model, data, corrupted, batch_size=4)  # two batches
     with torch.inference_mode():
         corrupt = _edges.source_outputs(model, graph, corrupted.tokens)
-    keep = torch.ones(1, graph.n_edges, requires_grad=True)
-    logits = _edges.masked_run(model, graph, data.tokens, keep, corrupt)
-    (-logit_diff(logits, data).sum()).backward()
     assert scores.scores.abs().max() > 1e-3
-    torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        scores.scores, _keep_gradient(model, graph, data, corrupt), atol=1e-5, rtol=1e-4
+    )
+
+
+def _keep_gradient(model, graph, data, sources):
+    """``-∂(Σ logit diff)/∂keep`` at every edge kept, each ablated edge carrying `sources`."""
+    keep = torch.ones(1, graph.n_edges, requires_grad=True)
+    logits = _edges.masked_run(model, graph, data.tokens, keep, sources)
+    (-logit_diff(logits, data).sum()).backward()
+    return -keep.grad[0]
 
 
 def test_eap_ig_on_the_input_edges_sums_to_the_total_effect(planted):
@@ -362,11 +369,9 @@ def test_eap_under_mean_and_zero_ablation_is_the_keep_masks_gradient(tiny_gpt2):
         scores = eap(tiny_gpt2, data, ablation=ablation, batch_size=4)
         assert scores.info == {"ablation": ablation}
         sources = EdgeSources(tiny_gpt2, graph, data, None, ablation)(list(range(len(data))))
-        keep = torch.ones(1, graph.n_edges, requires_grad=True)
-        logits = _edges.masked_run(tiny_gpt2, graph, data.tokens, keep, sources)
-        (-logit_diff(logits, data).sum()).backward()
         assert scores.scores.abs().max() > 1e-3
-        torch.testing.assert_close(scores.scores, -keep.grad[0], atol=1e-5, rtol=1e-4)
+        want = _keep_gradient(tiny_gpt2, graph, data, sources)
+        torch.testing.assert_close(scores.scores, want, atol=1e-5, rtol=1e-4)
 
 
 def test_edge_sources_refuse_what_they_cannot_ablate_to(tiny_gpt2):
